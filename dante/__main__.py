@@ -1,0 +1,3 @@
+from dante.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The provider agent: GPU detection, job execution, metering."""

@@ -1,0 +1,5 @@
+"""The `dante` command line."""
+
+from dante.cli.app import main
+
+__all__ = ["main"]

@@ -1,0 +1,18 @@
+"""The cyclopts application: the root `dante` command and its lazily imported sub-commands."""
+
+from __future__ import annotations
+
+from cyclopts import App
+
+from dante import __version__
+
+app = App(
+    name="dante",
+    help="Dante: rent GPUs, or rent yours out, on an auditable event log.",
+    version=__version__,
+)
+app.command("dante.cli.schemas:app", name="schemas")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""The event log on JetStream: streams, appends, loads and replays."""

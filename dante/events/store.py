@@ -1,0 +1,407 @@
+"""The event store: append with optimistic concurrency and de-duplication, load, replay.
+
+An aggregate's version is the stream sequence of its last event (0: none yet). Every append
+names the version it decided against; the server refuses it if the aggregate has moved on,
+and we raise `ConcurrencyConflict` so the caller re-reads and decides again.
+
+Several events (possibly of several aggregates) appended together form one JetStream atomic
+batch: all land or none. That is how a decision touching three wallets (a charge, the
+provider's credit, the platform's fee) keeps money conserved at every committed position.
+
+Each message's `Nats-Msg-Id` is its event id, derived from what caused it, so a retry of the
+same decision appends nothing new. After a lost acknowledgement, a retry whose expected
+version is now stale gets "wrong last sequence" (10071) rather than `duplicate`: before
+calling that a conflict we look for our own message id after the expected version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import structlog
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from dante.events.codec import Recorded, decode_event
+from dante.events.errors import AppendRejected, AppendTimeout, ConcurrencyConflict, EventStoreError
+from dante.events.streams import EVENT_PREFIX, STREAM, subject_for, subject_of
+from dante.schemas.codec import encode
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
+    from dante.schemas.events import Event
+
+log = structlog.get_logger(__name__)
+
+WRONG_LAST_SEQUENCE: Final = 10071
+BATCH_DUPLICATE: Final = 10201
+_NO_MESSAGE: Final = "404"
+_END_OF_BATCH: Final = "204"
+_DIRECT_BATCH: Final = 1000
+_json: Final = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One event to append, and the version of its aggregate it was decided against.
+
+    `expected`: the aggregate's last stream sequence when read (0: it had no events yet), or
+    None to append without a check (only for events whose order cannot matter, like a fee).
+    """
+
+    event: Event
+    expected: int | None = None
+    subject: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subject", subject_for(self.event))
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where appended events landed; `duplicate` when they had landed before (a retry)."""
+
+    seqs: tuple[int, ...]
+    duplicate: bool = False
+
+    @property
+    def last(self) -> int:
+        return self.seqs[-1] if self.seqs else 0
+
+
+def _headers(item: Append) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": item.event.event_id}
+    if item.expected is not None:
+        headers["Nats-Expected-Last-Subject-Sequence"] = str(item.expected)
+    return headers
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    # nats-server writes nanoseconds; Python keeps microseconds.
+    head, _, tail = value.rstrip("Z").partition(".")
+    frac = (tail[:6]).ljust(6, "0") if tail else "000000"
+    return datetime.fromisoformat(f"{head}.{frac}").replace(tzinfo=UTC)
+
+
+class EventStore:
+    """Appends to and reads from the `DANTE` stream over one NATS connection."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        stream: str = STREAM,
+        timeout: float = 5.0,
+        retries: int = 3,
+    ) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=timeout)
+        self.stream = stream
+        self._timeout = timeout
+        self._retries = retries
+        self._inbox_prefix: str | None = None
+        self._inbox_lock = asyncio.Lock()
+        self._waiters: dict[str, asyncio.Queue[Msg]] = {}
+        self._next_token = 0
+
+    # ── appending ───────────────────────────────────────────────────────────────────────
+
+    async def append(self, *items: Append) -> Appended:
+        """Append one event, or several atomically; return their stream sequences.
+
+        Raises `ConcurrencyConflict` when an expected version is stale, `AppendTimeout` when
+        no acknowledgement came after every retry, `AppendRejected` for anything else.
+        """
+        if not items:
+            return Appended(seqs=())
+        payloads = [encode(item.event) for item in items]
+        last_error: Exception | None = None
+        for attempt in range(self._retries + 1):
+            try:
+                reply = await self._send(items, payloads)
+            except (NatsTimeout, TimeoutError) as exc:
+                last_error = exc
+                log.warning("append.ack_timeout", attempt=attempt, first=items[0].event.event_id)
+                continue
+            except NoRespondersError:
+                raise EventStoreError(
+                    f"no JetStream stream answers on {items[0].subject}: is the log set up?"
+                ) from None
+            return await self._settle(items, reply)
+        raise AppendTimeout(
+            f"no acknowledgement for {items[0].event.event_id} after {self._retries + 1} tries"
+        ) from last_error
+
+    async def _send(self, items: Sequence[Append], payloads: list[bytes]) -> dict[str, Any]:
+        if len(items) == 1:
+            msg = await self._nc.request(
+                items[0].subject, payloads[0], timeout=self._timeout, headers=_headers(items[0])
+            )
+            return _json.decode(msg.data)
+        # An atomic batch: every message but the last is staged, the last commits.
+        batch_id = self._nc._nuid.next().decode()  # noqa: SLF001 (nats-py's unique id source)
+        last = len(items)
+        for index, (item, payload) in enumerate(zip(items, payloads, strict=True), start=1):
+            headers = _headers(item)
+            headers["Nats-Batch-Id"] = batch_id
+            headers["Nats-Batch-Sequence"] = str(index)
+            if index < last:
+                await self._nc.publish(item.subject, payload, headers=headers)
+            else:
+                headers["Nats-Batch-Commit"] = "1"
+                msg = await self._nc.request(
+                    item.subject, payload, timeout=self._timeout, headers=headers
+                )
+                return _json.decode(msg.data)
+        raise AssertionError("unreachable")
+
+    async def _settle(self, items: Sequence[Append], reply: dict[str, Any]) -> Appended:
+        error = reply.get("error")
+        if error is None:
+            last_seq = int(reply["seq"])
+            count = int(reply.get("count", 1))
+            seqs = tuple(range(last_seq - count + 1, last_seq + 1))
+            return Appended(seqs=seqs, duplicate=bool(reply.get("duplicate")))
+        err_code = int(error.get("err_code", 0))
+        description = str(error.get("description", ""))
+        if err_code in (WRONG_LAST_SEQUENCE, BATCH_DUPLICATE):
+            landed = await self._find_landed(items)
+            if landed is not None:
+                return Appended(seqs=landed, duplicate=True)
+            if err_code == WRONG_LAST_SEQUENCE:
+                raise await self._conflict(items)
+        raise AppendRejected(int(error.get("code", 0)), err_code, description)
+
+    async def _find_landed(self, items: Sequence[Append]) -> tuple[int, ...] | None:
+        """If our first message already sits in the log (a lost ack), where the batch landed."""
+        first = items[0]
+        want = first.event.event_id
+        if first.expected is not None:
+            async for seq, headers, _ in self._direct_batch(first.subject, first.expected + 1):
+                if headers.get("Nats-Msg-Id") == want:
+                    return tuple(range(seq, seq + len(items)))
+            return None
+        last = await self._last_message(first.subject)
+        if last is not None and last[1].get("Nats-Msg-Id") == want:
+            return tuple(range(last[0], last[0] + len(items)))
+        return None
+
+    async def _conflict(self, items: Sequence[Append]) -> ConcurrencyConflict:
+        for item in items:
+            if item.expected is None:
+                continue
+            actual = await self.version(item.subject)
+            if actual != item.expected:
+                return ConcurrencyConflict(item.subject, item.expected, actual)
+        first = next(i for i in items if i.expected is not None)
+        assert first.expected is not None
+        return ConcurrencyConflict(first.subject, first.expected, None)
+
+    # ── reading one aggregate ───────────────────────────────────────────────────────────
+
+    async def version(self, subject: str) -> int:
+        """The stream sequence of the last event on `subject`, 0 when it has none."""
+        last = await self._last_message(subject)
+        return 0 if last is None else last[0]
+
+    async def load(self, aggregate: str, aggregate_id: str, *, after: int = 0) -> list[Recorded]:
+        """Every event of one aggregate after sequence `after`, in log order."""
+        subject = subject_of(aggregate, aggregate_id)
+        return [
+            Recorded(
+                seq=seq,
+                subject=subject,
+                stored_at=_parse_time(headers.get("Nats-Time-Stamp")),
+                event=decode_event(data),
+            )
+            async for seq, headers, data in self._direct_batch(subject, after + 1)
+        ]
+
+    async def _last_message(self, subject: str) -> tuple[int, dict[str, str], bytes] | None:
+        try:
+            msg = await self._nc.request(
+                f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=self._timeout
+            )
+        except NoRespondersError:
+            raise EventStoreError(f"stream {self.stream} does not answer direct gets") from None
+        headers = msg.headers or {}
+        if headers.get("Status") == _NO_MESSAGE:
+            return None
+        if "Status" in headers:
+            raise EventStoreError(f"direct get of {subject} failed: {headers}")
+        return int(headers["Nats-Sequence"]), headers, msg.data
+
+    async def _inbox(self) -> str:
+        async with self._inbox_lock:
+            if self._inbox_prefix is None:
+                prefix = self._nc.new_inbox()
+
+                async def route(msg: Msg) -> None:
+                    queue = self._waiters.get(msg.subject)
+                    if queue is not None:
+                        queue.put_nowait(msg)
+
+                await self._nc.subscribe(f"{prefix}.*", cb=route)
+                self._inbox_prefix = prefix
+            self._next_token += 1
+            return f"{self._inbox_prefix}.{self._next_token}"
+
+    async def _direct_batch(
+        self, subject: str, start: int
+    ) -> AsyncIterator[tuple[int, dict[str, str], bytes]]:
+        """Stored messages of `subject` from sequence `start` on, with their headers.
+
+        Uses batched direct gets: one request returns up to a thousand messages, ending with
+        an end-of-batch marker that says how many are still pending.
+        """
+        inbox = await self._inbox()
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._waiters[inbox] = queue
+        try:
+            seq = start
+            while True:
+                request = encode({"seq": seq, "next_by_subj": subject, "batch": _DIRECT_BATCH})
+                await self._nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
+                pending = 0
+                while True:
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), self._timeout)
+                    except TimeoutError:
+                        raise EventStoreError(f"direct get of {subject} timed out") from None
+                    headers = msg.headers or {}
+                    status = headers.get("Status")
+                    if status == _NO_MESSAGE:
+                        return
+                    if status == _END_OF_BATCH:
+                        pending = int(headers.get("Nats-Num-Pending", "0"))
+                        break
+                    if status is not None:
+                        raise EventStoreError(f"direct get of {subject} failed: {headers}")
+                    seq = int(headers["Nats-Sequence"])
+                    yield seq, headers, msg.data
+                    seq += 1
+                if pending <= 0:
+                    return
+        finally:
+            del self._waiters[inbox]
+
+    # ── reading the whole log ───────────────────────────────────────────────────────────
+
+    async def last_seq(self) -> int:
+        info = await self._js.stream_info(self.stream)
+        return int(info.state.last_seq)
+
+    async def read(
+        self,
+        start: int = 1,
+        *,
+        stop: int | None = None,
+        follow: bool = False,
+        subjects: str = f"{EVENT_PREFIX}.>",
+    ) -> AsyncIterator[Recorded]:
+        """Events from sequence `start` on, in order, decoded.
+
+        Reads up to `stop` (default: the last sequence when called) unless `follow`, in which
+        case it goes on with new events as they are appended.
+        """
+        async for seq, subject, stored_at, data in self.read_raw(
+            start, stop=stop, follow=follow, subjects=subjects
+        ):
+            yield Recorded(seq=seq, subject=subject, stored_at=stored_at, event=decode_event(data))
+
+    async def read_raw(
+        self,
+        start: int = 1,
+        *,
+        stop: int | None = None,
+        follow: bool = False,
+        subjects: str = f"{EVENT_PREFIX}.>",
+    ) -> AsyncIterator[tuple[int, str, datetime | None, bytes]]:
+        """Like `read`, without decoding: (sequence, subject, store time, payload).
+
+        Uses an ordered consumer, the fastest way nats-py offers to stream a log in order.
+        """
+        if not follow and stop is None:
+            stop = await self.last_seq()
+        if stop is not None and stop < start:
+            return
+        sub = await self._js.subscribe(
+            subjects,
+            stream=self.stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=ConsumerConfig(opt_start_seq=max(1, start)),
+            pending_msgs_limit=200_000,
+            pending_bytes_limit=256 * 1024 * 1024,
+        )
+        try:
+            async for msg in sub.messages:
+                meta = msg.metadata
+                seq = meta.sequence.stream
+                yield seq, msg.subject, meta.timestamp, msg.data
+                if stop is not None and seq >= stop:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+class Pipeline:
+    """Append many independent events fast with nats-py's `publish_async`, safely.
+
+    nats-py 2.16's `publish_async` has two faults: an error reply may never reach the caller
+    (its future hangs and keeps its slot), and futures have no acknowledgement timeout. So
+    each window of publishes is bounded by a timeout; whatever is still pending then is
+    cancelled (freeing its slot) and re-appended one by one through `EventStore.append`,
+    with the same message ids, which either lands it, finds it already landed, or raises the
+    real error.
+    """
+
+    def __init__(self, store: EventStore, *, window: int = 2000, ack_timeout: float = 5.0) -> None:
+        self._store = store
+        self._js = store._nc.jetstream(publish_async_max_pending=window)  # noqa: SLF001
+        self._window = window
+        self._ack_timeout = ack_timeout
+
+    async def append_all(self, items: Iterable[Append]) -> list[int]:
+        """Append every item; return their sequences in order."""
+        seqs: list[int] = []
+        chunk: list[Append] = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) >= self._window:
+                seqs.extend(await self._append_window(chunk))
+                chunk = []
+        if chunk:
+            seqs.extend(await self._append_window(chunk))
+        return seqs
+
+    async def _append_window(self, chunk: list[Append]) -> list[int]:
+        futures: list[asyncio.Future[Any]] = [
+            await self._js.publish_async(
+                item.subject, encode(item.event), headers=_headers(item), stream=self._store.stream
+            )
+            for item in chunk
+        ]
+        _, pending = await asyncio.wait(futures, timeout=self._ack_timeout)
+        for future in pending:
+            future.cancel()
+        seqs: list[int] = []
+        for item, future in zip(chunk, futures, strict=True):
+            if future.done() and not future.cancelled() and future.exception() is None:
+                seqs.append(int(future.result().seq))
+            else:
+                # Hung, timed out or failed: the slow path with the same message id tells.
+                seqs.append((await self._store.append(item)).last)
+        return seqs

@@ -1,0 +1,180 @@
+"""Where things live in JetStream: the event log, and the homes of what is not a domain event.
+
+- `DANTE`: the log. Subjects `dante.evt.<aggregate>.<id>`. File storage, no limits (events
+  are never dropped), deletes and purges denied, atomic batches and direct gets allowed.
+- `DANTE_DISPATCH`: instructions to agents (`dante.agent.<owner>.<provider_id>.<job_id>`),
+  derived from the log by the handlers; an agent's durable consumer sees only its own.
+- `DANTE_OUTPUT`: job output lines (`dante.out.<job_id>`), kept for a limited time and size.
+- KV `dante_heartbeats`: one key per provider, written every few seconds by its agent.
+- Object store `dante_files`: job inputs and results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from nats.js.client import JetStreamContext
+
+    from dante.schemas.events import Event
+
+STREAM: Final = "DANTE"
+EVENT_PREFIX: Final = "dante.evt"
+AGGREGATES: Final = ("provider", "job", "wallet")
+DISPATCH_STREAM: Final = "DANTE_DISPATCH"
+DISPATCH_PREFIX: Final = "dante.agent"
+OUTPUT_STREAM: Final = "DANTE_OUTPUT"
+OUTPUT_PREFIX: Final = "dante.out"
+HEARTBEAT_BUCKET: Final = "dante_heartbeats"
+FILES_BUCKET: Final = "dante_files"
+
+_DAY: Final = 86_400.0
+
+
+def subject_of(aggregate: str, aggregate_id: str) -> str:
+    return f"{EVENT_PREFIX}.{aggregate}.{aggregate_id}"
+
+
+def subject_for(event: Event) -> str:
+    return f"{EVENT_PREFIX}.{event.AGGREGATE}.{event.aggregate_id}"
+
+
+def dispatch_subject(owner: str, provider_id: str, job_id: str) -> str:
+    return f"{DISPATCH_PREFIX}.{owner}.{provider_id}.{job_id}"
+
+
+def output_subject(job_id: str) -> str:
+    return f"{OUTPUT_PREFIX}.{job_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """How the JetStream assets are configured; the defaults suit one node."""
+
+    replicas: int = 1
+    #: How long a message id is remembered for de-duplication.
+    duplicate_window_s: float = 120.0
+    output_max_age_s: float = 7 * _DAY
+    output_max_bytes: int = 1 << 30
+    dispatch_max_age_s: float = 7 * _DAY
+    #: Heartbeat keys of vanished providers are forgotten after this long.
+    heartbeat_ttl_s: float = 7 * _DAY
+
+
+def event_stream_config(settings: LogSettings) -> StreamConfig:
+    return StreamConfig(
+        name=STREAM,
+        description="Dante's event log: the source of truth",
+        subjects=[f"{EVENT_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_msgs=-1,
+        max_bytes=-1,
+        max_age=0,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_s,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+        allow_atomic=True,
+    )
+
+
+def _dispatch_config(settings: LogSettings) -> StreamConfig:
+    return StreamConfig(
+        name=DISPATCH_STREAM,
+        description="Instructions to agents, derived from the log",
+        subjects=[f"{DISPATCH_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=settings.dispatch_max_age_s,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_s,
+        allow_direct=True,
+    )
+
+
+def _output_config(settings: LogSettings) -> StreamConfig:
+    return StreamConfig(
+        name=OUTPUT_STREAM,
+        description="Job output lines, kept for a limited time",
+        subjects=[f"{OUTPUT_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=settings.output_max_age_s,
+        max_bytes=settings.output_max_bytes,
+        discard=DiscardPolicy.OLD,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_s,
+        allow_direct=True,
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            # Another process created it between our look and our add: fall through.
+            pass
+        else:
+            return
+    await js.update_stream(config)
+
+
+async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> None:
+    """Wait until JetStream answers (a fresh cluster first has to elect its meta leader)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await js.account_info()
+        except (NatsTimeoutError, ServiceUnavailableError, NoRespondersError, APIError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"JetStream did not become available: {exc!r}") from exc
+            await asyncio.sleep(0.2)
+        else:
+            return
+
+
+async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) -> None:
+    """Create or update every JetStream asset Dante uses. Safe to run at every start."""
+    settings = settings or LogSettings()
+    await wait_for_jetstream(js)
+    await _ensure_stream(js, event_stream_config(settings))
+    await _ensure_stream(js, _dispatch_config(settings))
+    await _ensure_stream(js, _output_config(settings))
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=HEARTBEAT_BUCKET,
+            description="Agent heartbeats",
+            history=1,
+            ttl=settings.heartbeat_ttl_s,
+            storage=StorageType.FILE,
+            replicas=settings.replicas,
+        )
+    )
+    await js.create_object_store(
+        FILES_BUCKET,
+        config=ObjectStoreConfig(
+            description="Job inputs and results",
+            storage=StorageType.FILE,
+            replicas=settings.replicas,
+        ),
+    )

@@ -1,0 +1,1 @@
+"""The command service and the handlers that run the market."""

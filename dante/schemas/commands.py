@@ -1,0 +1,278 @@
+"""Every command a client can send, and the reply envelope every command gets.
+
+A command is an imperative request sent on `dante.cmd.<role>.<identity>.<verb>`. The identity
+comes from the subject, never from the body, so nats-server permissions on subjects decide who
+may act as whom. Each command carries a client-made `command_id`: a retry with the same id gets
+the same reply and appends nothing new.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+
+from dante.schemas.money import PositiveMoney, Rate
+from dante.schemas.values import (
+    Attempt,
+    FileRef,
+    Gpu,
+    GpuOffer,
+    Id,
+    JobPayload,
+    JobRequirements,
+    Reason,
+    SolanaAddress,
+    Text,
+    UsageTick,
+)
+
+CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+Role = Literal["renter", "provider", "operator"]
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The envelope every command shares."""
+
+    ROLE: ClassVar[Role]
+    VERB: ClassVar[str]
+    #: Queries change nothing and need no command id to be idempotent.
+    QUERY: ClassVar[bool] = False
+
+    command_id: CommandId
+
+
+class Query(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    QUERY: ClassVar[bool] = True
+    command_id: CommandId = "query-00"
+
+
+# ── renter ──────────────────────────────────────────────────────────────────────────────
+
+
+class Deposit(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "deposit"
+    amount: PositiveMoney
+    reference: Text = ""
+
+
+class SubmitJob(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "submit"
+    name: Text = ""
+    requirements: JobRequirements
+    payload: JobPayload
+    inputs: list[FileRef] = msgspec.field(default_factory=list)
+
+
+class CancelJob(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "cancel"
+    job_id: Id
+    reason: Reason = ""
+
+
+# ── provider (the agent, and its owner) ─────────────────────────────────────────────────
+
+
+class RegisterProvider(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "register"
+    provider_id: Id
+    name: Text
+    location: Text = ""
+    payout_address: SolanaAddress
+    gpus: Annotated[list[Gpu], msgspec.Meta(min_length=1, max_length=64)]
+    offers: list[GpuOffer]
+    host: Text = ""
+    agent_version: Text = ""
+
+
+class UpdateOffer(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "offer"
+    provider_id: Id
+    offers: Annotated[list[GpuOffer], msgspec.Meta(min_length=1, max_length=64)]
+
+
+class DeregisterProvider(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "deregister"
+    provider_id: Id
+    reason: Reason = ""
+
+
+class AcceptAssignment(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "accept"
+    provider_id: Id
+    job_id: Id
+    attempt: Attempt
+
+
+class DeclineAssignment(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "decline"
+    provider_id: Id
+    job_id: Id
+    attempt: Attempt
+    reason: Reason = ""
+
+
+class ReportJobStarted(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "started"
+    provider_id: Id
+    job_id: Id
+    attempt: Attempt
+
+
+class RecordUsage(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A batch of ticks for one attempt; ticks already recorded are ignored, not recounted."""
+
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "usage"
+    provider_id: Id
+    job_id: Id
+    attempt: Attempt
+    ticks: Annotated[list[UsageTick], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class ReportJobFinished(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "finished"
+    provider_id: Id
+    job_id: Id
+    attempt: Attempt
+    exit_code: int | None = None
+    #: Why it did not run to an exit code (image missing, GPU request refused, ...).
+    error: Reason = ""
+    results: FileRef | None = None
+
+
+class Withdraw(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "withdraw"
+    amount: PositiveMoney
+    #: Where to pay; defaults to the payout address of the account's latest registration.
+    payout_address: SolanaAddress | None = None
+
+
+# ── queries (reads served from the projections) ─────────────────────────────────────────
+
+
+class GetBalance(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "balance"
+
+
+class GetWalletHistory(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "history"
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    #: Page backwards: only entries before this stream sequence.
+    before_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class ListOffers(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "offers"
+    gpu_model: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    min_vram_gb: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    #: Only providers with at least this many free GPUs matching the filter.
+    gpu_count: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    max_price: Rate | None = None
+    location: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    sort: Literal["price", "reliability"] = "price"
+    include_offline: bool = False
+
+
+class QuoteJob(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "quote"
+    requirements: JobRequirements
+    #: Hours to price; defaults to the job's maximum duration, else one hour.
+    duration_s: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class GetJob(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "job"
+    job_id: Id
+
+
+class ListJobs(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "jobs"
+    state: Annotated[str, msgspec.Meta(max_length=20)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+
+
+class GetPlatformStatus(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "operator"
+    VERB: ClassVar[str] = "status"
+
+
+RENTER_COMMANDS: tuple[type[Command], ...] = (Deposit, SubmitJob, CancelJob)
+PROVIDER_COMMANDS: tuple[type[Command], ...] = (
+    RegisterProvider,
+    UpdateOffer,
+    DeregisterProvider,
+    AcceptAssignment,
+    DeclineAssignment,
+    ReportJobStarted,
+    RecordUsage,
+    ReportJobFinished,
+    Withdraw,
+)
+QUERIES: tuple[type[Command], ...] = (
+    GetBalance,
+    GetWalletHistory,
+    ListOffers,
+    QuoteJob,
+    GetJob,
+    ListJobs,
+    GetPlatformStatus,
+)
+ALL_COMMANDS: tuple[type[Command], ...] = (*RENTER_COMMANDS, *PROVIDER_COMMANDS, *QUERIES)
+
+
+# ── replies ─────────────────────────────────────────────────────────────────────────────
+
+ErrorCode = Literal[
+    "malformed",  # not a valid command: bad JSON, wrong types, unknown fields
+    "invalid",  # well-formed but a value is out of range or inconsistent
+    "unknown_verb",
+    "forbidden",  # the identity may not do this
+    "unknown_provider",
+    "unknown_job",
+    "not_your_job",
+    "not_your_provider",
+    "job_finished",
+    "wrong_state",  # e.g. usage for an attempt that is not running
+    "insufficient_funds",
+    "no_matching_offer",
+    "price_cap_too_low",
+    "conflict",  # lost a race on the aggregate too many times; safe to retry
+    "unavailable",
+    "internal",
+]
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A typed rejection: a stable code, a sentence for people, and the field at fault."""
+
+    code: ErrorCode
+    message: str
+    field: str | None = None
+
+
+class Reply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What every command and query gets back: a result, or an error and nothing appended."""
+
+    ok: bool
+    result: msgspec.Raw | None = None
+    error: ErrorInfo | None = None
+    #: The stream sequences of the events the command appended (empty for queries).
+    appended: list[int] = msgspec.field(default_factory=list)

@@ -1,0 +1,372 @@
+"""Every domain event, as frozen keyword-only Structs in one tagged union per aggregate.
+
+An event is a fact in the past tense. Its `event_id` equals the `Nats-Msg-Id` it was appended
+with, which is derived from its cause, so a retried decision can never append it twice.
+Schemas change only by adding fields with defaults; anything else bumps `v` and registers an
+upcaster in `dante.events.upcasting`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+
+from dante.schemas.money import Bps, Money, PositiveMoney, Rate
+from dante.schemas.values import (
+    Account,
+    Attempt,
+    FileRef,
+    Gpu,
+    GpuIndex,
+    GpuMs,
+    GpuOffer,
+    Id,
+    JobPayload,
+    JobRequirements,
+    Reason,
+    SolanaAddress,
+    Text,
+    Timestamp,
+    UsageTick,
+    WalletId,
+)
+
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+#: What made this happen: "cmd:<command id>", "seq:<stream sequence>" or "timer:<name>".
+Cause = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
+    """The envelope every event shares."""
+
+    AGGREGATE: ClassVar[str] = ""
+
+    event_id: EventId
+    at: Timestamp
+    cause: Cause
+    v: int = 1
+
+    @property
+    def aggregate_id(self) -> str:
+        raise NotImplementedError
+
+
+# ── provider ────────────────────────────────────────────────────────────────────────────
+
+
+class ProviderEvent(Event, frozen=True, kw_only=True):
+    AGGREGATE: ClassVar[str] = "provider"
+    provider_id: Id
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.provider_id
+
+
+class ProviderRegistered(ProviderEvent, frozen=True, kw_only=True):
+    """A provider machine joined (or re-joined with a fresh description of its GPUs)."""
+
+    owner: Account
+    name: Text
+    location: Text = ""
+    payout_address: SolanaAddress
+    gpus: list[Gpu]
+    offers: list[GpuOffer]
+    host: Text = ""
+    agent_version: Text = ""
+
+
+class OfferUpdated(ProviderEvent, frozen=True, kw_only=True):
+    """New prices or availability for some of a provider's GPUs."""
+
+    offers: list[GpuOffer]
+
+
+class ProviderWentOffline(ProviderEvent, frozen=True, kw_only=True):
+    last_seen: Timestamp | None = None
+    reason: Reason = ""
+
+
+class ProviderCameOnline(ProviderEvent, frozen=True, kw_only=True):
+    pass
+
+
+class ProviderDeregistered(ProviderEvent, frozen=True, kw_only=True):
+    reason: Reason = ""
+
+
+class GpusReserved(ProviderEvent, frozen=True, kw_only=True):
+    """GPUs of this provider were allocated to a job attempt (the capacity contention point)."""
+
+    job_id: Id
+    attempt: Attempt
+    gpu_indices: list[GpuIndex]
+
+
+class GpusReleased(ProviderEvent, frozen=True, kw_only=True):
+    job_id: Id
+    attempt: Attempt
+    gpu_indices: list[GpuIndex]
+    reason: Reason = ""
+
+
+# ── job ─────────────────────────────────────────────────────────────────────────────────
+
+
+class JobEvent(Event, frozen=True, kw_only=True):
+    AGGREGATE: ClassVar[str] = "job"
+    job_id: Id
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.job_id
+
+
+class JobSubmitted(JobEvent, frozen=True, kw_only=True):
+    renter: Account
+    name: Text = ""
+    requirements: JobRequirements
+    payload: JobPayload
+    inputs: list[FileRef] = msgspec.field(default_factory=list)
+
+
+QueueReason = Literal["no_capacity", "insufficient_funds", "provider_lost", "declined"]
+
+
+class JobQueued(JobEvent, frozen=True, kw_only=True):
+    """The job waits for capacity (or for funds); `reason` says which, for its status."""
+
+    code: QueueReason = "no_capacity"
+    reason: Reason = ""
+
+
+class JobAssigned(JobEvent, frozen=True, kw_only=True):
+    """The job's attempt was placed on GPUs of one provider, at a price fixed for the attempt."""
+
+    attempt: Attempt
+    provider_id: Id
+    provider_owner: Account
+    gpu_indices: list[GpuIndex]
+    #: The provider's listed price per GPU-hour when placed; the renter pays exactly this.
+    price: Rate
+    fee_bps: Bps
+    #: The first hold made for this attempt.
+    hold: Money
+
+
+class JobAccepted(JobEvent, frozen=True, kw_only=True):
+    attempt: Attempt
+
+
+class JobDeclined(JobEvent, frozen=True, kw_only=True):
+    attempt: Attempt
+    reason: Reason = ""
+
+
+class JobStarted(JobEvent, frozen=True, kw_only=True):
+    attempt: Attempt
+
+
+class UsageRecorded(JobEvent, frozen=True, kw_only=True):
+    """A batch of metering ticks reported by the agent for one attempt."""
+
+    attempt: Attempt
+    ticks: Annotated[list[UsageTick], msgspec.Meta(min_length=1)]
+
+    @property
+    def gpu_ms(self) -> int:
+        return sum(t.gpu_ms for t in self.ticks)
+
+
+class JobCompleted(JobEvent, frozen=True, kw_only=True):
+    attempt: Attempt
+    exit_code: int = 0
+    results: FileRef | None = None
+
+
+class JobFailed(JobEvent, frozen=True, kw_only=True):
+    attempt: Attempt | None = None
+    reason: Reason
+    exit_code: int | None = None
+    results: FileRef | None = None
+
+
+class JobCancelRequested(JobEvent, frozen=True, kw_only=True):
+    by: Account
+    reason: Reason = ""
+
+
+class JobCancelled(JobEvent, frozen=True, kw_only=True):
+    attempt: Attempt | None = None
+    reason: Reason = ""
+    results: FileRef | None = None
+
+
+StopCode = Literal["insufficient_funds", "max_duration", "provider_timeout", "operator"]
+
+
+class JobStopped(JobEvent, frozen=True, kw_only=True):
+    """The platform ended the job (funds ran out, time limit, ...); the agent still uploads."""
+
+    attempt: Attempt | None = None
+    code: StopCode
+    reason: Reason = ""
+
+
+class JobResultsStored(JobEvent, frozen=True, kw_only=True):
+    """Results that arrived after the job had already ended (after a stop or a cancel)."""
+
+    attempt: Attempt
+    results: FileRef
+    exit_code: int | None = None
+
+
+class JobRequeued(JobEvent, frozen=True, kw_only=True):
+    """The attempt was lost (declined, not started in time, provider offline); try again."""
+
+    attempt: Attempt
+    next_attempt: Attempt
+    provider_id: Id
+    reason: Reason = ""
+
+
+# ── wallet ──────────────────────────────────────────────────────────────────────────────
+
+
+class WalletEvent(Event, frozen=True, kw_only=True):
+    AGGREGATE: ClassVar[str] = "wallet"
+    wallet_id: WalletId
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.wallet_id
+
+
+class AccountOpened(WalletEvent, frozen=True, kw_only=True):
+    """An account (and its wallet) exists; its secret never enters the log."""
+
+    role: Literal["renter", "provider"]
+
+
+class FundsDeposited(WalletEvent, frozen=True, kw_only=True):
+    amount: PositiveMoney
+    reference: Text = ""
+
+
+class FundsHeld(WalletEvent, frozen=True, kw_only=True):
+    """Available funds set aside for a job attempt."""
+
+    job_id: Id
+    attempt: Attempt
+    amount: PositiveMoney
+
+
+class FundsCharged(WalletEvent, frozen=True, kw_only=True):
+    """The renter paid for usage, out of the attempt's hold.
+
+    Always appended atomically with the matching `ProviderCredited` and `FeeCollected`, so
+    money is conserved at every committed position of the log.
+    """
+
+    job_id: Id
+    attempt: Attempt
+    amount: Money
+    #: Stream sequence of the `UsageRecorded` this charge is for.
+    usage_seq: int
+    #: The attempt's GPU time after this usage, and its price: the charge is derived from them.
+    total_gpu_ms: Annotated[int, msgspec.Meta(ge=0)]
+    price: Rate
+    fee_bps: Bps
+    provider_wallet: WalletId
+
+
+class ProviderCredited(WalletEvent, frozen=True, kw_only=True):
+    job_id: Id
+    attempt: Attempt
+    amount: Money
+    charge_id: EventId
+
+
+class FeeCollected(WalletEvent, frozen=True, kw_only=True):
+    job_id: Id
+    attempt: Attempt
+    amount: Money
+    charge_id: EventId
+
+
+class HoldReleased(WalletEvent, frozen=True, kw_only=True):
+    job_id: Id
+    attempt: Attempt
+    amount: Money
+    reason: Reason = ""
+
+
+class LowFundsWarned(WalletEvent, frozen=True, kw_only=True):
+    job_id: Id
+    attempt: Attempt
+    needed: Money
+    available: Money
+    stop_at: Timestamp
+
+
+class WithdrawalRequested(WalletEvent, frozen=True, kw_only=True):
+    withdrawal_id: Id
+    amount: PositiveMoney
+    payout_address: SolanaAddress
+
+
+class FundsWithdrawn(WalletEvent, frozen=True, kw_only=True):
+    withdrawal_id: Id
+    amount: PositiveMoney
+    payout_address: SolanaAddress
+    reference: Text = ""
+
+
+ProviderEvents = (
+    ProviderRegistered
+    | OfferUpdated
+    | ProviderWentOffline
+    | ProviderCameOnline
+    | ProviderDeregistered
+    | GpusReserved
+    | GpusReleased
+)
+JobEvents = (
+    JobSubmitted
+    | JobQueued
+    | JobAssigned
+    | JobAccepted
+    | JobDeclined
+    | JobStarted
+    | UsageRecorded
+    | JobCompleted
+    | JobFailed
+    | JobCancelRequested
+    | JobCancelled
+    | JobStopped
+    | JobResultsStored
+    | JobRequeued
+)
+WalletEvents = (
+    AccountOpened
+    | FundsDeposited
+    | FundsHeld
+    | FundsCharged
+    | ProviderCredited
+    | FeeCollected
+    | HoldReleased
+    | LowFundsWarned
+    | WithdrawalRequested
+    | FundsWithdrawn
+)
+AnyEvent = ProviderEvents | JobEvents | WalletEvents
+
+PROVIDER_EVENTS: tuple[type[ProviderEvent], ...] = ProviderEvents.__args__
+JOB_EVENTS: tuple[type[JobEvent], ...] = JobEvents.__args__
+WALLET_EVENTS: tuple[type[WalletEvent], ...] = WalletEvents.__args__
+ALL_EVENTS: tuple[type[Event], ...] = (*PROVIDER_EVENTS, *JOB_EVENTS, *WALLET_EVENTS)
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in ALL_EVENTS}
+
+#: A job's terminal events: after one of them nothing is charged and its GPUs are free.
+JOB_ENDED = (JobCompleted, JobFailed, JobCancelled, JobStopped)

@@ -1,0 +1,62 @@
+"""JSON Schema export: one file per event and command, the contract other languages can use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from dante.schemas.commands import ALL_COMMANDS, Command
+from dante.schemas.events import ALL_EVENTS, Event
+
+
+def _schema_of(cls: type[Event] | type[Command]) -> dict[str, Any]:
+    _, components = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
+    own = components.pop(cls.__name__)
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://dante.dev/schemas/{_folder(cls)}/{cls.__name__}.json",
+        **own,
+        "title": cls.__name__,
+    }
+    if issubclass(cls, Command):
+        schema["x-dante-subject"] = f"dante.cmd.{cls.ROLE}.<identity>.{cls.VERB}"
+    else:
+        schema["x-dante-subject"] = f"dante.evt.{cls.AGGREGATE}.<id>"
+    if components:
+        schema["$defs"] = dict(sorted(components.items()))
+    return schema
+
+
+def _folder(cls: type[Event] | type[Command]) -> str:
+    return "events" if issubclass(cls, Event) else "commands"
+
+
+def render_all() -> dict[str, str]:
+    """Every schema file's relative path and exact text."""
+    files: dict[str, str] = {}
+    classes: list[type[Event] | type[Command]] = [*ALL_EVENTS, *ALL_COMMANDS]
+    for cls in classes:
+        text = json.dumps(_schema_of(cls), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+        files[f"{_folder(cls)}/{cls.__name__}.json"] = text
+    return files
+
+
+def export(out: Path) -> list[Path]:
+    """Write every schema under `out`, removing stale files of ours; return what was written."""
+    files = render_all()
+    written: list[Path] = []
+    for folder in ("events", "commands"):
+        target = out / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for stale in target.glob("*.json"):
+            if f"{folder}/{stale.name}" not in files:
+                stale.unlink()
+    for rel, text in files.items():
+        path = out / rel
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    return written
