@@ -279,6 +279,9 @@ class FundsCharged(WalletEvent, frozen=True, kw_only=True):
     price: Rate
     fee_bps: Bps
     provider_wallet: WalletId
+    #: The part of this usage's cost the hold could not cover (funds ran out during the
+    #: grace period); it is not charged. `amount + uncovered` is always exactly the cost.
+    uncovered: Money = 0
 
 
 class ProviderCredited(WalletEvent, frozen=True, kw_only=True):

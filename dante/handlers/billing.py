@@ -1,0 +1,301 @@
+"""Billing: charges usage against holds, renews and warns, stops, releases, pays out.
+
+Money rules (DESIGN.md, and docs/design.md for the rounding rule):
+- A charge is `cost(price, total_ms) - cost(price, billed_ms)` of the attempt's running
+  GPU time, at the price fixed when the attempt was placed, never more than what is left of
+  its hold; what the hold cannot cover is recorded as `uncovered` and never charged.
+- The fee is `fee_of(charged_total, fee_bps) - fees_so_far`; the provider gets the rest.
+  Charge, credit and fee land as one atomic batch.
+- Jobs without a maximum duration hold a rolling window; when less than half of a window
+  is left it is renewed, or, when the renter cannot afford it, `LowFundsWarned`, and after
+  the grace period `JobStopped` (insufficient funds). A deposit renews it.
+- When an attempt ends (completed, failed, cancelled, stopped, requeued) whatever usage is
+  still unbilled is charged and the rest of its hold is released, in one batch.
+- Decisions are level-based: they bring an attempt's billing up to date with its recorded
+  usage, so the order in which triggers arrive does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Final
+
+from dante.events.codec import Recorded
+from dante.events.store import Append
+from dante.handlers.model import World
+from dante.handlers.model.world import AttemptBook
+from dante.handlers.runner import Step
+from dante.handlers.settings import Settings
+from dante.schemas import events as ev
+from dante.schemas.money import cost, fee_of
+from dante.schemas.values import PLATFORM_WALLET
+
+NAME: Final = "billing"
+
+
+class Billing:
+    name = NAME
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+
+    # ── triggers ────────────────────────────────────────────────────────────────────────
+
+    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Step]:
+        event = recorded.event
+        match event:
+            case ev.UsageRecorded():
+                book = world.books.get((event.job_id, event.attempt))
+                if book is not None:
+                    yield from self._bring_up_to_date(world, book, now)
+            case ev.JobRequeued():
+                yield from self._settle(world, event.job_id, [event.attempt], now)
+            case ev.JobCompleted() | ev.JobFailed() | ev.JobCancelled() | ev.JobStopped():
+                job = world.job(event.job_id)
+                yield from self._settle(world, event.job_id, list(range(1, job.attempt + 1)), now)
+            case ev.FundsDeposited():
+                yield from self._renew_warned(world, event.wallet_id, now)
+            case ev.WithdrawalRequested():
+                yield from self._pay_out(world, event, now)
+            case _:
+                return
+
+    # ── time ────────────────────────────────────────────────────────────────────────────
+
+    def due(self, world: World, now: datetime) -> Iterator[Step]:
+        """Stop jobs whose grace period ran out, and jobs past their maximum duration."""
+        for wallet_id, wallet in list(world.wallets.items()):
+            for (job_id, attempt), stop_at in list(wallet.warnings.items()):
+                job = world.job(job_id)
+                if now >= stop_at and job.placed and job.attempt == attempt:
+                    reason = (
+                        f"funds ran out: the hold could not be renewed from {wallet_id}'s wallet "
+                        f"within the {self.settings.grace_s}s grace period"
+                    )
+                    yield self._stop(
+                        job_id=job_id,
+                        attempt=attempt,
+                        version=job.version,
+                        code="insufficient_funds",
+                        reason=reason,
+                        now=now,
+                    )
+        for job_ids in list(world.placed_on.values()):
+            for job_id in sorted(job_ids):
+                job = world.job(job_id)
+                limit = job.requirements.max_duration_s if job.requirements else None
+                if (
+                    limit is not None
+                    and job.status == "running"
+                    and job.started_at is not None
+                    and now - job.started_at
+                    > timedelta(seconds=limit + self.settings.usage_slack_ms / 1000)
+                ):
+                    reason = f"reached its maximum duration of {limit}s"
+                    yield self._stop(
+                        job_id=job_id,
+                        attempt=job.attempt,
+                        version=job.version,
+                        code="max_duration",
+                        reason=reason,
+                        now=now,
+                    )
+
+    # ── decisions ───────────────────────────────────────────────────────────────────────
+
+    def _stop(
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        version: int,
+        code: ev.StopCode,
+        reason: str,
+        now: datetime,
+    ) -> Step:
+        event = ev.JobStopped(
+            event_id=f"{NAME}:stop:{job_id}:{attempt}",
+            at=now,
+            cause=f"timer:{code}",
+            job_id=job_id,
+            attempt=attempt,
+            code=code,
+            reason=reason,
+        )
+        return Step(appends=[Append(event=event, expected=version)])
+
+    def _charge_events(
+        self, world: World, book: AttemptBook, now: datetime, base: str
+    ) -> tuple[list[Append], int]:
+        """The charge of the attempt's unbilled usage, and the hold left after it."""
+        wallet = world.wallet(book.renter)
+        hold = wallet.hold(book.job_id, book.attempt)
+        if book.unbilled_ms <= 0:
+            return [], hold
+        owed = cost(book.price, book.recorded_ms) - cost(book.price, book.billed_ms)
+        amount = min(owed, hold)
+        fee = fee_of(book.charged + amount, book.fee_bps) - book.fees
+        cause = f"seq:{book.last_usage_seq}"
+        charge = ev.FundsCharged(
+            event_id=f"{base}:charge",
+            at=now,
+            cause=cause,
+            wallet_id=book.renter,
+            job_id=book.job_id,
+            attempt=book.attempt,
+            amount=amount,
+            usage_seq=book.last_usage_seq,
+            total_gpu_ms=book.recorded_ms,
+            price=book.price,
+            fee_bps=book.fee_bps,
+            provider_wallet=book.provider_owner,
+            uncovered=owed - amount,
+        )
+        credit = ev.ProviderCredited(
+            event_id=f"{base}:credit",
+            at=now,
+            cause=cause,
+            wallet_id=book.provider_owner,
+            job_id=book.job_id,
+            attempt=book.attempt,
+            amount=amount - fee,
+            charge_id=charge.event_id,
+        )
+        platform = ev.FeeCollected(
+            event_id=f"{base}:fee",
+            at=now,
+            cause=cause,
+            wallet_id=PLATFORM_WALLET,
+            job_id=book.job_id,
+            attempt=book.attempt,
+            amount=fee,
+            charge_id=charge.event_id,
+        )
+        return [
+            Append(event=charge, expected=wallet.version),
+            Append(event=credit),
+            Append(event=platform),
+        ], hold - amount
+
+    def _window(self, book: AttemptBook) -> int:
+        return cost(book.price * book.gpu_count, self.settings.hold_window_s * 1000)
+
+    def _bring_up_to_date(self, world: World, book: AttemptBook, now: datetime) -> Iterator[Step]:
+        job = world.job(book.job_id)
+        current = job.attempt == book.attempt and job.placed
+        base = f"{NAME}:{book.job_id}:{book.attempt}:{book.recorded_ms}"
+        appends, left = self._charge_events(world, book, now, base)
+        if current and book.max_duration_s is None:
+            appends.extend(self._renewal(world, book, left, now, base, checked=not appends))
+        if appends:
+            yield Step(appends=appends)
+
+    def _renewal(
+        self,
+        world: World,
+        book: AttemptBook,
+        left: int,
+        now: datetime,
+        base: str,
+        *,
+        checked: bool,
+    ) -> list[Append]:
+        """Renew the rolling hold when less than half a window is left, or warn."""
+        window = self._window(book)
+        if window == 0 or left * 2 >= window:
+            return []
+        wallet = world.wallet(book.renter)
+        key = (book.job_id, book.attempt)
+        # When the renewal follows a charge in the same batch, the charge carries the check.
+        expected = wallet.version if checked else None
+        if wallet.available >= window:
+            held = ev.FundsHeld(
+                event_id=f"{base}:renew",
+                at=now,
+                cause=f"seq:{book.last_usage_seq}",
+                wallet_id=book.renter,
+                job_id=book.job_id,
+                attempt=book.attempt,
+                amount=window,
+            )
+            return [Append(event=held, expected=expected)]
+        if key in wallet.warnings:
+            return []
+        warned = ev.LowFundsWarned(
+            event_id=f"{base}:warn",
+            at=now,
+            cause=f"seq:{book.last_usage_seq}",
+            wallet_id=book.renter,
+            job_id=book.job_id,
+            attempt=book.attempt,
+            needed=window,
+            available=max(0, wallet.available),
+            stop_at=now + timedelta(seconds=self.settings.grace_s),
+        )
+        return [Append(event=warned, expected=expected)]
+
+    def _renew_warned(self, world: World, wallet_id: str, now: datetime) -> Iterator[Step]:
+        for job_id, attempt in sorted(world.wallet(wallet_id).warnings):
+            book = world.books.get((job_id, attempt))
+            job = world.job(job_id)
+            if book is None or not (job.placed and job.attempt == attempt):
+                continue
+            wallet = world.wallet(wallet_id)
+            window = self._window(book)
+            if wallet.available < window:
+                continue
+            held = ev.FundsHeld(
+                event_id=f"{NAME}:{job_id}:{attempt}:renew-after:{wallet.version}",
+                at=now,
+                cause=f"seq:{wallet.version}",
+                wallet_id=wallet_id,
+                job_id=job_id,
+                attempt=attempt,
+                amount=window,
+            )
+            yield Step(appends=[Append(event=held, expected=wallet.version)])
+
+    def _settle(
+        self, world: World, job_id: str, attempts: list[int], now: datetime
+    ) -> Iterator[Step]:
+        """Charge what an ended attempt still owes, then release the rest of its hold."""
+        for attempt in attempts:
+            book = world.books.get((job_id, attempt))
+            if book is None:
+                continue
+            base = f"{NAME}:{job_id}:{attempt}:settle:{book.recorded_ms}"
+            appends, left = self._charge_events(world, book, now, base)
+            if left > 0:
+                wallet = world.wallet(book.renter)
+                released = ev.HoldReleased(
+                    event_id=f"{base}:release",
+                    at=now,
+                    cause=f"seq:{world.job(job_id).version}",
+                    wallet_id=book.renter,
+                    job_id=job_id,
+                    attempt=attempt,
+                    amount=left,
+                    reason=f"attempt {attempt} ended",
+                )
+                appends.append(Append(event=released, expected=None if appends else wallet.version))
+            if appends:
+                yield Step(appends=appends)
+
+    def _pay_out(
+        self, world: World, event: ev.WithdrawalRequested, now: datetime
+    ) -> Iterator[Step]:
+        wallet = world.wallet(event.wallet_id)
+        if event.withdrawal_id not in wallet.pending_withdrawals:
+            return
+        paid = ev.FundsWithdrawn(
+            event_id=f"{NAME}:payout:{event.withdrawal_id}",
+            at=now,
+            cause=f"seq:{wallet.version}",
+            wallet_id=event.wallet_id,
+            withdrawal_id=event.withdrawal_id,
+            amount=event.amount,
+            payout_address=event.payout_address,
+            reference="recorded for settlement to the payout address",
+        )
+        yield Step(appends=[Append(event=paid, expected=wallet.version)])

@@ -1,0 +1,82 @@
+"""The market as the scheduler and the command service see it: slots of GPUs to place on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dante.handlers.model import ProviderState, World
+from dante.handlers.placement import GpuSlot, ProviderSlots, cheapest_price, explain_no_fit
+from dante.handlers.rejection import Rejected
+from dante.handlers.settings import Settings
+from dante.schemas.money import cost
+from dante.schemas.values import JobRequirements
+
+
+def provider_slots(provider: ProviderState, reliability_ppm: int) -> ProviderSlots:
+    gpus = tuple(
+        GpuSlot(
+            index=gpu.index,
+            model=gpu.model,
+            vram_mb=gpu.vram_mb,
+            price=provider.offers[gpu.index].price if gpu.index in provider.offers else 0,
+            free=provider.is_free(gpu.index),
+        )
+        for gpu in provider.gpus
+        if gpu.index in provider.offers
+    )
+    return ProviderSlots(
+        provider_id=provider.provider_id,
+        owner=provider.owner,
+        online=provider.online,
+        reliability_ppm=reliability_ppm,
+        location=provider.location,
+        gpus=gpus,
+    )
+
+
+def all_slots(
+    world: World, providers: Iterable[ProviderState] | None = None
+) -> list[ProviderSlots]:
+    """Every registered (not deregistered) provider's slots."""
+    chosen = world.providers.values() if providers is None else providers
+    return [
+        provider_slots(p, world.reliability_ppm(p.provider_id))
+        for p in chosen
+        if p.exists and p.status != "deregistered"
+    ]
+
+
+def hold_for(price: int, req: JobRequirements, settings: Settings) -> tuple[int, int]:
+    """The first hold of a job at `price` per GPU-hour, and the seconds it covers."""
+    seconds = req.max_duration_s or settings.hold_window_s
+    return cost(price * req.gpu_count, seconds * 1000), seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionCheck:
+    #: The cheapest price per GPU-hour at which the job could ever be placed, and the first
+    #: hold at that price: a renter who cannot cover even that is refused at submission.
+    price: int
+    first_hold: int
+    hold_seconds: int
+    #: The cheapest price at which it could be placed right now, if any.
+    price_now: int | None
+
+
+def submission_check(world: World, req: JobRequirements, settings: Settings) -> SubmissionCheck:
+    """Whether a job could ever run, and at what cheapest price; `Rejected` if never."""
+    slots = all_slots(world)
+    ever = cheapest_price(req, slots, include_busy=True)
+    if ever is None:
+        no_fit = explain_no_fit(req, slots)
+        if no_fit.code == "price_cap_too_low":
+            raise Rejected("price_cap_too_low", no_fit.reason, "requirements.max_price")
+        raise Rejected("no_matching_offer", no_fit.reason, "requirements")
+    first_hold, seconds = hold_for(ever, req, settings)
+    return SubmissionCheck(
+        price=ever,
+        first_hold=first_hold,
+        hold_seconds=seconds,
+        price_now=cheapest_price(req, slots, include_busy=False),
+    )

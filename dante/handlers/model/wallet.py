@@ -1,0 +1,122 @@
+"""A wallet: what an account (or the platform) has available, holds per job, withdrawals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+from msgspec.structs import replace
+
+from dante.schemas import events as ev
+
+HoldKey = tuple[str, int]  # (job_id, attempt)
+
+
+class WalletState(msgspec.Struct, frozen=True, kw_only=True):
+    wallet_id: str
+    version: int = 0
+    role: Literal["renter", "provider"] | None = None
+    available: int = 0
+    holds: dict[HoldKey, int] = msgspec.field(default_factory=dict)
+    pending_withdrawals: dict[str, int] = msgspec.field(default_factory=dict)
+    deposited: int = 0
+    withdrawn: int = 0
+    charged: int = 0
+    earned: int = 0
+    #: Open low-funds warnings: when each job attempt will be stopped.
+    warnings: dict[HoldKey, datetime] = msgspec.field(default_factory=dict)
+
+    @property
+    def held(self) -> int:
+        return sum(self.holds.values())
+
+    @property
+    def pending(self) -> int:
+        return sum(self.pending_withdrawals.values())
+
+    def hold(self, job_id: str, attempt: int) -> int:
+        return self.holds.get((job_id, attempt), 0)
+
+
+def _with_hold(holds: dict[HoldKey, int], key: HoldKey, delta: int) -> dict[HoldKey, int]:
+    updated = dict(holds)
+    amount = updated.get(key, 0) + delta
+    if amount:
+        updated[key] = amount
+    else:
+        updated.pop(key, None)
+    return updated
+
+
+def evolve_wallet(state: WalletState, event: ev.Event, seq: int) -> WalletState:
+    """The wallet after `event`, appended at stream sequence `seq`."""
+    match event:
+        case ev.AccountOpened():
+            return replace(state, version=seq, role=event.role)
+        case ev.FundsDeposited():
+            return replace(
+                state,
+                version=seq,
+                available=state.available + event.amount,
+                deposited=state.deposited + event.amount,
+            )
+        case ev.FundsHeld():
+            key = (event.job_id, event.attempt)
+            return replace(
+                state,
+                version=seq,
+                available=state.available - event.amount,
+                holds=_with_hold(state.holds, key, event.amount),
+                # A renewed hold answers an open low-funds warning.
+                warnings={k: v for k, v in state.warnings.items() if k != key},
+            )
+        case ev.FundsCharged():
+            key = (event.job_id, event.attempt)
+            return replace(
+                state,
+                version=seq,
+                holds=_with_hold(state.holds, key, -event.amount),
+                charged=state.charged + event.amount,
+            )
+        case ev.ProviderCredited() | ev.FeeCollected():
+            return replace(
+                state,
+                version=seq,
+                available=state.available + event.amount,
+                earned=state.earned + event.amount,
+            )
+        case ev.HoldReleased():
+            key = (event.job_id, event.attempt)
+            warnings = {k: v for k, v in state.warnings.items() if k != key}
+            return replace(
+                state,
+                version=seq,
+                available=state.available + event.amount,
+                holds=_with_hold(state.holds, key, -event.amount),
+                warnings=warnings,
+            )
+        case ev.LowFundsWarned():
+            warnings = dict(state.warnings)
+            warnings[(event.job_id, event.attempt)] = event.stop_at
+            return replace(state, version=seq, warnings=warnings)
+        case ev.WithdrawalRequested():
+            pending = dict(state.pending_withdrawals)
+            pending[event.withdrawal_id] = pending.get(event.withdrawal_id, 0) + event.amount
+            return replace(
+                state,
+                version=seq,
+                available=state.available - event.amount,
+                pending_withdrawals=pending,
+            )
+        case ev.FundsWithdrawn():
+            pending = dict(state.pending_withdrawals)
+            pending.pop(event.withdrawal_id, None)
+            return replace(
+                state,
+                version=seq,
+                pending_withdrawals=pending,
+                withdrawn=state.withdrawn + event.amount,
+            )
+        case _:
+            raise TypeError(f"{type(event).__name__} is not a wallet event")

@@ -1,0 +1,37 @@
+"""What successful commands answer with (queries answer with the projections' views)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class WalletResult(msgspec.Struct, frozen=True, kw_only=True):
+    wallet_id: str
+    available_udgpu: int
+    held_udgpu: int
+    total_udgpu: int
+    pending_withdrawal_udgpu: int = 0
+    withdrawal_id: str | None = None
+
+
+class SubmitResult(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    state: str
+    #: The cheapest matching price per GPU-hour now (or ever, when nothing is free now).
+    price_udgpu: int
+    #: What the first hold will be at that price.
+    first_hold_udgpu: int
+    available_now: bool
+
+
+class JobResult(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    state: str
+    attempt: int = 0
+    #: Usage ticks newly recorded by this command (RecordUsage); retries record none.
+    recorded_ticks: int = 0
+
+
+class ProviderResult(msgspec.Struct, frozen=True, kw_only=True):
+    provider_id: str
+    status: str

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from dante.events.store import EventStore
+from dante.handlers.client import Client
+from dante.handlers.service import CommandService
+from dante.schemas.commands import Role
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def service(nc: NATS, store: EventStore, clock: Clock) -> AsyncIterator[CommandService]:
+    svc = CommandService(nc, store, clock=clock)
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.stop()
+
+
+@pytest.fixture
+def as_(nc: NATS, service: CommandService):  # type: ignore[no-untyped-def]
+    """`as_("renter", "alice")` gives a client acting as that identity."""
+
+    def make(role: Role, identity: str) -> Client:
+        return Client(nc, role, identity, timeout=5)
+
+    return make
