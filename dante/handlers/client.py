@@ -85,12 +85,15 @@ class Client:
                 assert reply.error is not None
                 raise CommandError(reply.error)
             if result is None:
-                return None if reply.result is None else msgspec.json.decode(reply.result)
-            if reply.result is None:
+                return msgspec.json.decode(reply.result)
+            try:
+                return msgspec.json.decode(reply.result, type=result)
+            except msgspec.ValidationError as exc:
                 raise CommandError(
-                    ErrorInfo(code="internal", message="the platform answered without a result")
-                )
-            return msgspec.json.decode(reply.result, type=result)
+                    ErrorInfo(
+                        code="internal", message=f"unexpected answer from the platform: {exc}"
+                    )
+                ) from None
         raise PlatformUnavailable(
             f"no answer from the platform after {self._tries} tries"
         ) from last

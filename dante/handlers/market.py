@@ -70,6 +70,7 @@ def submission_check(world: World, req: JobRequirements, settings: Settings) -> 
     ever = cheapest_price(req, slots, include_busy=True)
     if ever is None:
         no_fit = explain_no_fit(req, slots)
+        assert no_fit is not None  # nothing could ever fit, so something explains why
         if no_fit.code == "price_cap_too_low":
             raise Rejected("price_cap_too_low", no_fit.reason, "requirements.max_price")
         raise Rejected("no_matching_offer", no_fit.reason, "requirements")

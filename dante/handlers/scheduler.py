@@ -117,7 +117,8 @@ class Scheduler:
         placement = place(req, slots)
         if placement is None:
             no_fit = explain_no_fit(req, slots)
-            return self._queue(job, "no_capacity", no_fit.reason, now)
+            reason = no_fit.reason if no_fit else "no provider has room right now"
+            return self._queue(job, "no_capacity", reason, now)
         hold, seconds = market.hold_for(placement.price, req, self.settings)
         wallet = world.wallet(job.renter)
         if wallet.available < hold:

@@ -225,8 +225,7 @@ class CommandService:
         fresh = False
         for _ in range(_MAX_TRIES):
             if any(self.world.saw_cause(a, i, ctx.cause) for a, i in keys):
-                # A retry of a command whose events already landed: answer, append nothing.
-                return ok_reply(Decision.nothing().result(self.world))
+                return self._repeat(ctx, command, decider)
             try:
                 decision = decider(self.world, ctx, command)
             except Rejected as rejected:
@@ -254,6 +253,20 @@ class CommandService:
         return self._error(
             ErrorInfo(code="conflict", message="too many concurrent changes; retry the command")
         )
+
+    def _repeat(
+        self, ctx: Context, command: Command, decider: Callable[[World, Context, Any], Decision]
+    ) -> bytes:
+        """A retry of a command whose events already landed: answer again, append nothing.
+
+        The answer is rebuilt from the current state by the decider's result; its events are
+        not appended again.
+        """
+        try:
+            decision = decider(self.world, ctx, command)
+        except Rejected:
+            return ok_reply(None)
+        return ok_reply(decision.result(self.world))
 
     def _apply(self, decision: Decision, appended: Appended) -> None:
         if appended.duplicate and len(appended.seqs) != len(decision.appends):

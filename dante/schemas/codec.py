@@ -78,8 +78,7 @@ def decode_reply(data: bytes) -> Reply:
 
 
 def ok_reply(result: Any = None, appended: list[int] | None = None) -> bytes:
-    raw = msgspec.Raw(encode(result)) if result is not None else None
-    return encode(Reply(ok=True, result=raw, appended=appended or []))
+    return encode(Reply(ok=True, result=msgspec.Raw(encode(result)), appended=appended or []))
 
 
 def error_reply(error: ErrorInfo) -> bytes:

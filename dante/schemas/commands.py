@@ -272,7 +272,8 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What every command and query gets back: a result, or an error and nothing appended."""
 
     ok: bool
-    result: msgspec.Raw | None = None
+    #: The result as raw JSON, decoded by the caller into the type it expects.
+    result: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
     error: ErrorInfo | None = None
     #: The stream sequences of the events the command appended (empty for queries).
     appended: list[int] = msgspec.field(default_factory=list)

@@ -41,7 +41,7 @@ async def service(nc: NATS, store: EventStore, clock: Clock) -> AsyncIterator[Co
 
 
 @pytest.fixture
-def as_(nc: NATS, service: CommandService):  # type: ignore[no-untyped-def]
+def as_(nc: NATS, service: CommandService):
     """`as_("renter", "alice")` gives a client acting as that identity."""
 
     def make(role: Role, identity: str) -> Client:

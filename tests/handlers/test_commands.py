@@ -17,6 +17,7 @@ from dante.schemas import events as ev
 from dante.schemas.results import JobResult, ProviderResult, SubmitResult, WalletResult
 from dante.schemas.values import GpuOffer, GpuSample, JobRequirements, ScriptPayload, UsageTick
 from tests.factories import SOLANA, gpu
+from tests.factories import deposit as deposit_event
 from tests.handlers.conftest import Clock
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +39,9 @@ async def rejected(client: Client, command: cmd.Command) -> CommandError:
     return info.value
 
 
-def register_cmd(provider_id: str = "prv-a", n: int = 2, price: int = 500_000) -> cmd.RegisterProvider:
+def register_cmd(
+    provider_id: str = "prv-a", n: int = 2, price: int = 500_000
+) -> cmd.RegisterProvider:
     return cmd.RegisterProvider(
         command_id=cid(),
         provider_id=provider_id,
@@ -66,10 +69,14 @@ async def test_deposit_credits_the_callers_wallet(as_, store: EventStore) -> Non
     alice = as_("renter", "alice")
     result = await alice.send(cmd.Deposit(command_id=cid(), amount=5 * DGPU), WalletResult)
     assert (result.wallet_id, result.available_udgpu, result.total_udgpu) == (
-        "alice", 5 * DGPU, 5 * DGPU)
+        "alice",
+        5 * DGPU,
+        5 * DGPU,
+    )
     result = await alice.send(cmd.Deposit(command_id=cid(), amount=DGPU), WalletResult)
     assert result.available_udgpu == 6 * DGPU
-    (first, second) = await events(store)
+    first, second = await events(store)
+    assert isinstance(second, ev.FundsDeposited) and second.amount == DGPU
     assert isinstance(first, ev.FundsDeposited) and first.wallet_id == "alice"
     assert first.cause.startswith("cmd:renter:alice:")
 
@@ -99,9 +106,7 @@ async def test_concurrent_withdrawals_cannot_both_spend_the_same_funds(
 ) -> None:
     bob = as_("provider", "bob")
     await bob.send(register_cmd())
-    await store.append(Append(event=ev.FundsDeposited(
-        event_id="seed", at=msgspec.json.decode(b'"2026-01-01T00:00:00Z"', type=ev.Timestamp),
-        cause="test", wallet_id="bob", amount=15 * DGPU)))
+    await store.append(Append(event=deposit_event("bob", 15)))
     results = await asyncio.gather(
         *(bob.send(cmd.Withdraw(command_id=cid(), amount=10 * DGPU)) for _ in range(5)),
         return_exceptions=True,
@@ -131,8 +136,13 @@ async def test_register_update_and_deregister_a_provider(as_, store: EventStore)
     bob = as_("provider", "bob")
     result = await bob.send(register_cmd(), ProviderResult)
     assert result == ProviderResult(provider_id="prv-a", status="online")
-    await bob.send(cmd.UpdateOffer(command_id=cid(), provider_id="prv-a",
-                                   offers=[GpuOffer(index=1, price=1, available=False)]))
+    await bob.send(
+        cmd.UpdateOffer(
+            command_id=cid(),
+            provider_id="prv-a",
+            offers=[GpuOffer(index=1, price=1, available=False)],
+        )
+    )
     result = await bob.send(
         cmd.DeregisterProvider(command_id=cid(), provider_id="prv-a"), ProviderResult
     )
@@ -149,14 +159,22 @@ async def test_provider_rejections(as_, store: EventStore) -> None:
     before = len(await events(store))
     error = await rejected(eve, register_cmd())
     assert (error.code, error.info.field) == ("not_your_provider", "provider_id")
-    error = await rejected(eve, cmd.UpdateOffer(command_id=cid(), provider_id="prv-a",
-                                                offers=[GpuOffer(index=0, price=1)]))
+    error = await rejected(
+        eve,
+        cmd.UpdateOffer(command_id=cid(), provider_id="prv-a", offers=[GpuOffer(index=0, price=1)]),
+    )
     assert error.code == "not_your_provider"
-    error = await rejected(bob, cmd.UpdateOffer(command_id=cid(), provider_id="prv-zz",
-                                                offers=[GpuOffer(index=0, price=1)]))
+    error = await rejected(
+        bob,
+        cmd.UpdateOffer(
+            command_id=cid(), provider_id="prv-zz", offers=[GpuOffer(index=0, price=1)]
+        ),
+    )
     assert error.code == "unknown_provider"
-    error = await rejected(bob, cmd.UpdateOffer(command_id=cid(), provider_id="prv-a",
-                                                offers=[GpuOffer(index=7, price=1)]))
+    error = await rejected(
+        bob,
+        cmd.UpdateOffer(command_id=cid(), provider_id="prv-a", offers=[GpuOffer(index=7, price=1)]),
+    )
     assert (error.code, error.info.field) == ("invalid", "offers[0].index")
     twice = register_cmd("prv-b")
     twice = msgspec.structs.replace(twice, gpus=[gpu(0), gpu(0)])
@@ -165,13 +183,14 @@ async def test_provider_rejections(as_, store: EventStore) -> None:
     assert len(await events(store)) == before
 
 
-async def test_malformed_commands_get_typed_errors(nc: NATS, service: CommandService,
-                                                   store: EventStore) -> None:
+async def test_malformed_commands_get_typed_errors(
+    nc: NATS, service: CommandService, store: EventStore
+) -> None:
     cases = {
         "dante.cmd.renter.alice.deposit": b"{",
         "dante.cmd.renter.alice.submit": b'{"command_id": "cmd-00000001", "requirements": '
-                                          b'{"gpu_count": 0}, "payload": {"kind": "script", '
-                                          b'"script": "x"}}',
+        b'{"gpu_count": 0}, "payload": {"kind": "script", '
+        b'"script": "x"}}',
         "dante.cmd.renter.Alice!.deposit": b'{"command_id": "cmd-00000001", "amount": 1}',
         "dante.cmd.renter.platform.deposit": b'{"command_id": "cmd-00000001", "amount": 1}',
         "dante.cmd.renter.alice.deposit.extra": b"{}",
@@ -186,8 +205,9 @@ async def test_malformed_commands_get_typed_errors(nc: NATS, service: CommandSer
         reply = msgspec.json.decode(msg.data)
         assert reply["ok"] is False, subject
         assert reply["error"]["code"] in ("malformed", "forbidden"), subject
-    gpu_zero = await nc.request("dante.cmd.renter.alice.submit",
-                                cases["dante.cmd.renter.alice.submit"], timeout=2)
+    gpu_zero = await nc.request(
+        "dante.cmd.renter.alice.submit", cases["dante.cmd.renter.alice.submit"], timeout=2
+    )
     assert msgspec.json.decode(gpu_zero.data)["error"]["field"] == "requirements.gpu_count"
     assert await events(store) == []
 
@@ -221,16 +241,28 @@ async def assigned_job(store: EventStore, as_: Any) -> str:
 
     job = submitted("job-x", renter="alice")
     await store.append(Append(event=job))
-    await store.append(Append(event=make(
-        ev.JobAssigned, job_id="job-x", attempt=1, provider_id="prv-a", provider_owner="bob",
-        gpu_indices=[0], price=500_000, fee_bps=500, hold=DGPU)))
+    await store.append(
+        Append(
+            event=make(
+                ev.JobAssigned,
+                job_id="job-x",
+                attempt=1,
+                provider_id="prv-a",
+                provider_owner="bob",
+                gpu_indices=[0],
+                price=500_000,
+                fee_bps=500,
+                hold=DGPU,
+            )
+        )
+    )
     return "job-x"
 
 
 async def test_a_job_run_reported_by_its_agent(as_, store: EventStore, clock: Clock) -> None:
     job_id = await assigned_job(store, as_)
     bob = as_("provider", "bob")
-    common = {"provider_id": "prv-a", "job_id": job_id, "attempt": 1}
+    common: dict[str, Any] = {"provider_id": "prv-a", "job_id": job_id, "attempt": 1}
     await bob.send(cmd.AcceptAssignment(command_id=cid(), **common))
     result = await bob.send(cmd.ReportJobStarted(command_id=cid(), **common), JobResult)
     assert result.state == "running"
@@ -240,9 +272,7 @@ async def test_a_job_run_reported_by_its_agent(as_, store: EventStore, clock: Cl
     # The same ticks again under a new command id (an agent restarted): nothing new.
     again = cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(2), tick(3, ms=5_000)])
     assert (await bob.send(again, JobResult)).recorded_ticks == 1
-    done = await bob.send(
-        cmd.ReportJobFinished(command_id=cid(), **common, exit_code=0), JobResult
-    )
+    done = await bob.send(cmd.ReportJobFinished(command_id=cid(), **common, exit_code=0), JobResult)
     assert done.state == "completed"
     recorded = [e for e in await events(store) if isinstance(e, ev.UsageRecorded)]
     assert [[t.seq for t in e.ticks] for e in recorded] == [[1, 2], [3]]
@@ -252,30 +282,40 @@ async def test_agent_rejections(as_, store: EventStore, clock: Clock) -> None:
     job_id = await assigned_job(store, as_)
     bob, eve = as_("provider", "bob"), as_("provider", "eve")
     await eve.send(register_cmd("prv-e"))
-    common = {"provider_id": "prv-a", "job_id": job_id, "attempt": 1}
+    common: dict[str, Any] = {"provider_id": "prv-a", "job_id": job_id, "attempt": 1}
     before = len(await events(store))
     error = await rejected(eve, cmd.ReportJobStarted(command_id=cid(), **common))
     assert error.code == "not_your_provider"
-    error = await rejected(eve, cmd.ReportJobStarted(
-        command_id=cid(), provider_id="prv-e", job_id=job_id, attempt=1))
+    error = await rejected(
+        eve, cmd.ReportJobStarted(command_id=cid(), provider_id="prv-e", job_id=job_id, attempt=1)
+    )
     assert error.code == "wrong_state"
     error = await rejected(bob, cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(1)]))
     assert error.code == "wrong_state" and "not started" in error.info.message
-    error = await rejected(bob, cmd.ReportJobStarted(
-        command_id=cid(), provider_id="prv-a", job_id=job_id, attempt=2))
+    error = await rejected(
+        bob, cmd.ReportJobStarted(command_id=cid(), provider_id="prv-a", job_id=job_id, attempt=2)
+    )
     assert (error.code, error.info.field) == ("wrong_state", "attempt")
-    error = await rejected(bob, cmd.ReportJobStarted(
-        command_id=cid(), provider_id="prv-a", job_id="job-nope", attempt=1))
+    error = await rejected(
+        bob,
+        cmd.ReportJobStarted(command_id=cid(), provider_id="prv-a", job_id="job-nope", attempt=1),
+    )
     assert error.code == "unknown_job"
     assert len(await events(store)) == before
     await bob.send(cmd.ReportJobStarted(command_id=cid(), **common))
     clock.advance(10)
     # More GPU time than the job has been running.
-    error = await rejected(bob, cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(1, ms=60_000)]))
+    error = await rejected(
+        bob, cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(1, ms=60_000)])
+    )
     assert (error.code, error.info.field) == ("invalid", "ticks")
-    error = await rejected(bob, cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(1, index=1)]))
+    error = await rejected(
+        bob, cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(1, index=1)])
+    )
     assert error.info.field == "ticks[0].samples[0].index"
-    error = await rejected(bob, cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(2), tick(1)]))
+    error = await rejected(
+        bob, cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(2), tick(1)])
+    )
     assert error.info.field == "ticks[1].seq"
     await bob.send(cmd.ReportJobFinished(command_id=cid(), **common, exit_code=3))
     error = await rejected(bob, cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(1)]))
@@ -287,14 +327,18 @@ async def test_agent_rejections(as_, store: EventStore, clock: Clock) -> None:
 async def test_cancel_requested_while_running_ends_cancelled(as_, store: EventStore) -> None:
     job_id = await assigned_job(store, as_)
     bob, alice, eve = as_("provider", "bob"), as_("renter", "alice"), as_("renter", "eve")
-    common = {"provider_id": "prv-a", "job_id": job_id, "attempt": 1}
+    common: dict[str, Any] = {"provider_id": "prv-a", "job_id": job_id, "attempt": 1}
     await bob.send(cmd.ReportJobStarted(command_id=cid(), **common))
     error = await rejected(eve, cmd.CancelJob(command_id=cid(), job_id=job_id))
     assert error.code == "not_your_job"
     error = await rejected(alice, cmd.CancelJob(command_id=cid(), job_id="job-none"))
     assert error.code == "unknown_job"
-    assert (await alice.send(cmd.CancelJob(command_id=cid(), job_id=job_id), JobResult)).state == "running"
-    done = await bob.send(cmd.ReportJobFinished(command_id=cid(), **common, exit_code=143), JobResult)
+    assert (
+        await alice.send(cmd.CancelJob(command_id=cid(), job_id=job_id), JobResult)
+    ).state == "running"
+    done = await bob.send(
+        cmd.ReportJobFinished(command_id=cid(), **common, exit_code=143), JobResult
+    )
     assert done.state == "cancelled"
     error = await rejected(alice, cmd.CancelJob(command_id=cid(), job_id=job_id))
     assert error.code == "job_finished"
