@@ -1,0 +1,122 @@
+"""The platform in one process: the log, the command service, the handlers, the views.
+
+`dante up` runs one of these next to an embedded nats-server; against a cluster, several
+processes can each run one (the command service is a queue group, the handlers share their
+durable consumers). Tests run it in-process with a hand-moved clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from dante.events.store import EventStore
+from dante.events.streams import LogSettings, ensure_log
+from dante.handlers.billing import Billing
+from dante.handlers.dispatcher import Dispatcher
+from dante.handlers.liveness import Liveness, watch_heartbeats
+from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
+from dante.handlers.scheduler import Scheduler
+from dante.handlers.service import CommandService, Reads
+from dante.handlers.settings import Settings
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class PlatformOptions:
+    data_dir: Path
+    settings: Settings = field(default_factory=Settings)
+    log_settings: LogSettings = field(default_factory=LogSettings)
+    clock: Callable[[], datetime] = utcnow
+    #: How often handlers look at deadlines; tests set it high and call `tick()` instead.
+    timer_interval: float = 1.0
+
+
+class Platform:
+    """Owns every service of the platform over one NATS connection."""
+
+    def __init__(self, nc: NATS, options: PlatformOptions, *, reads: Reads | None = None) -> None:
+        self.nc = nc
+        self.options = options
+        self.store = EventStore(nc)
+        self.tail = WorldTail(self.store)
+        settings = options.settings
+        self.scheduler = Scheduler(settings)
+        self.billing = Billing(settings)
+        self.dispatcher = Dispatcher()
+        self.liveness = Liveness(settings)
+        self.runners = [
+            HandlerRunner(
+                nc,
+                self.store,
+                self.tail,
+                handler,
+                clock=options.clock,
+                timer_interval=options.timer_interval,
+            )
+            for handler in (self.scheduler, self.billing, self.dispatcher, self.liveness)
+        ]
+        self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
+        self.reads = reads
+        self.service = CommandService(
+            nc, self.store, settings=settings, reads=reads, clock=options.clock
+        )
+        self.ready = asyncio.Event()
+
+    async def run(self, *, extra: list[Callable[[], Any]] | None = None) -> None:
+        """Set up the log, then run everything until cancelled."""
+        await ensure_log(self.nc.jetstream(), self.options.log_settings)
+        await self.tail.catch_up()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.tail.run)
+            for runner in self.runners:
+                tg.start_soon(runner.run)
+            tg.start_soon(self._watch_heartbeats)
+            for task in extra or []:
+                tg.start_soon(task)
+            await self.service.start()
+            try:
+                self.ready.set()
+                log.info("platform.ready")
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.service.stop()
+
+    async def _watch_heartbeats(self) -> None:
+        await watch_heartbeats(self.nc, self._heartbeats, self.liveness, clock=self.options.clock)
+
+    async def tick(self) -> None:
+        """Run every handler's time-based decisions once, now."""
+        for runner in self.runners:
+            await runner.tick()
+
+    async def settle(self, timeout: float = 20.0) -> None:
+        """Wait until every handler has acted on everything in the log (and so on, until
+        nothing new appears): tests and the demo use it to observe a quiet platform."""
+        js = self.nc.jetstream()
+        async with asyncio.timeout(timeout):
+            while True:
+                last = await self.store.last_seq()
+                await self.tail.reached(last)
+                busy = False
+                for runner in self.runners:
+                    with contextlib.suppress(Exception):
+                        info = await js.consumer_info(self.store.stream, runner.durable)
+                        if info.num_pending or info.num_ack_pending:
+                            busy = True
+                if not busy and await self.store.last_seq() == last:
+                    return
+                await asyncio.sleep(0.02)
