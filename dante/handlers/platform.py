@@ -25,7 +25,7 @@ from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
 from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
 from dante.handlers.scheduler import Scheduler
-from dante.handlers.service import CommandService, Reads
+from dante.handlers.service import CommandService, Extension
 from dante.handlers.settings import Settings
 
 if TYPE_CHECKING:
@@ -47,7 +47,9 @@ class PlatformOptions:
 class Platform:
     """Owns every service of the platform over one NATS connection."""
 
-    def __init__(self, nc: NATS, options: PlatformOptions, *, reads: Reads | None = None) -> None:
+    def __init__(
+        self, nc: NATS, options: PlatformOptions, *, extensions: list[Extension] | None = None
+    ) -> None:
         self.nc = nc
         self.options = options
         self.store = EventStore(nc)
@@ -69,9 +71,8 @@ class Platform:
             for handler in (self.scheduler, self.billing, self.dispatcher, self.liveness)
         ]
         self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
-        self.reads = reads
         self.service = CommandService(
-            nc, self.store, settings=settings, reads=reads, clock=options.clock
+            nc, self.store, settings=settings, extensions=extensions, clock=options.clock
         )
         self.ready = asyncio.Event()
 

@@ -32,7 +32,7 @@ from dante import __version__
 from dante.events.errors import ConcurrencyConflict, EventStoreError
 from dante.events.streams import EVENT_PREFIX, subject_of
 from dante.handlers.commands import DECIDERS, Context, Decision
-from dante.handlers.model import World
+from dante.handlers.model import JobState, ProviderState, World
 from dante.handlers.rejection import Rejected
 from dante.handlers.settings import Settings
 from dante.schemas.codec import COMMAND_TYPES, DecodeError, decode_command, error_reply, ok_reply
@@ -53,11 +53,22 @@ _ACCOUNT = re.compile(ACCOUNT_PATTERN)
 _MAX_TRIES: Final = 8
 
 
-class Reads(Protocol):
-    """Answers queries from the read models (the projections)."""
+class Lookup(Protocol):
+    """Current write-model state, read fresh from the log, for ownership checks."""
 
-    async def answer(self, role: str, identity: str, query: Command) -> Any:
-        """The result of `query` asked by `identity`; raise `Rejected` to refuse it."""
+    async def job(self, job_id: str) -> JobState: ...
+
+    async def provider(self, provider_id: str) -> ProviderState: ...
+
+
+class Extension(Protocol):
+    """Serves commands that are not decisions on the log: queries answered from the read
+    models, job output, file transfers. It checks ownership itself, through `lookup`."""
+
+    handles: frozenset[type[Command]]
+
+    async def answer(self, role: str, identity: str, command: Command, lookup: Lookup) -> Any:
+        """The result for `identity`; raise `Rejected` to refuse."""
 
 
 Clock = Callable[[], datetime]
@@ -76,7 +87,7 @@ class CommandService:
         store: EventStore,
         *,
         settings: Settings | None = None,
-        reads: Reads | None = None,
+        extensions: list[Extension] | None = None,
         clock: Clock = utcnow,
         concurrency: int = 256,
         command_timeout: float = 15.0,
@@ -85,7 +96,9 @@ class CommandService:
         self._nc = nc
         self._store = store
         self._settings = settings or Settings()
-        self._reads = reads
+        self._extensions: dict[type[Command], Extension] = {
+            kind: ext for ext in extensions or [] for kind in ext.handles
+        }
         self._clock = clock
         self._timeout = command_timeout
         self.world = World(remember_causes=8)
@@ -172,21 +185,31 @@ class CommandService:
     def _error(self, info: ErrorInfo) -> bytes:
         return error_reply(info)
 
-    async def _process(self, subject: str, data: bytes) -> bytes:
+    @staticmethod
+    def _parse(subject: str, data: bytes) -> tuple[str, str, Command]:
+        """Role, identity and command of a request; `Rejected` when it is not one."""
         parts = subject.split(".")
         if len(parts) != 5:
-            return self._error(ErrorInfo(code="malformed", message=f"bad subject {subject}"))
+            raise Rejected("malformed", f"bad subject {subject}")
         _, _, role, identity, verb = parts
         if role != "operator" and (not _ACCOUNT.match(identity) or identity in RESERVED_ACCOUNTS):
-            return self._error(
-                ErrorInfo(code="forbidden", message=f"{identity!r} is not a valid account name")
-            )
+            raise Rejected("forbidden", f"{identity!r} is not a valid account name")
         try:
-            command = decode_command(role, verb, data)
+            return role, identity, decode_command(role, verb, data)
         except DecodeError as exc:
-            return self._error(ErrorInfo(code="malformed", message=exc.reason, field=exc.field))
-        if command.QUERY:
-            return await self._answer(role, identity, command)
+            raise Rejected("malformed", exc.reason, exc.field) from None
+
+    async def _process(self, subject: str, data: bytes) -> bytes:
+        try:
+            role, identity, command = self._parse(subject, data)
+        except Rejected as rejected:
+            return self._error(rejected.info)
+        extension = self._extensions.get(type(command))
+        if extension is not None:
+            return await self._extend(extension, role, identity, command)
+        if type(command) not in DECIDERS:
+            message = f"{command.VERB} is not served by this instance"
+            return self._error(ErrorInfo(code="unavailable", message=message))
         key = (role, identity, command.command_id)
         cached = self._replies.get(key)
         if cached is not None:
@@ -205,14 +228,24 @@ class CommandService:
         self._remember(key, body)
         return body
 
-    async def _answer(self, role: str, identity: str, query: Command) -> bytes:
-        if self._reads is None:
-            return self._error(ErrorInfo(code="unavailable", message="queries are not served here"))
+    async def _extend(
+        self, extension: Extension, role: str, identity: str, command: Command
+    ) -> bytes:
         try:
-            result = await self._reads.answer(role, identity, query)
+            result = await extension.answer(role, identity, command, self)
         except Rejected as rejected:
             return self._error(rejected.info)
         return ok_reply(result)
+
+    # ── Lookup, for extensions ──────────────────────────────────────────────────────────
+
+    async def job(self, job_id: str) -> JobState:
+        await self._load([("job", job_id)], only_missing=False)
+        return self.world.job(job_id)
+
+    async def provider(self, provider_id: str) -> ProviderState:
+        await self._load([("provider", provider_id)], only_missing=False)
+        return self.world.provider(provider_id)
 
     async def _decide_and_append(
         self,

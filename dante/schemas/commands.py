@@ -15,11 +15,13 @@ import msgspec
 from dante.schemas.money import PositiveMoney, Rate
 from dante.schemas.values import (
     Attempt,
+    Timestamp,
     FileRef,
     Gpu,
     GpuOffer,
     Id,
     JobPayload,
+    RelPath,
     JobRequirements,
     Reason,
     SolanaAddress,
@@ -214,7 +216,93 @@ class GetPlatformStatus(Query, frozen=True, kw_only=True, forbid_unknown_fields=
     VERB: ClassVar[str] = "status"
 
 
-RENTER_COMMANDS: tuple[type[Command], ...] = (Deposit, SubmitJob, CancelJob)
+# ── job output and files ────────────────────────────────────────────────────────────────
+#
+# Job output and files travel through the command service, which checks that the job is the
+# caller's, so nats-server permissions can stay per account (no one touches the output
+# stream or the object store directly). Chunks are at most 512 KiB; a retried chunk (same
+# offset) is stored once.
+
+CHUNK_BYTES = 512 * 1024
+Chunk = Annotated[bytes, msgspec.Meta(max_length=CHUNK_BYTES)]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+UploadId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+
+
+class OutputLine(msgspec.Struct, frozen=True, kw_only=True):
+    at: Timestamp
+    stream: Literal["stdout", "stderr"]
+    text: Annotated[str, msgspec.Meta(max_length=16_384)]
+
+
+class RecordOutput(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A batch of a running job's output lines, for `dante jobs logs`."""
+
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "output"
+    provider_id: Id
+    job_id: Id
+    attempt: Attempt
+    lines: Annotated[list[OutputLine], msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class UploadResults(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One chunk of a job attempt's results (a tar.gz); the last one names size and digest."""
+
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "upload"
+    provider_id: Id
+    job_id: Id
+    attempt: Attempt
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    data: Chunk
+    final: bool = False
+    size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    sha256: Sha256 | None = None
+
+
+class UploadInput(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One chunk of a file a renter gives a job; the last one names size and digest."""
+
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "upload"
+    upload_id: UploadId
+    path: RelPath
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    data: Chunk
+    final: bool = False
+    size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    sha256: Sha256 | None = None
+
+
+class GetJobLogs(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "logs"
+    job_id: Id
+    #: Only lines after this position (the `next` of the previous page).
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+
+
+class DownloadResults(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "download"
+    job_id: Id
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class FetchInput(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An agent reads a file given to a job assigned to it."""
+
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "input"
+    provider_id: Id
+    job_id: Id
+    object: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+RENTER_COMMANDS: tuple[type[Command], ...] = (Deposit, SubmitJob, CancelJob, UploadInput)
 PROVIDER_COMMANDS: tuple[type[Command], ...] = (
     RegisterProvider,
     UpdateOffer,
@@ -225,6 +313,8 @@ PROVIDER_COMMANDS: tuple[type[Command], ...] = (
     RecordUsage,
     ReportJobFinished,
     Withdraw,
+    RecordOutput,
+    UploadResults,
 )
 QUERIES: tuple[type[Command], ...] = (
     GetBalance,
@@ -234,6 +324,9 @@ QUERIES: tuple[type[Command], ...] = (
     GetJob,
     ListJobs,
     GetPlatformStatus,
+    GetJobLogs,
+    DownloadResults,
+    FetchInput,
 )
 ALL_COMMANDS: tuple[type[Command], ...] = (*RENTER_COMMANDS, *PROVIDER_COMMANDS, *QUERIES)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
+
+from dante.schemas.values import FileRef, Timestamp
 
 
 class WalletResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,3 +39,37 @@ class JobResult(msgspec.Struct, frozen=True, kw_only=True):
 class ProviderResult(msgspec.Struct, frozen=True, kw_only=True):
     provider_id: str
     status: str
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+    at: Timestamp
+    stream: Literal["stdout", "stderr"]
+    text: str
+    attempt: int
+
+
+class LogPage(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    lines: list[LogLine]
+    #: Pass as `after` to get the next page.
+    next: int
+    #: The job has ended: once a page comes back empty, there will be no more lines.
+    ended: bool
+
+
+class ChunkResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A piece of a stored file; `done` on the last piece."""
+
+    object: str
+    offset: int
+    data: bytes
+    size: int
+    sha256: str
+    done: bool
+
+
+class UploadResult(msgspec.Struct, frozen=True, kw_only=True):
+    """After a chunk: how much is stored; after the final chunk, the stored file."""
+
+    received: int
+    file: FileRef | None = None
