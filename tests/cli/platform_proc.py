@@ -79,7 +79,7 @@ class UpProcess:
 
 
 def dante(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: str | None = None
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "dante", *args],
