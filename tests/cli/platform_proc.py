@@ -88,5 +88,5 @@ def dante(
         env={**os.environ, **(env or {})},
         timeout=timeout,
         check=False,
-        input=input,
+        input=stdin,
     )
