@@ -397,3 +397,28 @@ async def test_redelivered_events_change_nothing(
             await runner.executor.carry_out(again)
     await platform.settle()
     assert await log_events(platform.store) == before
+
+
+async def test_an_agent_giving_an_attempt_back_requeues_it(
+    nc: NATS, platform: Platform, clock: Clock
+) -> None:
+    bob = Agent(nc, "bob", "prv-a")
+    await bob.register()
+    await deposit(nc, "alice", 10 * DGPU)
+    job_id = await submit(nc)
+    await platform.settle()
+    await bob.start(job_id)
+    clock.advance(12)
+    await bob.tick(job_id)
+    await bob.client.send(cmd.ReportJobFinished(
+        command_id=new_command_id(), provider_id="prv-a", job_id=job_id, attempt=1,
+        error="the agent is shutting down", interrupted=True))
+    await platform.settle()
+    world = platform.tail.world
+    job = world.job(job_id)
+    # Placed again (the only provider is still there) as attempt 2; attempt 1 settled.
+    assert (job.status, job.attempt) == ("assigned", 2)
+    assert world.provider("prv-a").reservations[0].attempt == 2
+    assert world.wallet("alice").hold(job_id, 1) == 0
+    assert world.wallet("bob").available == cost(PRICE, 10_000) - fee_of(cost(PRICE, 10_000), 500)
+    assert_conserved(platform)
