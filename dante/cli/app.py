@@ -12,6 +12,7 @@ app = App(
     version=__version__,
 )
 app.command("dante.cli.schemas:app", name="schemas")
+app.command("dante.cli.agent:app", name="agent")
 
 
 def main() -> None:
