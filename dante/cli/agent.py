@@ -32,8 +32,12 @@ def gpus(
         (groups COUNTxMODEL:VRAM_GB, separated by commas).
     """
     import msgspec
+    import structlog
 
     from dante.agent.gpus import detect_gpus, simulated_detection
+
+    # Stdout is for the answer (a JSON document may be parsed); diagnostics go to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
     if simulate is not None:
         try:

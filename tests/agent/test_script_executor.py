@@ -330,3 +330,16 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "State:\tZ" not in status
+
+
+async def test_a_memory_limit_too_small_to_start_is_an_error(tmp_path: Path) -> None:
+    result, _ = await run(
+        script_spec(tmp_path, "print('hi')", interpreter="python3", memory_limit_mb=1)
+    )
+
+    # Either exec itself fails (an error, never started) or the interpreter dies loading.
+    if result.error:
+        assert result.error.startswith("could not start python3: ")
+        assert result.exit_code is None
+    else:
+        assert result.exit_code not in (None, 0)

@@ -236,6 +236,7 @@ class DockerExecutor:
         except APIError as exc:
             return _not_run(_start_error(exc, spec))
         started_at = utc_now()
+        error = ""
         async with batched_output(on_output) as out, anyio.create_task_group() as streams:
             exited = anyio.Event()
             drained = [anyio.Event(), anyio.Event()]
@@ -249,14 +250,21 @@ class DockerExecutor:
                 )
             if on_started is not None:
                 await on_started()
-            exit_code, timed_out, stopped = await _wait(container, spec, stop, calls)
-            exited.set()
+            try:
+                exit_code, timed_out, stopped = await _wait(container, spec, stop, calls)
+            except DockerException as exc:
+                # The engine failed under the job (restarted, disk full): not the job's fault.
+                error = f"the Docker engine failed during the run: {_explain(exc)}"
+                exit_code, timed_out, stopped = None, False, stop.is_set()
+            finally:
+                exited.set()
             with anyio.move_on_after(DRAIN_S):
                 for event in drained:
                     await event.wait()
             streams.cancel_scope.cancel()
         return RunResult(
             exit_code=exit_code,
+            error=error,
             started_at=started_at,
             ended_at=utc_now(),
             timed_out=timed_out,

@@ -106,7 +106,8 @@ class ScriptExecutor:
                 start_new_session=True,
                 preexec_fn=_limits(spec.memory_limit_mb),
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
+            # e.g. a memory limit too small for the interpreter even to load
             return _not_run(f"could not start {payload.interpreter}: {exc}")
         started_at = utc_now()
         try:
