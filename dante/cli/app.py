@@ -14,6 +14,7 @@ app = App(
 app.command("dante.cli.up:up", name="up")
 app.command("dante.cli.status:status", name="status")
 app.command("dante.cli.schemas:app", name="schemas")
+app.command("dante.cli.agent:app", name="agent")
 
 
 def main() -> None:
