@@ -410,9 +410,16 @@ async def test_an_agent_giving_an_attempt_back_requeues_it(
     await bob.start(job_id)
     clock.advance(12)
     await bob.tick(job_id)
-    await bob.client.send(cmd.ReportJobFinished(
-        command_id=new_command_id(), provider_id="prv-a", job_id=job_id, attempt=1,
-        error="the agent is shutting down", interrupted=True))
+    await bob.client.send(
+        cmd.ReportJobFinished(
+            command_id=new_command_id(),
+            provider_id="prv-a",
+            job_id=job_id,
+            attempt=1,
+            error="the agent is shutting down",
+            interrupted=True,
+        )
+    )
     await platform.settle()
     world = platform.tail.world
     job = world.job(job_id)
