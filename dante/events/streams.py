@@ -5,7 +5,8 @@
 - `DANTE_DISPATCH`: instructions to agents (`dante.agent.<owner>.<provider_id>.<job_id>`),
   derived from the log by the handlers; an agent's durable consumer sees only its own.
 - `DANTE_OUTPUT`: job output lines (`dante.out.<job_id>`), kept for a limited time and size.
-- KV `dante_heartbeats`: one key per provider, written every few seconds by its agent.
+- KV `dante_heartbeats`: one key per provider (`<owner>.<provider_id>`), written every few
+  seconds by its agent.
 - Object store `dante_files`: job inputs and results.
 """
 
@@ -55,6 +56,12 @@ def subject_for(event: Event) -> str:
 
 def dispatch_subject(owner: str, provider_id: str, job_id: str) -> str:
     return f"{DISPATCH_PREFIX}.{owner}.{provider_id}.{job_id}"
+
+
+def heartbeat_key(owner: str, provider_id: str) -> str:
+    """The KV key an agent heartbeats under: its account first, so permissions can be
+    granted per account (`$KV.dante_heartbeats.<owner>.>`)."""
+    return f"{owner}.{provider_id}"
 
 
 def output_subject(job_id: str) -> str:
