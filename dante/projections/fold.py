@@ -1,10 +1,11 @@
 """Folding the log into SQLite: reading, folding and writing overlap.
 
-Three tasks share the work. The reader pulls events off the log's ordered consumer and decodes
-them into an inbox. The folder applies whatever the inbox holds to the in-memory views and
-takes a batch every `flush_every` events, or `flush_ms` after the first unwritten change, or
-at once when someone waits for a sequence it has applied. The writer commits batches (rows and
-positions in one transaction) in a worker thread while the next events are read and folded.
+Three tasks share the work. The reader takes events off the log's ordered consumer, in chunks
+of whatever arrived meanwhile, and decodes them into an inbox. The folder applies whatever the
+inbox holds to the in-memory views and takes a batch every `flush_every` events, or
+`flush_ms` after the first unwritten change, or at once when someone waits for a sequence it
+has applied. The writer commits batches (rows and positions in one transaction) in a worker
+thread while the next events are read and folded.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from dante.events.codec import decode_event
 from dante.events.store import EventStore
+from dante.projections.errors import ProjectionError
 from dante.projections.projector import Batch, Projector
 from dante.projections.sqlite import write
+from dante.schemas.codec import DecodeError
 from dante.schemas.events import Event
 
 OnCommit = Callable[[Batch], None]
@@ -55,6 +58,7 @@ class LogFold:
         self._room.set()
         self._ended = False
         self._waiters: list[tuple[int, anyio.Event]] = []
+        self._failure: ProjectionError | None = None
         #: The sequence every projection's stored rows are at.
         self.committed = projector.applied
         #: Events committed by this fold.
@@ -76,6 +80,8 @@ class LogFold:
             tg.start_soon(self._write, receive)
             async with send:
                 await self._fold(send)
+        if self._failure is not None:
+            raise self._failure
 
     async def wait_for(self, seq: int) -> None:
         """Return once the stored rows include sequence `seq`."""
@@ -94,17 +100,24 @@ class LogFold:
         self, start: int, stop: int | None, follow: bool, until: datetime | None
     ) -> None:
         try:
-            # `read_raw` is an async generator: closing it unsubscribes its consumer.
-            raw = cast(
-                "AsyncGenerator[tuple[int, str, datetime | None, bytes]]",
-                self._store.read_raw(start, stop=stop, follow=follow),
+            # `read_chunks` is an async generator: closing it unsubscribes its consumer.
+            chunks = cast(
+                "AsyncGenerator[list[tuple[int, str, datetime | None, bytes]]]",
+                self._store.read_chunks(start, stop=stop, follow=follow),
             )
-            async with aclosing(raw) as records:
-                async for seq, _subject, _stored_at, data in records:
-                    event = decode_event(data)
-                    if until is not None and event.at > until:
-                        break
-                    self._inbox.append((seq, event))
+            async with aclosing(chunks) as arriving:
+                async for chunk in arriving:
+                    for seq, _subject, _stored_at, data in chunk:
+                        try:
+                            event = decode_event(data)
+                        except DecodeError as exc:
+                            # Keep what came before it: fold and commit that, then fail.
+                            self._failure = ProjectionError(f"event {seq} cannot be read: {exc}")
+                            self._failure.__cause__ = exc
+                            return
+                        if until is not None and event.at > until:
+                            return
+                        self._inbox.append((seq, event))
                     self._wake.set()
                     if len(self._inbox) >= self._max_buffered:
                         if self._room.is_set():

@@ -227,8 +227,33 @@ def _job_event(row: JobRow, event: ev.Event) -> None:  # noqa: C901, PLR0912
             raise UnknownEvent("jobs", type(event).__name__)
 
 
+#: Events that change no job.
+IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
+    {
+        ev.ProviderCredited,
+        ev.FeeCollected,
+        ev.GpusReserved,
+        ev.GpusReleased,
+        ev.ProviderRegistered,
+        ev.OfferUpdated,
+        ev.ProviderWentOffline,
+        ev.ProviderCameOnline,
+        ev.ProviderDeregistered,
+        ev.AccountOpened,
+        ev.FundsDeposited,
+        ev.FundsHeld,
+        ev.HoldReleased,
+        ev.LowFundsWarned,
+        ev.WithdrawalRequested,
+        ev.FundsWithdrawn,
+    }
+)
+
+
 def evolve(view: JobsView, seq: int, event: ev.Event) -> Changes:
     """Apply one event to the jobs; return the rows it changed."""
+    if type(event) in IGNORED:
+        return NOTHING
     match event:
         case ev.JobDeclined():
             # Informational: the scheduler follows with `JobRequeued`, which changes the job.
@@ -236,25 +261,6 @@ def evolve(view: JobsView, seq: int, event: ev.Event) -> Changes:
         case ev.JobEvent() | ev.FundsCharged():
             _job_event(_job(view, event.job_id, seq), event)
             return (Changed(JOBS.name, event.job_id),)
-        case (
-            ev.ProviderCredited()
-            | ev.FeeCollected()
-            | ev.GpusReserved()
-            | ev.GpusReleased()
-            | ev.ProviderRegistered()
-            | ev.OfferUpdated()
-            | ev.ProviderWentOffline()
-            | ev.ProviderCameOnline()
-            | ev.ProviderDeregistered()
-            | ev.AccountOpened()
-            | ev.FundsDeposited()
-            | ev.FundsHeld()
-            | ev.HoldReleased()
-            | ev.LowFundsWarned()
-            | ev.WithdrawalRequested()
-            | ev.FundsWithdrawn()
-        ):
-            return NOTHING
     raise UnknownEvent("jobs", type(event).__name__)
 
 

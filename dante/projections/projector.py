@@ -1,19 +1,20 @@
 """The projector folds events into the in-memory views and gathers what changed into batches.
 
 It does no I/O: the runner and `rebuild` feed it events and write its batches to SQLite. A
-batch holds, for every table, the rows to upsert, the keys to delete and the rows to append,
-and the position of every projection, so one transaction writes them all together.
+batch holds, for every table, the rows to upsert, the keys to delete and the rows to append
+(each as one JSON array: see `dante.projections.tables`), and the position of every
+projection, so one transaction writes them all together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
-from dante.projections.tables import Added, Changed, Key, Projection, Row, Table, View
+from dante.projections.tables import Added, Changed, Changes, Key, Projection, Row, Table, View
 from dante.schemas.events import Event
 
 POSITIONS: Final = "projection_positions"
@@ -21,14 +22,19 @@ UPSERT_POSITION: Final = (
     f"INSERT OR REPLACE INTO {POSITIONS} (projection, seq, schema_version) VALUES (?, ?, ?)"
 )
 
-_astuple: Final = msgspec.structs.astuple
+_encoder: Final = msgspec.json.Encoder()
+
+
+def _json(rows: Sequence[object]) -> str:
+    # Text, not bytes: SQLite 3.45+ reads a blob given to json_each() as its binary JSONB.
+    return _encoder.encode(rows).decode()
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Everything to write in one transaction, in order: (SQL, rows of parameters)."""
+    """Everything to write in one transaction, in order: (SQL, its parameters)."""
 
-    statements: list[tuple[str, list[tuple[Any, ...]]]]
+    statements: list[tuple[str, tuple[Any, ...]]]
     #: The sequence every projection is at once this batch is written.
     position: int
     events: int
@@ -37,6 +43,7 @@ class Batch:
 @dataclass(slots=True)
 class _Slot:
     projection: Projection[Any]
+    evolve: Callable[[Any, int, Event], Changes]
     view: View
     position: int
     dirty: dict[str, set[Key]] = field(default_factory=dict)
@@ -50,6 +57,7 @@ class Projector:
         self._slots = [
             _Slot(
                 projection=projection,
+                evolve=projection.evolve,
                 view=projection.empty(),
                 position=0,
                 dirty={t.name: set() for t in projection.tables},
@@ -86,45 +94,49 @@ class Projector:
         for slot in self._slots:
             if seq <= slot.position:
                 continue
-            for change in slot.projection.evolve(slot.view, seq, event):
-                if isinstance(change, Changed):
-                    slot.dirty[change.table].add(change.key)
-                elif isinstance(change, Added):
-                    slot.added[change.table].append(change.row)
+            changes = slot.evolve(slot.view, seq, event)
+            if changes:
+                dirty, added = slot.dirty, slot.added
+                for change in changes:
+                    # The hot path of a rebuild: compare classes rather than isinstance().
+                    if change.__class__ is Changed:
+                        dirty[change[0]].add(change[1])
+                    else:
+                        added[change[0]].append(cast("Added", change).row)
             slot.position = seq
         self.applied = seq
         self.pending += 1
 
     def take(self) -> Batch:
         """What changed since the last batch, as SQL to run in one transaction."""
-        statements: list[tuple[str, list[tuple[Any, ...]]]] = []
+        statements: list[tuple[str, tuple[Any, ...]]] = []
         positions: list[tuple[Any, ...]] = []
         for slot in self._slots:
             for table in slot.projection.tables:
                 if table.append_only:
                     rows = slot.added[table.name]
                     if rows:
-                        statements.append((table.upsert_sql, [_astuple(row) for row in rows]))
+                        statements.append((table.upsert_sql, (_json(rows),)))
                         slot.added[table.name] = []
                     continue
                 keys = slot.dirty[table.name]
                 if not keys:
                     continue
-                upserts: list[tuple[Any, ...]] = []
+                upserts: list[Row] = []
                 deletes: list[tuple[Any, ...]] = []
                 for key in keys:
                     row = slot.view.get(table.name, key)
                     if row is None:
-                        deletes.append(table.key_params(key))
+                        deletes.append(table.key_values(key))
                     else:
-                        upserts.append(_astuple(row))
+                        upserts.append(row)
                 if deletes:
-                    statements.append((table.delete_sql, deletes))
+                    statements.append((table.delete_sql, (_json(deletes),)))
                 if upserts:
-                    statements.append((table.upsert_sql, upserts))
+                    statements.append((table.upsert_sql, (_json(upserts),)))
                 slot.dirty[table.name] = set()
             positions.append((slot.projection.name, slot.position, slot.projection.schema_version))
-        statements.append((UPSERT_POSITION, positions))
+        statements.extend((UPSERT_POSITION, position) for position in positions)
         batch = Batch(statements=statements, position=self.applied, events=self.pending)
         self.pending = 0
         return batch

@@ -82,6 +82,9 @@ class ProjectionRunner:
             self._ready.set()
             task_status.started()
             await self._fold.run(projector.applied + 1, follow=True)
+        except Exception:
+            log.exception("projections.failed", db=str(self.db_path), position=self.position)
+            raise
         finally:
             self._running = False
             with anyio.CancelScope(shield=True):

@@ -120,7 +120,7 @@ async def write(db: aiosqlite.Connection, batch: Batch) -> None:
         await db.execute("BEGIN")
         try:
             for sql, params in batch.statements:
-                await db.executemany(sql, params)
+                await db.execute(sql, params)
         except BaseException:
             await db.execute("ROLLBACK")
             raise

@@ -5,7 +5,14 @@ exactly the columns of its SQLite table, in order. `evolve(view, seq, event)` ch
 and returns what it changed: `Changed(table, key)` for a row that was created, updated or
 deleted (a key no longer in the view is a deletion), `Added(table, row)` for a row of an
 append-only table (the ledger), which is never kept in memory. The runner turns those into
-batched `executemany` upserts, deletes and inserts.
+batched upserts, deletes and inserts.
+
+A batch of rows goes to SQLite as one JSON array, unpacked by `json_each` inside one
+statement, rather than with `executemany`. `executemany` binds every row in Python and hands
+the GIL back and forth with each one; while the event loop is busy reading and folding, each
+hand-back waits for the loop's thread to let go, and writing 150,000 rows took 50 times longer
+than alone. One statement per batch lets SQLite do the whole batch without the GIL; it costs
+about 4 µs a row of SQLite's time (executemany: 1.6 µs), spent off the event loop's thread.
 """
 
 from __future__ import annotations
@@ -120,14 +127,21 @@ class Table(Generic[RowT]):
 
     @property
     def upsert_sql(self) -> str:
-        marks = ", ".join("?" * len(self.columns))
+        """Write many rows given as one JSON array of arrays (see `write_params`)."""
+        values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(self.columns)))
         verb = "INSERT" if self.append_only else "INSERT OR REPLACE"
-        return f"{verb} INTO {self.name} ({', '.join(self.columns)}) VALUES ({marks})"
+        return (
+            f"{verb} INTO {self.name} ({', '.join(self.columns)}) SELECT {values} FROM json_each(?)"
+        )
 
     @property
     def delete_sql(self) -> str:
-        where = " AND ".join(f"{column} = ?" for column in self.key)
-        return f"DELETE FROM {self.name} WHERE {where}"
+        """Delete the rows of many keys given as one JSON array of arrays."""
+        keys = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(self.key)))
+        return (
+            f"DELETE FROM {self.name} WHERE ({', '.join(self.key)}) "
+            f"IN (SELECT {keys} FROM json_each(?))"
+        )
 
     @property
     def select_sql(self) -> str:
@@ -139,7 +153,7 @@ class Table(Generic[RowT]):
             return value
         return tuple(getattr(row, column) for column in self.key)
 
-    def key_params(self, key: Key) -> tuple[Any, ...]:
+    def key_values(self, key: Key) -> tuple[Any, ...]:
         return key if isinstance(key, tuple) else (key,)
 
     def from_db(self, values: Sequence[Any]) -> RowT:

@@ -291,8 +291,38 @@ def _warned(view: WalletView, seq: int, event: ev.LowFundsWarned) -> Changes:
     return (Changed(WALLETS.name, event.wallet_id), Changed(WARNINGS.name, key))
 
 
+#: Events that change no wallet.
+IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
+    {
+        ev.UsageRecorded,
+        ev.GpusReserved,
+        ev.GpusReleased,
+        ev.ProviderRegistered,
+        ev.OfferUpdated,
+        ev.ProviderWentOffline,
+        ev.ProviderCameOnline,
+        ev.ProviderDeregistered,
+        ev.JobSubmitted,
+        ev.JobQueued,
+        ev.JobAssigned,
+        ev.JobAccepted,
+        ev.JobDeclined,
+        ev.JobStarted,
+        ev.JobCompleted,
+        ev.JobFailed,
+        ev.JobCancelRequested,
+        ev.JobCancelled,
+        ev.JobStopped,
+        ev.JobResultsStored,
+        ev.JobRequeued,
+    }
+)
+
+
 def evolve(view: WalletView, seq: int, event: ev.Event) -> Changes:  # noqa: C901, PLR0911
     """Apply one event to the wallets; return the rows it changed and the ledger entries."""
+    if type(event) in IGNORED:
+        return NOTHING
     match event:
         case ev.FundsCharged():
             return _charged(view, seq, event)
@@ -347,30 +377,6 @@ def evolve(view: WalletView, seq: int, event: ev.Event) -> Changes:  # noqa: C90
         case ev.AccountOpened():
             _wallet(view, event.wallet_id, seq).role = event.role
             return (Changed(WALLETS.name, event.wallet_id),)
-        case (
-            ev.UsageRecorded()
-            | ev.GpusReserved()
-            | ev.GpusReleased()
-            | ev.ProviderRegistered()
-            | ev.OfferUpdated()
-            | ev.ProviderWentOffline()
-            | ev.ProviderCameOnline()
-            | ev.ProviderDeregistered()
-            | ev.JobSubmitted()
-            | ev.JobQueued()
-            | ev.JobAssigned()
-            | ev.JobAccepted()
-            | ev.JobDeclined()
-            | ev.JobStarted()
-            | ev.JobCompleted()
-            | ev.JobFailed()
-            | ev.JobCancelRequested()
-            | ev.JobCancelled()
-            | ev.JobStopped()
-            | ev.JobResultsStored()
-            | ev.JobRequeued()
-        ):
-            return NOTHING
     raise UnknownEvent("wallets", type(event).__name__)
 
 

@@ -7,9 +7,18 @@ from pathlib import Path
 
 import anyio
 import pytest
+from nats.aio.client import Client as NATS
 
 from dante.events.store import Append, EventStore
-from dante.projections import ProjectionRunner, Views, balance, history, job, position
+from dante.projections import (
+    ProjectionError,
+    ProjectionRunner,
+    Views,
+    balance,
+    history,
+    job,
+    position,
+)
 from dante.projections.catalog import PROJECTIONS
 from dante.projections.sqlite import connect, positions
 from dante.schemas import events as ev
@@ -183,3 +192,16 @@ async def test_a_decision_appended_as_one_batch_lands_in_one_view_update(
         found = await job(views, "job-1")
         assert found is not None
         assert found.charged_udgpu == 1000
+
+
+async def test_an_event_that_cannot_be_read_stops_the_runner_loudly(
+    store: EventStore, nc: NATS, tmp_path: Path
+) -> None:
+    await append(store, deposit("alice", 1))
+    await nc.jetstream().publish("dante.evt.wallet.alice", b'{"type": "FundsConjured"}')
+    runner = ProjectionRunner(store, tmp_path / "views.db")
+    with pytest.raises(ProjectionError, match="event 2 cannot be read"):
+        await runner.run()
+    # What came before it was applied and kept.
+    async with await Views.open(tmp_path / "views.db") as views:
+        assert await position(views) == 1
