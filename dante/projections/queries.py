@@ -37,7 +37,7 @@ from dante.projections.results import (
 )
 from dante.projections.sqlite import connect
 from dante.projections.tables import Row, Table, from_ms, to_ms
-from dante.schemas.values import FileRef, JobRequirements
+from dante.schemas.values import PLATFORM_WALLET, FileRef, JobRequirements
 
 _requirements = msgspec.json.Decoder(JobRequirements)
 _indices = msgspec.json.Decoder(list[int])
@@ -145,16 +145,14 @@ async def list_offers(
     are listed only with `include_offline`; deregistered ones never.
     """
     now_ms = to_ms(now or datetime.now(UTC))
-    listed = (
-        ("WHERE status != ?", registry.DEREGISTERED)
-        if include_offline
-        else ("WHERE status = ?", registry.ONLINE)
-    )
+    # Offline providers only on request; deregistered ones never.
+    status_sql = "WHERE status != ?" if include_offline else "WHERE status = ?"
+    status = registry.DEREGISTERED if include_offline else registry.ONLINE
     async with views.snapshot() as db:
-        providers = {
-            row.provider_id: row
-            for row in await _rows(db, registry.PROVIDERS, *listed[:1], listed[1:])
-        }
+        listed: list[registry.ProviderRow] = await _rows(
+            db, registry.PROVIDERS, status_sql, (status,)
+        )
+        providers = {row.provider_id: row for row in listed}
         gpu_where = "WHERE offered = 1 AND available = 1"
         gpu_params: list[Any] = []
         if min_vram_gb is not None:
@@ -274,9 +272,8 @@ async def balance(views: Views, wallet_id: str) -> Balance:
             db, wallets.WARNINGS, "WHERE wallet_id = ? ORDER BY seq", (wallet_id,)
         )
     if not found:
-        return Balance(
-            wallet_id=wallet_id, role="platform" if wallet_id == "platform" else "renter"
-        )
+        role = "platform" if wallet_id == PLATFORM_WALLET else "renter"
+        return Balance(wallet_id=wallet_id, role=role)
     row: wallets.WalletRow = found[0]
     return Balance(
         wallet_id=wallet_id,

@@ -68,7 +68,7 @@ class ProjectionRunner:
         self._running = True
         db = await connect(self.db_path)
         try:
-            await prepare(db, self._projections)
+            await prepare(db, self._projections, log_end=await self._store.last_seq())
             projector = Projector(self._projections)
             await load(db, projector)
             self._fold = LogFold(

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import aiosqlite
 import anyio
+import structlog
 
 from dante.projections.projector import POSITIONS, Batch, Projector
 from dante.projections.tables import Projection
@@ -27,6 +28,8 @@ _CREATE_POSITIONS: Final = (
     ") WITHOUT ROWID"
 )
 _LOAD_CHUNK: Final = 10_000
+
+log = structlog.get_logger(__name__)
 
 
 async def connect(path: str | Path, *, readonly: bool = False) -> aiosqlite.Connection:
@@ -56,9 +59,16 @@ async def _tables_with_prefix(db: aiosqlite.Connection, prefix: str) -> list[str
 
 
 async def prepare(
-    db: aiosqlite.Connection, projections: Sequence[Projection[Any]]
+    db: aiosqlite.Connection,
+    projections: Sequence[Projection[Any]],
+    *,
+    log_end: int | None = None,
 ) -> dict[str, int]:
-    """Create missing tables, replace those of a changed schema; return each stored position."""
+    """Create missing tables, replace those of a changed schema; return each stored position.
+
+    A projection stored beyond `log_end` (the log's last sequence) was folded from another
+    log, one since deleted and started anew: it starts over too.
+    """
     await db.execute("BEGIN IMMEDIATE")
     try:
         await db.execute(_CREATE_POSITIONS)
@@ -67,9 +77,19 @@ async def prepare(
         positions: dict[str, int] = {}
         for projection in projections:
             seq, version = stored.get(projection.name, (0, None))
-            if version == projection.schema_version:
+            beyond = log_end is not None and seq > log_end
+            if version == projection.schema_version and not beyond:
                 positions[projection.name] = seq
                 continue
+            if version is not None:
+                log.warning(
+                    "projections.start_over",
+                    projection=projection.name,
+                    reason="beyond the end of the log" if beyond else "schema changed",
+                    position=seq,
+                    log_end=log_end,
+                    schema_version=(version, projection.schema_version),
+                )
             for name in await _tables_with_prefix(db, projection.prefix):
                 await db.execute(f"DROP TABLE {name}")
             for table in projection.tables:

@@ -42,8 +42,9 @@ def from_ms(ms: int) -> datetime:
 class Row(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     """A row of a projection table: its fields are the table's columns, in order.
 
-    Only `str`, `int`, `bool` and their optional forms are allowed, so a row goes to SQLite as
-    `astuple(row)` and comes back with `msgspec.convert`. Rows hold no containers (`gc=False`).
+    Only `str`, `int`, `bool` and their optional forms are allowed. A row goes to SQLite as a
+    JSON array (`array_like`) and comes back with `msgspec.convert`. Rows hold no containers,
+    so the garbage collector need not track them (`gc=False`).
     """
 
 

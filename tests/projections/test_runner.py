@@ -23,7 +23,7 @@ from dante.projections.catalog import PROJECTIONS
 from dante.projections.sqlite import connect, positions
 from dante.schemas import events as ev
 from tests.factories import deposit, make, registered, submitted
-from tests.projections.helpers import dump_file
+from tests.projections.helpers import dump_file, fresh_log
 
 pytestmark = pytest.mark.anyio
 
@@ -205,3 +205,19 @@ async def test_an_event_that_cannot_be_read_stops_the_runner_loudly(
     # What came before it was applied and kept.
     async with await Views.open(tmp_path / "views.db") as views:
         assert await position(views) == 1
+
+
+async def test_views_of_a_log_since_started_anew_start_over(
+    store: EventStore, nc: NATS, tmp_path: Path
+) -> None:
+    db = tmp_path / "views.db"
+    last = await append(store, deposit("alice", 1), deposit("alice", 2), deposit("alice", 3))
+    async with ProjectionRunner(store, db) as runner:
+        await runner.wait_for(last, timeout=10)
+    # The log is deleted and started again: the file is ahead of it, so it belongs to the old.
+    store = await fresh_log(nc)
+    last = await append(store, deposit("bob", 7))
+    async with ProjectionRunner(store, db) as runner, await Views.open(db) as views:
+        await runner.wait_for(last, timeout=10)
+        assert (await balance(views, "alice")).available_udgpu == 0
+        assert (await balance(views, "bob")).available_udgpu == 7 * DGPU
