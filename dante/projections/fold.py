@@ -59,6 +59,7 @@ class LogFold:
         self._ended = False
         self._waiters: list[tuple[int, anyio.Event]] = []
         self._failure: ProjectionError | None = None
+        self._stopped = False
         #: The sequence every projection's stored rows are at.
         self.committed = projector.applied
         #: Events committed by this fold.
@@ -75,26 +76,38 @@ class LogFold:
         """Fold events from `start` to `stop` (or on and on, with `follow`); stop before the
         first event that happened after `until`. Returns once all it folded is committed."""
         send, receive = anyio.create_memory_object_stream[Batch](1)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._read, start, stop, follow, until)
-            tg.start_soon(self._write, receive)
-            async with send:
-                await self._fold(send)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._read, start, stop, follow, until)
+                tg.start_soon(self._write, receive)
+                async with send:
+                    await self._fold(send)
+        finally:
+            # Whoever still waits learns that what they wait for will not come from here.
+            self._stopped = True
+            for _, done in self._waiters:
+                done.set()
         if self._failure is not None:
             raise self._failure
 
     async def wait_for(self, seq: int) -> None:
-        """Return once the stored rows include sequence `seq`."""
+        """Return once the stored rows include sequence `seq`.
+
+        Raises `ProjectionError` if the fold stops before they do.
+        """
         if seq <= self.committed:
             return
-        waiter = (seq, anyio.Event())
-        self._waiters.append(waiter)
-        self._wake.set()
-        try:
-            await waiter[1].wait()
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+        if not self._stopped:
+            waiter = (seq, anyio.Event())
+            self._waiters.append(waiter)
+            self._wake.set()
+            try:
+                await waiter[1].wait()
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        if seq > self.committed:
+            raise ProjectionError(f"the views stopped at {self.committed}, before {seq}")
 
     async def _read(
         self, start: int, stop: int | None, follow: bool, until: datetime | None

@@ -91,7 +91,11 @@ class ProjectionRunner:
                 await db.close()
 
     async def wait_for(self, seq: int, timeout: float | None = None) -> None:
-        """Return once the stored views include sequence `seq`; `TimeoutError` after `timeout`."""
+        """Return once the stored views include sequence `seq`.
+
+        Raises `TimeoutError` after `timeout` seconds, `ProjectionError` if the runner stops
+        before its views include `seq`.
+        """
         if seq <= self.position:
             return
         with anyio.fail_after(timeout):

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 _examples = itertools.count()
 PROPERTY = settings(
-    max_examples=15,
+    max_examples=20,
     deadline=None,
     # One nats-server serves every example; each starts with a fresh log and its own files.
     suppress_health_check=[HealthCheck.function_scoped_fixture],

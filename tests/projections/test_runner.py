@@ -221,3 +221,39 @@ async def test_views_of_a_log_since_started_anew_start_over(
         await runner.wait_for(last, timeout=10)
         assert (await balance(views, "alice")).available_udgpu == 0
         assert (await balance(views, "bob")).available_udgpu == 7 * DGPU
+
+
+async def test_without_waiters_changes_are_written_within_the_flush_interval(
+    store: EventStore, tmp_path: Path
+) -> None:
+    db = tmp_path / "views.db"
+    runner = ProjectionRunner(store, db, flush_every=1_000_000, flush_ms=30)
+    async with runner, await Views.open(db) as views:
+        last = await append(store, deposit("alice", 1), deposit("alice", 2))
+        with anyio.fail_after(5):
+            while await position(views) < last:
+                await anyio.sleep(0.01)
+        assert runner.position == last
+        assert (await balance(views, "alice")).available_udgpu == 3 * DGPU
+
+
+async def test_a_waiter_learns_when_the_runner_stops_before_its_sequence(
+    store: EventStore, tmp_path: Path
+) -> None:
+    await append(store, deposit("alice", 1))
+    failures: list[BaseException] = []
+
+    async def wait(runner: ProjectionRunner) -> None:
+        try:
+            await runner.wait_for(99, timeout=10)
+        except ProjectionError as exc:
+            failures.append(exc)
+
+    async with (
+        anyio.create_task_group() as tg,
+        ProjectionRunner(store, tmp_path / "views.db") as runner,
+    ):
+        await runner.wait_for(1, timeout=10)
+        tg.start_soon(wait, runner)
+        await anyio.sleep(0.05)
+    assert [str(f) for f in failures] == ["the views stopped at 1, before 99"]
