@@ -65,8 +65,8 @@ class ProjectionRunner:
         """Load the views, then follow the log until cancelled."""
         if self._running:
             raise ProjectionError("this runner is already running")
-        self._running = True
         db = await connect(self.db_path)
+        self._running = True
         try:
             await prepare(db, self._projections, log_end=await self._store.last_seq())
             projector = Projector(self._projections)
