@@ -169,7 +169,7 @@ def _ended(
         row.results_json = _to_json(results)
 
 
-def _job_event(row: JobRow, event: ev.Event) -> None:  # noqa: C901, PLR0912
+def _job_event(row: JobRow, event: ev.Event) -> None:
     match event:
         case ev.UsageRecorded():
             gpu_ms = event.gpu_ms

@@ -265,7 +265,7 @@ IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
 )
 
 
-def evolve(view: RegistryView, seq: int, event: ev.Event) -> Changes:  # noqa: ARG001, C901, PLR0911, PLR0912
+def evolve(view: RegistryView, seq: int, event: ev.Event) -> Changes:  # noqa: ARG001
     """Apply one event to the registry; return the rows it changed."""
     if type(event) in IGNORED:
         return NOTHING

@@ -319,7 +319,7 @@ IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
 )
 
 
-def evolve(view: WalletView, seq: int, event: ev.Event) -> Changes:  # noqa: C901, PLR0911
+def evolve(view: WalletView, seq: int, event: ev.Event) -> Changes:
     """Apply one event to the wallets; return the rows it changed and the ledger entries."""
     if type(event) in IGNORED:
         return NOTHING
