@@ -23,10 +23,12 @@ from dante.events.streams import LogSettings, ensure_log
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
+from dante.handlers.queries import ReadModels
 from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
 from dante.handlers.scheduler import Scheduler
 from dante.handlers.service import CommandService, Extension
 from dante.handlers.settings import Settings
+from dante.projections.runner import ProjectionRunner
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -71,8 +73,14 @@ class Platform:
             for handler in (self.scheduler, self.billing, self.dispatcher, self.liveness)
         ]
         self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
+        self.views = ProjectionRunner(self.store, options.data_dir / "views.sqlite3")
+        self.read_models = ReadModels(self.views, settings)
         self.service = CommandService(
-            nc, self.store, settings=settings, extensions=extensions, clock=options.clock
+            nc,
+            self.store,
+            settings=settings,
+            extensions=[self.read_models, *(extensions or [])],
+            clock=options.clock,
         )
         self.ready = asyncio.Event()
 
@@ -81,6 +89,7 @@ class Platform:
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
         await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
+            await tg.start(self.views.run)
             tg.start_soon(self.tail.run)
             for runner in self.runners:
                 tg.start_soon(runner.run)
@@ -95,6 +104,7 @@ class Platform:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.service.stop()
+                    await self.read_models.close()
 
     async def _watch_heartbeats(self) -> None:
         await watch_heartbeats(self.nc, self._heartbeats, self.liveness, clock=self.options.clock)
@@ -118,6 +128,7 @@ class Platform:
                         info = await js.consumer_info(self.store.stream, runner.durable)
                         if info.num_pending or info.num_ack_pending:
                             busy = True
+                await self.views.wait_for(last)
                 if not busy and await self.store.last_seq() == last:
                     return
                 await asyncio.sleep(0.02)
