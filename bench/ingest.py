@@ -84,6 +84,8 @@ class Meter:
         self.visible_ticks = 0
         self.errors: collections.Counter[str] = collections.Counter()
         self.lags: list[float] = []
+        #: From send to the charge appearing in the log (before the views have it).
+        self.log_lags: list[float] = []
         self.last_visible = 0.0
         self.charges_seen = 0
 
@@ -144,9 +146,11 @@ class Meter:
                 if agent is None:
                     continue
                 self.charges_seen += 1
+                now = time.perf_counter()
                 while agent.unbilled and agent.unbilled[0][0] <= charge.total_gpu_ms:
                     _, sent, count = agent.unbilled.popleft()
                     self.charged.append((seq, sent, count))
+                    self.log_lags.append(now - sent)
 
     async def watch_views(self) -> None:
         while True:
@@ -214,6 +218,7 @@ class Meter:
     def reset(self) -> None:
         self.sent_ticks = self.accepted_ticks = self.visible_ticks = 0
         self.lags = []
+        self.log_lags = []
 
 
 async def _phase(
@@ -262,6 +267,7 @@ async def run(options: Options) -> Report:
                     asyncio.create_task(meter.follow_charges()),
                     asyncio.create_task(meter.watch_views()),
                 ]
+
                 try:
                     await _measure(report, meter, up, seconds)
                 finally:
@@ -285,6 +291,9 @@ async def _measure(report: Report, meter: Meter, up: Up, seconds: float) -> None
     report.add("saturation: ticks charged, end to end", e2e, "ticks/s", vs=pipelined)
     report.add("saturation: lag p50", percentile(meter.lags, 50) * 1000, "ms")
     report.add("saturation: lag p99", percentile(meter.lags, 99) * 1000, "ms")
+    report.add(
+        "saturation: lag to the charge in the log, p50", percentile(meter.log_lags, 50) * 1000, "ms"
+    )
     report.add("saturation: platform CPU", cpu * 100, "% of a core")
     fleet_rate = sum(len(a.job.gpu_indices) for a in meter.agents.values())
     rate = min(float(fleet_rate), 0.8 * e2e)
@@ -296,4 +305,7 @@ async def _measure(report: Report, meter: Meter, up: Up, seconds: float) -> None
     report.add("paced: ticks charged, end to end", e2e, "ticks/s", vs="paced: ticks offered")
     report.add("paced: lag p50", percentile(meter.lags, 50) * 1000, "ms")
     report.add("paced: lag p99", percentile(meter.lags, 99) * 1000, "ms")
+    report.add(
+        "paced: lag to the charge in the log, p50", percentile(meter.log_lags, 50) * 1000, "ms"
+    )
     report.add("paced: platform CPU", cpu * 100, "% of a core")

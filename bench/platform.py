@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -467,10 +468,14 @@ class Up:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout=60)
+            code = self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        keep = os.environ.get("BENCH_UP_LOG")  # where to keep the platform's log, if anywhere
+        if keep and self.log_path.exists():
+            shutil.copyfile(self.log_path, keep)
+        return code
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -17,13 +17,14 @@ Money rules (DESIGN.md, and docs/design.md for the rounding rule):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
 from dante.events.codec import Recorded
 from dante.events.store import Append
-from dante.handlers.model import World
+from dante.events.streams import subject_of
+from dante.handlers.model import WalletState, World, evolve_wallet
 from dante.handlers.model.world import AttemptBook
 from dante.handlers.runner import Step
 from dante.handlers.settings import Settings
@@ -34,8 +35,26 @@ from dante.schemas.values import PLATFORM_WALLET
 NAME: Final = "billing"
 
 
+#: The most attempts one renter's merged usage step charges (each up to four events).
+_ATTEMPTS_PER_STEP: Final = 100
+
+
 class Billing:
     name = NAME
+    #: The event types `decide` acts on; the runner acknowledges others unread.
+    triggers = frozenset(
+        kind.__name__
+        for kind in (
+            ev.UsageRecorded,
+            ev.JobRequeued,
+            ev.JobCompleted,
+            ev.JobFailed,
+            ev.JobCancelled,
+            ev.JobStopped,
+            ev.FundsDeposited,
+            ev.WithdrawalRequested,
+        )
+    )
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -60,6 +79,36 @@ class Billing:
                 yield from self._pay_out(world, event, now)
             case _:
                 return
+
+    def decide_many(
+        self, world: World, triggers: Sequence[Recorded], now: datetime
+    ) -> Iterator[Step]:
+        """The steps of triggers fetched together, the usage charges merged per renter.
+
+        Every decision here is level-based and the world has reached the last trigger, so
+        each attempt with new usage is brought up to date once, however many of its usage
+        events came, and all of a renter's attempts go in one step: its wallet is checked
+        once, at the first event, and each attempt is decided against the wallet as the
+        attempts before it in the step leave it. Other triggers follow, one by one. The
+        runner appends steps of different renters together (see `dante.handlers.runner`).
+        """
+        by_renter: dict[str, list[AttemptBook]] = {}
+        seen: set[tuple[str, int]] = set()
+        rest: list[Recorded] = []
+        for recorded in triggers:
+            event = recorded.event
+            if not isinstance(event, ev.UsageRecorded):
+                rest.append(recorded)
+                continue
+            key = (event.job_id, event.attempt)
+            book = world.books.get(key)
+            if book is not None and key not in seen:
+                seen.add(key)
+                by_renter.setdefault(book.renter, []).append(book)
+        for renter, books in by_renter.items():
+            yield from self._charge_renter(world, renter, books, now)
+        for recorded in rest:
+            yield from self.decide(world, recorded, now)
 
     # ── time ────────────────────────────────────────────────────────────────────────────
 
@@ -126,10 +175,9 @@ class Billing:
         return Step(appends=[Append(event=event, expected=version)])
 
     def _charge_events(
-        self, world: World, book: AttemptBook, now: datetime, base: str
+        self, wallet: WalletState, book: AttemptBook, now: datetime, base: str
     ) -> tuple[list[Append], int]:
         """The charge of the attempt's unbilled usage, and the hold left after it."""
-        wallet = world.wallet(book.renter)
         hold = wallet.hold(book.job_id, book.attempt)
         if book.unbilled_ms <= 0:
             return [], hold
@@ -182,18 +230,53 @@ class Billing:
         return cost(book.price * book.gpu_count, self.settings.hold_window_s * 1000)
 
     def _bring_up_to_date(self, world: World, book: AttemptBook, now: datetime) -> Iterator[Step]:
+        appends = self._usage_appends(world, world.wallet(book.renter), book, now)
+        if appends:
+            yield Step(appends=appends)
+
+    def _usage_appends(
+        self, world: World, wallet: WalletState, book: AttemptBook, now: datetime
+    ) -> list[Append]:
+        """Charge the attempt's new usage and renew its hold, against `wallet`."""
         job = world.job(book.job_id)
         current = job.attempt == book.attempt and job.placed
         base = f"{NAME}:{book.job_id}:{book.attempt}:{book.recorded_ms}"
-        appends, left = self._charge_events(world, book, now, base)
+        appends, left = self._charge_events(wallet, book, now, base)
         if current and book.max_duration_s is None:
-            appends.extend(self._renewal(world, book, left, now, base, checked=not appends))
+            appends.extend(self._renewal(wallet, book, left, now, base, checked=not appends))
+        return appends
+
+    def _charge_renter(
+        self, world: World, renter: str, books: list[AttemptBook], now: datetime
+    ) -> Iterator[Step]:
+        """One step for all of a renter's attempts (in chunks), its wallet checked once."""
+        wallet = world.wallet(renter)
+        subject = subject_of("wallet", renter)
+        appends: list[Append] = []
+        attempts = 0
+        for book in books:
+            mine = self._usage_appends(world, wallet, book, now)
+            if not mine:
+                continue
+            for item in mine:
+                event = item.event
+                if item.subject == subject:
+                    if any(a.subject == subject for a in appends):
+                        item = Append(event=event, expected=None)  # noqa: PLW2901 (the first carries the check)
+                    assert isinstance(event, ev.WalletEvent)
+                    # The attempts after this one are decided against the wallet it leaves.
+                    wallet = evolve_wallet(wallet, event, wallet.version)
+                appends.append(item)
+            attempts += 1
+            if attempts >= _ATTEMPTS_PER_STEP:
+                yield Step(appends=appends)
+                appends, attempts = [], 0
         if appends:
             yield Step(appends=appends)
 
     def _renewal(
         self,
-        world: World,
+        wallet: WalletState,
         book: AttemptBook,
         left: int,
         now: datetime,
@@ -205,7 +288,6 @@ class Billing:
         window = self._window(book)
         if window == 0 or left * 2 >= window:
             return []
-        wallet = world.wallet(book.renter)
         key = (book.job_id, book.attempt)
         # When the renewal follows a charge in the same batch, the charge carries the check.
         expected = wallet.version if checked else None
@@ -265,9 +347,9 @@ class Billing:
             if book is None:
                 continue
             base = f"{NAME}:{job_id}:{attempt}:settle:{book.recorded_ms}"
-            appends, left = self._charge_events(world, book, now, base)
+            wallet = world.wallet(book.renter)
+            appends, left = self._charge_events(wallet, book, now, base)
             if left > 0:
-                wallet = world.wallet(book.renter)
                 released = ev.HoldReleased(
                     event_id=f"{base}:release",
                     at=now,

@@ -31,6 +31,18 @@ _STOP_CODES: Final[dict[str, dispatch.StopCode]] = {
 
 class Dispatcher:
     name = NAME
+    #: The event types `decide` acts on; the runner acknowledges others unread.
+    triggers = frozenset(
+        kind.__name__
+        for kind in (
+            ev.JobAssigned,
+            ev.JobCancelRequested,
+            ev.JobStopped,
+            ev.JobRequeued,
+            ev.JobFailed,
+            ev.JobCancelled,
+        )
+    )
 
     def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Step]:
         del now

@@ -37,6 +37,8 @@ _heartbeat: Final = msgspec.json.Decoder(Heartbeat)
 
 class Liveness:
     name = NAME
+    #: The event types `decide` acts on; the runner acknowledges others unread.
+    triggers = frozenset(kind.__name__ for kind in (ev.ProviderRegistered, ev.ProviderCameOnline))
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()

@@ -33,6 +33,26 @@ NAME: Final = "scheduler"
 
 class Scheduler:
     name = NAME
+    #: The event types `decide` acts on; the runner acknowledges others unread.
+    triggers = frozenset(
+        kind.__name__
+        for kind in (
+            ev.JobSubmitted,
+            ev.JobRequeued,
+            ev.ProviderRegistered,
+            ev.ProviderCameOnline,
+            ev.OfferUpdated,
+            ev.GpusReleased,
+            ev.FundsDeposited,
+            ev.JobDeclined,
+            ev.ProviderWentOffline,
+            ev.ProviderDeregistered,
+            ev.JobCompleted,
+            ev.JobFailed,
+            ev.JobCancelled,
+            ev.JobStopped,
+        )
+    )
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
