@@ -123,7 +123,14 @@ class LogBuilder:
         self._n += 1
         return {"event_id": f"{self._prefix}-{self._n}", "at": at or self.at, "cause": "seed"}
 
-    def provider(self, n: int, gpus: int, price: int = PRICE) -> ev.Event:
+    def provider(
+        self,
+        n: int,
+        gpus: int,
+        price: int = PRICE,
+        model: str = "NVIDIA GeForce RTX 4090",
+        vram_mb: int = 24_564,
+    ) -> ev.Event:
         pid = provider_id(n)
         return ev.ProviderRegistered(
             **self._meta(),
@@ -136,8 +143,8 @@ class LogBuilder:
                     index=i,
                     uuid=f"SIM-{pid}-{i}",
                     vendor="nvidia",
-                    model="NVIDIA GeForce RTX 4090",
-                    vram_mb=24_564,
+                    model=model,
+                    vram_mb=vram_mb,
                     simulated=True,
                 )
                 for i in range(gpus)

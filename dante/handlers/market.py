@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
+from dante.handlers import placement
 from dante.handlers.model import ProviderState, World
-from dante.handlers.placement import GpuSlot, ProviderSlots, cheapest_price, explain_no_fit
+from dante.handlers.placement import (
+    GpuSlot,
+    Placement,
+    ProviderSlots,
+    cheapest_price,
+    explain_no_fit,
+)
+from dante.handlers.pricing import ModelPattern
 from dante.handlers.rejection import Rejected
 from dante.handlers.settings import Settings
 from dante.schemas.money import cost
@@ -35,16 +44,114 @@ def provider_slots(provider: ProviderState, reliability_ppm: int) -> ProviderSlo
     )
 
 
+class Market:
+    """The slots of a world's providers, kept up to date by re-reading only the providers
+    the world says changed, and ordered by each one's cheapest listed GPU for placements
+    that stop early (`placement.place(..., floors=)`)."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, ProviderSlots] = {}
+        self._floor: dict[str, int] = {}
+        self._by_price: tuple[list[int], list[ProviderSlots]] | None = None
+        self._position: dict[str, int] = {}
+        #: Per requested model: positions in the price order of providers with such a GPU.
+        self._by_model: dict[str, list[int]] = {}
+        self._seen_all = False
+
+    def refresh(self, world: World) -> None:
+        changed = world.changed_providers if self._seen_all else set(world.providers)
+        if not changed:
+            return
+        for provider_id in changed:
+            provider = world.providers.get(provider_id)
+            if provider is None or not provider.exists or provider.status == "deregistered":
+                if self._slots.pop(provider_id, None) is not None:
+                    self._floor.pop(provider_id, None)
+                    self._by_price = None
+                continue
+            slots = provider_slots(provider, world.reliability_ppm(provider_id))
+            floor = min((gpu.price for gpu in slots.gpus), default=0)
+            if self._floor.get(provider_id) != floor:
+                self._floor[provider_id] = floor
+                self._by_price = None
+            self._slots[provider_id] = slots
+        if self._by_price is not None:
+            # Same order: swap in the changed providers' new slots.
+            ordered = self._by_price[1]
+            for provider_id in changed:
+                if provider_id in self._slots:
+                    ordered[self._position[provider_id]] = self._slots[provider_id]
+        world.changed_providers = set()
+        self._seen_all = True
+
+    def slots(self, world: World) -> list[ProviderSlots]:
+        """Every registered provider's slots, in the world's order."""
+        self.refresh(world)
+        return [self._slots[pid] for pid in world.providers if pid in self._slots]
+
+    def by_price(
+        self, world: World, model: str | None = None
+    ) -> tuple[list[int], list[ProviderSlots]]:
+        """Each provider's cheapest listed price, ascending, and its slots; with `model`,
+        only providers with a GPU of that model (or family)."""
+        self.refresh(world)
+        if self._by_price is None:
+            self._by_model.clear()
+            order = sorted(self._slots, key=lambda pid: (self._floor[pid], pid))
+            self._position = {pid: n for n, pid in enumerate(order)}
+            self._by_price = (
+                [self._floor[pid] for pid in order],
+                [self._slots[pid] for pid in order],
+            )
+        floors, ordered = self._by_price
+        if model is None:
+            return floors, ordered
+        positions = self._by_model.get(model)
+        if positions is None:
+            pattern = ModelPattern(model)
+            seen: dict[str, bool] = {}
+
+            def matches(name: str) -> bool:
+                hit = seen.get(name)
+                if hit is None:
+                    hit = seen[name] = pattern.matches(name)
+                return hit
+
+            positions = [
+                n for n, slots in enumerate(ordered) if any(matches(g.model) for g in slots.gpus)
+            ]
+            self._by_model[model] = positions
+        return [floors[n] for n in positions], [ordered[n] for n in positions]
+
+
+#: One market per world, made on first use.
+_markets: WeakKeyDictionary[World, Market] = WeakKeyDictionary()
+
+
+def market_of(world: World) -> Market:
+    market = _markets.get(world)
+    if market is None:
+        market = _markets[world] = Market()
+    return market
+
+
 def all_slots(
     world: World, providers: Iterable[ProviderState] | None = None
 ) -> list[ProviderSlots]:
     """Every registered (not deregistered) provider's slots."""
-    chosen = world.providers.values() if providers is None else providers
+    if providers is None:
+        return market_of(world).slots(world)
     return [
         provider_slots(p, world.reliability_ppm(p.provider_id))
-        for p in chosen
+        for p in providers
         if p.exists and p.status != "deregistered"
     ]
+
+
+def place(world: World, req: JobRequirements) -> Placement | None:
+    """The best placement now (`placement.place` over the world's market, stopping early)."""
+    floors, slots = market_of(world).by_price(world, req.gpu_model)
+    return placement.place(req, slots, floors=floors)
 
 
 def hold_for(price: int, req: JobRequirements, settings: Settings) -> tuple[int, int]:
@@ -66,10 +173,10 @@ class SubmissionCheck:
 
 def submission_check(world: World, req: JobRequirements, settings: Settings) -> SubmissionCheck:
     """Whether a job could ever run, and at what cheapest price; `Rejected` if never."""
-    slots = all_slots(world)
-    ever = cheapest_price(req, slots, include_busy=True)
+    floors, slots = market_of(world).by_price(world, req.gpu_model)
+    ever = cheapest_price(req, slots, include_busy=True, floors=floors)
     if ever is None:
-        no_fit = explain_no_fit(req, slots)
+        no_fit = explain_no_fit(req, all_slots(world))
         assert no_fit is not None  # nothing could ever fit, so something explains why
         if no_fit.code == "price_cap_too_low":
             raise Rejected("price_cap_too_low", no_fit.reason, "requirements.max_price")
@@ -79,5 +186,5 @@ def submission_check(world: World, req: JobRequirements, settings: Settings) -> 
         price=ever,
         first_hold=first_hold,
         hold_seconds=seconds,
-        price_now=cheapest_price(req, slots, include_busy=False),
+        price_now=cheapest_price(req, slots, include_busy=False, floors=floors),
     )

@@ -21,7 +21,7 @@ sorts the whole input.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
 import msgspec
@@ -139,10 +139,19 @@ def _model_filter(req: JobRequirements) -> Callable[[str], bool] | None:
 _Key = tuple[int, int, int, str]
 
 
-def _best(  # noqa: C901 (the scheduler's hot loop, kept in one function for speed)
-    req: JobRequirements, providers: Iterable[ProviderSlots], *, include_busy: bool
+def _best(  # noqa: C901, PLR0912 (the scheduler's hot loop, kept in one function for speed)
+    req: JobRequirements,
+    providers: Iterable[ProviderSlots],
+    *,
+    include_busy: bool,
+    floors: Sequence[int] | None = None,
 ) -> tuple[_Key, ProviderSlots] | None:
-    """The best provider and its sort key; include_busy ignores `online` and `free`."""
+    """The best provider and its sort key; include_busy ignores `online` and `free`.
+
+    `floors`, when given, is each provider's cheapest listed GPU price, in ascending order
+    (providers sorted by it): the pass stops at the first provider whose cheapest GPU costs
+    more than the best placement found or the cap, as none after it can do better.
+    """
     need = req.gpu_count
     # A GPU dearer than this cannot be in the best class: the cap, then the best price so far.
     limit = req.max_price
@@ -150,7 +159,9 @@ def _best(  # noqa: C901 (the scheduler's hot loop, kept in one function for spe
     matches = _model_filter(req)
     best_key: _Key | None = None
     best: ProviderSlots | None = None
-    for provider in providers:
+    for n, provider in enumerate(providers):
+        if floors is not None and limit is not None and floors[n] > limit:
+            break
         gpus = provider.gpus
         if len(gpus) < need or not (include_busy or provider.online):
             continue
@@ -215,21 +226,34 @@ def _placement(
 # ── the API ───────────────────────────────────────────────────────────────────────────────
 
 
-def place(req: JobRequirements, providers: Iterable[ProviderSlots]) -> Placement | None:
-    """The best placement now, or None when no online provider can take the job now."""
-    found = _best(req, providers, include_busy=False)
+def place(
+    req: JobRequirements,
+    providers: Iterable[ProviderSlots],
+    *,
+    floors: Sequence[int] | None = None,
+) -> Placement | None:
+    """The best placement now, or None when no online provider can take the job now.
+
+    With `floors` (see `_best`), providers come sorted by their cheapest listed price and
+    the pass stops early; the answer is the same.
+    """
+    found = _best(req, providers, include_busy=False, floors=floors)
     return None if found is None else _placement(req, found, include_busy=False)
 
 
 def cheapest_price(
-    req: JobRequirements, providers: Iterable[ProviderSlots], include_busy: bool = False
+    req: JobRequirements,
+    providers: Iterable[ProviderSlots],
+    include_busy: bool = False,
+    *,
+    floors: Sequence[int] | None = None,
 ) -> int | None:
     """The lowest uniform price per GPU-hour at which the job could be placed, under its cap.
 
     include_busy=False: now (online providers, free GPUs), the price `place` would choose.
     include_busy=True: ever, with every registered GPU free and every provider online.
     """
-    found = _best(req, providers, include_busy=include_busy)
+    found = _best(req, providers, include_busy=include_busy, floors=floors)
     return None if found is None else found[0][0]
 
 

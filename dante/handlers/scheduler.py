@@ -22,7 +22,7 @@ from dante.events.codec import Recorded
 from dante.events.store import Append
 from dante.handlers import market
 from dante.handlers.model import JobState, World
-from dante.handlers.placement import Placement, explain_no_fit, place
+from dante.handlers.placement import Placement, explain_no_fit
 from dante.handlers.runner import Step
 from dante.handlers.settings import Settings
 from dante.schemas import events as ev
@@ -137,10 +137,14 @@ class Scheduler:
     def _place_one(self, world: World, job: JobState, now: datetime) -> Step | None:
         assert job.requirements is not None
         req = job.requirements
-        slots = market.all_slots(world)
-        placement = place(req, slots)
+        placement = market.place(world, req)
         if placement is None:
-            no_fit = explain_no_fit(req, slots)
+            if job.queue_code == "no_capacity":
+                # Already says it waits for capacity. Explaining costs a pass over every
+                # provider, and its counts (how many offline, how many busy) would change
+                # the reason at every capacity change without telling the renter anything new.
+                return None
+            no_fit = explain_no_fit(req, market.all_slots(world))
             reason = no_fit.reason if no_fit else "no provider has room right now"
             return self._queue(job, "no_capacity", reason, now)
         hold, seconds = market.hold_for(placement.price, req, self.settings)

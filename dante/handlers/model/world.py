@@ -68,6 +68,9 @@ class World:
         self.placed_on: dict[str, set[str]] = {}
         #: Usage and billing of every job attempt.
         self.books: dict[tuple[str, int], AttemptBook] = {}
+        #: Providers whose state or reliability changed since the market last took this set
+        #: (`dante.handlers.market`), so it re-reads only those of 10,000.
+        self.changed_providers: set[str] = set()
 
     # ── access ──────────────────────────────────────────────────────────────────────────
 
@@ -134,6 +137,7 @@ class World:
                 if seq <= provider.version:
                     return False
                 self.providers[event.provider_id] = evolve_provider(provider, event, seq)
+                self.changed_providers.add(event.provider_id)
             case ev.JobEvent():
                 job = self.job(event.job_id)
                 if seq <= job.version:
@@ -202,8 +206,10 @@ class World:
             self.placed_on.setdefault(after.provider_id, set()).add(after.job_id)
         if isinstance(event, ev.JobCompleted) and before.provider_id:
             self.completed[before.provider_id] = self.completed.get(before.provider_id, 0) + 1
+            self.changed_providers.add(before.provider_id)
         elif isinstance(event, ev.JobRequeued):
             self.lost[event.provider_id] = self.lost.get(event.provider_id, 0) + 1
+            self.changed_providers.add(event.provider_id)
 
     async def refresh(self, store: EventStore, subject: str) -> int:
         """Load what the log has for one aggregate beyond our version; return how many."""
