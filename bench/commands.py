@@ -76,7 +76,7 @@ async def run(options: Options) -> Report:
 async def _measure(report: Report, nc: NATS, jobs: list[RunningJob], count: int) -> None:
     def deposit(n: int) -> tuple[str, bytes]:
         command = cmd.Deposit(command_id=uuid.uuid4().hex, amount=1_000_000 + n)
-        return f"dante.cmd.renter.renter{n % 10:04d}.deposit", encode(command)
+        return f"dante.cmd.renter.payer{n % 10}.deposit", encode(command)
 
     four = [job for job in jobs if len(job.gpu_indices) == 4]
     next_tick = dict.fromkeys((job.job_id for job in four), 1)
