@@ -5,6 +5,8 @@
 - `DANTE_DISPATCH`: instructions to agents (`dante.agent.<owner>.<provider_id>.<job_id>`),
   derived from the log by the handlers; an agent's durable consumer sees only its own.
 - `DANTE_OUTPUT`: job output lines (`dante.out.<job_id>`), kept for a limited time and size.
+- `DANTE_UPLOADS`: chunks of uploads in progress (`dante.upload.<key>.chunk`) and who is
+  assembling them (`dante.upload.<key>.claim`); staging only, forgotten after a day.
 - KV `dante_heartbeats`: one key per provider, written every few seconds by its agent.
 - Object store `dante_files`: job inputs and results.
 """
@@ -39,6 +41,8 @@ DISPATCH_STREAM: Final = "DANTE_DISPATCH"
 DISPATCH_PREFIX: Final = "dante.agent"
 OUTPUT_STREAM: Final = "DANTE_OUTPUT"
 OUTPUT_PREFIX: Final = "dante.out"
+UPLOAD_STREAM: Final = "DANTE_UPLOADS"
+UPLOAD_PREFIX: Final = "dante.upload"
 HEARTBEAT_BUCKET: Final = "dante_heartbeats"
 FILES_BUCKET: Final = "dante_files"
 
@@ -71,6 +75,10 @@ class LogSettings:
     output_max_age_s: float = 7 * _DAY
     output_max_bytes: int = 1 << 30
     dispatch_max_age_s: float = 7 * _DAY
+    #: An upload not finished within this time is forgotten (its chunks expire).
+    upload_max_age_s: float = _DAY
+    #: Room for uploads in progress; a chunk beyond it is refused, never an older one dropped.
+    upload_max_bytes: int = 4 << 30
     #: Heartbeat keys of vanished providers are forgotten after this long.
     heartbeat_ttl_s: float = 7 * _DAY
 
@@ -124,6 +132,22 @@ def _output_config(settings: LogSettings) -> StreamConfig:
     )
 
 
+def _upload_config(settings: LogSettings) -> StreamConfig:
+    return StreamConfig(
+        name=UPLOAD_STREAM,
+        description="Chunks of uploads in progress, until they are assembled into files",
+        subjects=[f"{UPLOAD_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=settings.upload_max_age_s,
+        max_bytes=settings.upload_max_bytes,
+        discard=DiscardPolicy.NEW,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_s,
+        allow_direct=True,
+    )
+
+
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     assert config.name is not None
     try:
@@ -160,6 +184,7 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
     await _ensure_stream(js, event_stream_config(settings))
     await _ensure_stream(js, _dispatch_config(settings))
     await _ensure_stream(js, _output_config(settings))
+    await _ensure_stream(js, _upload_config(settings))
     await js.create_key_value(
         KeyValueConfig(
             bucket=HEARTBEAT_BUCKET,
