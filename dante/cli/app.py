@@ -11,7 +11,10 @@ app = App(
     help="Dante: rent GPUs, or rent yours out, on an auditable event log.",
     version=__version__,
 )
+app.command("dante.cli.up:up", name="up")
+app.command("dante.cli.status:status", name="status")
 app.command("dante.cli.schemas:app", name="schemas")
+app.command("dante.cli.agent:app", name="agent")
 
 
 def main() -> None:

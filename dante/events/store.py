@@ -37,6 +37,7 @@ from dante.schemas.codec import encode
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
     from dante.schemas.events import Event
 
@@ -299,6 +300,66 @@ class EventStore:
                 yield seq, msg.subject, meta.timestamp, msg.data
                 if stop is not None and seq >= stop:
                     return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def read_chunks(
+        self,
+        start: int = 1,
+        *,
+        stop: int | None = None,
+        follow: bool = False,
+        subjects: str = f"{EVENT_PREFIX}.>",
+        max_waiting: int = 10_000,
+    ) -> AsyncIterator[list[tuple[int, str, datetime | None, bytes]]]:
+        """Like `read_raw`, in lists: every message that arrived since the last list.
+
+        An ordered consumer with a callback collects the messages. nats-py's message iterator
+        costs a task and a wait per message; the callback does not, so this reads about twice
+        as fast, and a reader that handles many events at once (a projection catching up)
+        gets them many at a time. At most `max_waiting` messages wait for the reader: the
+        subscription pauses until it takes them.
+        """
+        if not follow and stop is None:
+            stop = await self.last_seq()
+        if stop is not None and stop < start:
+            return
+        arrived: list[tuple[int, str, datetime | None, bytes]] = []
+        ready = asyncio.Event()
+        room = asyncio.Event()
+        room.set()
+
+        async def collect(msg: Msg) -> None:
+            meta = msg.metadata
+            arrived.append((meta.sequence.stream, msg.subject, meta.timestamp, msg.data))
+            ready.set()
+            if len(arrived) >= max_waiting:
+                room.clear()
+                await room.wait()
+
+        sub = await self._js.subscribe(
+            subjects,
+            stream=self.stream,
+            ordered_consumer=True,
+            cb=collect,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=ConsumerConfig(opt_start_seq=max(1, start)),
+            pending_msgs_limit=200_000,
+            pending_bytes_limit=256 * 1024 * 1024,
+        )
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                chunk = arrived.copy()
+                arrived.clear()
+                room.set()
+                if stop is not None and chunk and chunk[-1][0] >= stop:
+                    yield [item for item in chunk if item[0] <= stop]
+                    return
+                if chunk:
+                    yield chunk
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

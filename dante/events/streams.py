@@ -7,7 +7,8 @@
 - `DANTE_OUTPUT`: job output lines (`dante.out.<job_id>`), kept for a limited time and size.
 - `DANTE_UPLOADS`: chunks of uploads in progress (`dante.upload.<key>.chunk`) and who is
   assembling them (`dante.upload.<key>.claim`); staging only, forgotten after a day.
-- KV `dante_heartbeats`: one key per provider, written every few seconds by its agent.
+- KV `dante_heartbeats`: one key per provider (`<owner>.<provider_id>`), written every few
+  seconds by its agent.
 - Object store `dante_files`: job inputs and results.
 """
 
@@ -59,6 +60,12 @@ def subject_for(event: Event) -> str:
 
 def dispatch_subject(owner: str, provider_id: str, job_id: str) -> str:
     return f"{DISPATCH_PREFIX}.{owner}.{provider_id}.{job_id}"
+
+
+def heartbeat_key(owner: str, provider_id: str) -> str:
+    """The KV key an agent heartbeats under: its account first, so permissions can be
+    granted per account (`$KV.dante_heartbeats.<owner>.>`)."""
+    return f"{owner}.{provider_id}"
 
 
 def output_subject(job_id: str) -> str:

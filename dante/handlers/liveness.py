@@ -19,7 +19,7 @@ import structlog
 
 from dante.events.codec import Recorded
 from dante.events.store import Append
-from dante.events.streams import HEARTBEAT_BUCKET
+from dante.events.streams import HEARTBEAT_BUCKET, heartbeat_key
 from dante.handlers.model import World
 from dante.handlers.runner import Step, StepExecutor, utcnow
 from dante.handlers.settings import Settings
@@ -116,7 +116,7 @@ async def watch_heartbeats(
             except msgspec.DecodeError:
                 log.warning("liveness.bad_heartbeat", key=entry.key)
                 continue
-            if beat.provider_id != entry.key:
+            if heartbeat_key(beat.owner, beat.provider_id) != entry.key:
                 log.warning("liveness.mismatched_heartbeat", key=entry.key)
                 continue
             provider_id = beat.provider_id

@@ -42,7 +42,11 @@ class Scheduler:
     def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Step]:
         event = recorded.event
         match event:
-            case ev.JobSubmitted() | ev.JobRequeued():
+            case ev.JobSubmitted():
+                yield from self._place(world, [event.job_id], now)
+            case ev.JobRequeued():
+                # An agent that gave the attempt back leaves its GPUs reserved: free them.
+                yield from self._free(world, event.job_id, event.attempt, event.provider_id, now)
                 yield from self._place(world, [event.job_id], now)
             case (
                 ev.ProviderRegistered()
@@ -241,6 +245,24 @@ class Scheduler:
         appends = [Append(event=event, expected=job.version)]
         appends.extend(self._releases(world, job, f"{base}:r", now, reason))
         return Step(appends=appends)
+
+    def _free(
+        self, world: World, job_id: str, attempt: int, provider_id: str, now: datetime
+    ) -> Iterator[Step]:
+        provider = world.provider(provider_id)
+        indices = provider.reserved_by(job_id, attempt)
+        if indices:
+            event = ev.GpusReleased(
+                event_id=f"{NAME}:free:{job_id}:{attempt}",
+                at=now,
+                cause=f"seq:{world.job(job_id).version}",
+                provider_id=provider_id,
+                job_id=job_id,
+                attempt=attempt,
+                gpu_indices=indices,
+                reason="attempt given back",
+            )
+            yield Step(appends=[Append(event=event, expected=provider.version)])
 
     def _release(self, world: World, job: JobState, now: datetime) -> Iterator[Step]:
         base = f"{NAME}:end:{job.job_id}:{job.attempt}"

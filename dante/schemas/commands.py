@@ -151,6 +151,9 @@ class ReportJobFinished(Command, frozen=True, kw_only=True, forbid_unknown_field
     #: Why it did not run to an exit code (image missing, GPU request refused, ...).
     error: Reason = ""
     results: FileRef | None = None
+    #: The provider stopped the attempt itself (its agent shut down or restarted): the job
+    #: is requeued to run elsewhere rather than failed.
+    interrupted: bool = False
 
 
 class Withdraw(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):

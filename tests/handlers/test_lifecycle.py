@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from dante.events.store import EventStore
-from dante.events.streams import DISPATCH_STREAM
+from dante.events.streams import DISPATCH_STREAM, heartbeat_key
 from dante.handlers.client import Client, new_command_id
 from dante.handlers.platform import Platform, PlatformOptions
 from dante.handlers.settings import Settings
@@ -66,7 +66,7 @@ class Agent:
         """Heartbeat now, and wait until liveness heard it."""
         kv = await self.nc.jetstream().key_value("dante_heartbeats")
         beat = dispatch.Heartbeat(provider_id=self.provider_id, owner=self.owner, at=clock.now)
-        await kv.put(self.provider_id, msgspec.json.encode(beat))
+        await kv.put(heartbeat_key(self.owner, self.provider_id), msgspec.json.encode(beat))
         for _ in range(200):
             if platform.liveness.last_seen.get(self.provider_id) == clock.now:
                 return
@@ -397,3 +397,35 @@ async def test_redelivered_events_change_nothing(
             await runner.executor.carry_out(again)
     await platform.settle()
     assert await log_events(platform.store) == before
+
+
+async def test_an_agent_giving_an_attempt_back_requeues_it(
+    nc: NATS, platform: Platform, clock: Clock
+) -> None:
+    bob = Agent(nc, "bob", "prv-a")
+    await bob.register()
+    await deposit(nc, "alice", 10 * DGPU)
+    job_id = await submit(nc)
+    await platform.settle()
+    await bob.start(job_id)
+    clock.advance(12)
+    await bob.tick(job_id)
+    await bob.client.send(
+        cmd.ReportJobFinished(
+            command_id=new_command_id(),
+            provider_id="prv-a",
+            job_id=job_id,
+            attempt=1,
+            error="the agent is shutting down",
+            interrupted=True,
+        )
+    )
+    await platform.settle()
+    world = platform.tail.world
+    job = world.job(job_id)
+    # Placed again (the only provider is still there) as attempt 2; attempt 1 settled.
+    assert (job.status, job.attempt) == ("assigned", 2)
+    assert world.provider("prv-a").reservations[0].attempt == 2
+    assert world.wallet("alice").hold(job_id, 1) == 0
+    assert world.wallet("bob").available == cost(PRICE, 10_000) - fee_of(cost(PRICE, 10_000), 500)
+    assert_conserved(platform)

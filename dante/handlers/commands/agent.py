@@ -160,6 +160,25 @@ def finished(world: World, ctx: Context, command: cmd.ReportJobFinished) -> Deci
             results=command.results,
             exit_code=command.exit_code,
         )
+    elif command.interrupted and not job.cancel_requested:
+        reason = command.error or "the provider's agent stopped the attempt"
+        if job.attempt >= ctx.settings.max_attempts:
+            event = ev.JobFailed(
+                **envelope,
+                job_id=job_id,
+                attempt=attempt,
+                reason=f"gave up after {attempt} attempts; the last: {reason}",
+                results=command.results,
+            )
+        else:
+            event = ev.JobRequeued(
+                **envelope,
+                job_id=job_id,
+                attempt=attempt,
+                next_attempt=attempt + 1,
+                provider_id=command.provider_id,
+                reason=reason,
+            )
     elif job.cancel_requested:
         event = ev.JobCancelled(
             **envelope,
