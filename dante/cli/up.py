@@ -112,8 +112,10 @@ async def up(
 
 
 def _extensions(nc: NATS, data_dir: Path) -> list[Extension]:
-    del nc, data_dir
-    return []
+    from dante.handlers.files import Files
+
+    # Uploads are assembled in a local spool before they reach the object store.
+    return [Files(nc, scratch_dir=data_dir / "spool")]
 
 
 async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path) -> None:

@@ -68,6 +68,8 @@ class Files:
         long without renewal another instance takes over an assembly. `scratch_dir`: where
         assemblies spool files (default: the system's temporary folder), `max_assemblies`
         of them at once, each as large as its upload."""
+        if scratch_dir is not None:
+            scratch_dir.mkdir(parents=True, exist_ok=True)
         js = nc.jetstream(timeout=timeout)
         objects = Objects(nc, js, timeout=timeout)
         self.output = Output(nc, js, timeout=timeout)
