@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,16 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
+from dante.handlers.queries import ReadModels
 from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
 from dante.handlers.scheduler import Scheduler
 from dante.handlers.service import CommandService, Extension
 from dante.handlers.settings import Settings
+from dante.projections.runner import ProjectionRunner
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -71,8 +74,14 @@ class Platform:
             for handler in (self.scheduler, self.billing, self.dispatcher, self.liveness)
         ]
         self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
+        self.views = ProjectionRunner(self.store, options.data_dir / "views.sqlite3")
+        self.read_models = ReadModels(self.views, settings)
         self.service = CommandService(
-            nc, self.store, settings=settings, extensions=extensions, clock=options.clock
+            nc,
+            self.store,
+            settings=settings,
+            extensions=[self.read_models, *(extensions or [])],
+            clock=options.clock,
         )
         self.ready = asyncio.Event()
 
@@ -81,10 +90,11 @@ class Platform:
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
         await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.tail.run)
+            await tg.start(self._run_views)
+            tg.start_soon(self._supervise, "world", self.tail.run)
             for runner in self.runners:
-                tg.start_soon(runner.run)
-            tg.start_soon(self._watch_heartbeats)
+                tg.start_soon(self._supervise, runner.durable, runner.run)
+            tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
             for task in extra or []:
                 tg.start_soon(task)
             await self.service.start()
@@ -95,6 +105,35 @@ class Platform:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.service.stop()
+                    await self.read_models.close()
+
+    @staticmethod
+    async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a part of the platform, restarting it with backoff if it fails.
+
+        A part fails on what it cannot handle (a lost connection it gave up on, a bug); the
+        rest of the platform keeps serving meanwhile. Cancellation ends it for good.
+        """
+        delay = 1.0
+        while True:
+            try:
+                await run()
+            except Exception:
+                log.exception("platform.part_failed", part=name, restart_in=delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            else:
+                return
+
+    async def _run_views(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await self.views.run(task_status=task_status)
+        except Exception:
+            log.exception("platform.part_failed", part="views", restart_in=1.0)
+            await anyio.sleep(1.0)
+            await self._supervise("views", self.views.run)
 
     async def _watch_heartbeats(self) -> None:
         await watch_heartbeats(self.nc, self._heartbeats, self.liveness, clock=self.options.clock)
@@ -118,6 +157,7 @@ class Platform:
                         info = await js.consumer_info(self.store.stream, runner.durable)
                         if info.num_pending or info.num_ack_pending:
                             busy = True
+                await self.views.wait_for(last)
                 if not busy and await self.store.last_seq() == last:
                     return
                 await asyncio.sleep(0.02)

@@ -32,7 +32,7 @@ from dante import __version__
 from dante.events.errors import ConcurrencyConflict, EventStoreError
 from dante.events.streams import EVENT_PREFIX, subject_of
 from dante.handlers.commands import DECIDERS, Context, Decision
-from dante.handlers.model import JobState, ProviderState, World
+from dante.handlers.model import JobState, ProviderState, WalletState, World
 from dante.handlers.rejection import Rejected
 from dante.handlers.settings import Settings
 from dante.schemas.codec import COMMAND_TYPES, DecodeError, decode_command, error_reply, ok_reply
@@ -59,6 +59,12 @@ class Lookup(Protocol):
     async def job(self, job_id: str) -> JobState: ...
 
     async def provider(self, provider_id: str) -> ProviderState: ...
+
+    async def wallet(self, wallet_id: str) -> WalletState: ...
+
+    @property
+    def world(self) -> World:
+        """The service's world: providers kept current; other aggregates as last loaded."""
 
 
 class Extension(Protocol):
@@ -246,6 +252,10 @@ class CommandService:
     async def provider(self, provider_id: str) -> ProviderState:
         await self._load([("provider", provider_id)], only_missing=False)
         return self.world.provider(provider_id)
+
+    async def wallet(self, wallet_id: str) -> WalletState:
+        await self._load([("wallet", wallet_id)], only_missing=False)
+        return self.world.wallet(wallet_id)
 
     async def _decide_and_append(
         self,
