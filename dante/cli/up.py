@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import anyio
 from cyclopts import Parameter
@@ -15,11 +15,6 @@ from dante.cli.connect import EXIT_UNREACHABLE, Unreachable, connect
 from dante.cli.logs import configure_logging
 from dante.events.natsd import NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
-
-if TYPE_CHECKING:
-    from nats.aio.client import Client as NATS
-
-    from dante.handlers.service import Extension
 
 
 def default_data_dir() -> Path:
@@ -89,7 +84,7 @@ async def up(
             server.stop()
         return EXIT_UNREACHABLE
     options = PlatformOptions(data_dir=data_dir, log_settings=LogSettings(replicas=replicas))
-    platform = Platform(nc, options, extensions=_extensions(nc, data_dir))
+    platform = Platform(nc, options)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signals, tg.cancel_scope)
@@ -109,13 +104,6 @@ async def up(
             if server is not None:
                 server.stop()
     return 0
-
-
-def _extensions(nc: NATS, data_dir: Path) -> list[Extension]:
-    from dante.handlers.files import Files
-
-    # Uploads are assembled in a local spool before they reach the object store.
-    return [Files(nc, scratch_dir=data_dir / "spool")]
 
 
 async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path) -> None:

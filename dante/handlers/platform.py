@@ -23,6 +23,7 @@ from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
+from dante.handlers.files import Files
 from dante.handlers.liveness import Liveness, watch_heartbeats
 from dante.handlers.queries import ReadModels
 from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
@@ -76,11 +77,13 @@ class Platform:
         self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
         self.views = ProjectionRunner(self.store, options.data_dir / "views.sqlite3")
         self.read_models = ReadModels(self.views, settings)
+        # Uploads are assembled in a local spool before they reach the object store.
+        self.files = Files(nc, scratch_dir=options.data_dir / "spool")
         self.service = CommandService(
             nc,
             self.store,
             settings=settings,
-            extensions=[self.read_models, *(extensions or [])],
+            extensions=[self.read_models, self.files, *(extensions or [])],
             clock=options.clock,
         )
         self.ready = asyncio.Event()
@@ -106,6 +109,7 @@ class Platform:
                 with anyio.CancelScope(shield=True):
                     await self.service.stop()
                     await self.read_models.close()
+                    await self.files.close()
 
     @staticmethod
     async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
