@@ -20,6 +20,7 @@ import structlog
 
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
+from dante.handlers.agent_consumers import AgentConsumers
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
@@ -71,13 +72,17 @@ class Platform:
             for handler in (self.scheduler, self.billing, self.dispatcher, self.liveness)
         ]
         self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
+        self.agent_consumers = AgentConsumers(nc, self.store)
         self.service = CommandService(
             nc, self.store, settings=settings, extensions=extensions, clock=options.clock
         )
         self.ready = asyncio.Event()
 
     async def run(self, *, extra: list[Callable[[], Any]] | None = None) -> None:
-        """Set up the log, then run everything until cancelled."""
+        """Set up the log, then run everything until cancelled.
+
+        `extra` are more tasks to run alongside, once the log is set up (`dante up` runs the
+        identity service, `dante.auth.service.Identity.run`, so)."""
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
         await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
@@ -85,6 +90,7 @@ class Platform:
             for runner in self.runners:
                 tg.start_soon(runner.run)
             tg.start_soon(self._watch_heartbeats)
+            tg.start_soon(self.agent_consumers.run)
             for task in extra or []:
                 tg.start_soon(task)
             await self.service.start()

@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from dante.events.store import EventStore
-from dante.events.streams import DISPATCH_STREAM
+from dante.events.streams import DISPATCH_STREAM, heartbeat_key
 from dante.handlers.client import Client, new_command_id
 from dante.handlers.platform import Platform, PlatformOptions
 from dante.handlers.settings import Settings
@@ -66,7 +66,7 @@ class Agent:
         """Heartbeat now, and wait until liveness heard it."""
         kv = await self.nc.jetstream().key_value("dante_heartbeats")
         beat = dispatch.Heartbeat(provider_id=self.provider_id, owner=self.owner, at=clock.now)
-        await kv.put(self.provider_id, msgspec.json.encode(beat))
+        await kv.put(heartbeat_key(self.owner, self.provider_id), msgspec.json.encode(beat))
         for _ in range(200):
             if platform.liveness.last_seen.get(self.provider_id) == clock.now:
                 return
