@@ -30,8 +30,15 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from dante.events.codec import Recorded, decode_event
+from dante.events.direct import DirectReader, StoredMessage
 from dante.events.errors import AppendRejected, AppendTimeout, ConcurrencyConflict, EventStoreError
-from dante.events.streams import EVENT_PREFIX, STREAM, subject_for, subject_of
+from dante.events.streams import (
+    DEFAULT_API_PREFIX,
+    EVENT_PREFIX,
+    STREAM,
+    subject_for,
+    subject_of,
+)
 from dante.schemas.codec import encode
 
 if TYPE_CHECKING:
@@ -44,9 +51,6 @@ log = structlog.get_logger(__name__)
 
 WRONG_LAST_SEQUENCE: Final = 10071
 BATCH_DUPLICATE: Final = 10201
-_NO_MESSAGE: Final = "404"
-_END_OF_BATCH: Final = "204"
-_DIRECT_BATCH: Final = 1000
 _json: Final = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -104,16 +108,17 @@ class EventStore:
         stream: str = STREAM,
         timeout: float = 5.0,
         retries: int = 3,
+        api_prefix: str = DEFAULT_API_PREFIX,
     ) -> None:
+        """`api_prefix`: `CLIENT_API_PREFIX` for a reader outside the `DANTE` account (the
+        operator), which may read with direct gets only: `read` then polls with them."""
         self._nc = nc
-        self._js = nc.jetstream(timeout=timeout)
+        self._api = api_prefix
+        self._js = nc.jetstream(timeout=timeout, prefix=api_prefix)
         self.stream = stream
         self._timeout = timeout
         self._retries = retries
-        self._inbox_prefix: str | None = None
-        self._inbox_lock = asyncio.Lock()
-        self._waiters: dict[str, asyncio.Queue[Msg]] = {}
-        self._next_token = 0
+        self._direct = DirectReader(nc, stream, timeout=timeout, api_prefix=api_prefix)
 
     # ── appending ───────────────────────────────────────────────────────────────────────
 
@@ -242,73 +247,12 @@ class EventStore:
                 event=decode_event(data),
             )
 
-    async def _last_message(self, subject: str) -> tuple[int, dict[str, str], bytes] | None:
-        try:
-            msg = await self._nc.request(
-                f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=self._timeout
-            )
-        except NoRespondersError:
-            raise EventStoreError(f"stream {self.stream} does not answer direct gets") from None
-        headers = msg.headers or {}
-        if headers.get("Status") == _NO_MESSAGE:
-            return None
-        if "Status" in headers:
-            raise EventStoreError(f"direct get of {subject} failed: {headers}")
-        return int(headers["Nats-Sequence"]), headers, msg.data
+    async def _last_message(self, subject: str) -> StoredMessage | None:
+        return await self._direct.last(subject)
 
-    async def _inbox(self) -> str:
-        async with self._inbox_lock:
-            if self._inbox_prefix is None:
-                prefix = self._nc.new_inbox()
-
-                async def route(msg: Msg) -> None:
-                    queue = self._waiters.get(msg.subject)
-                    if queue is not None:
-                        queue.put_nowait(msg)
-
-                await self._nc.subscribe(f"{prefix}.*", cb=route)
-                self._inbox_prefix = prefix
-            self._next_token += 1
-            return f"{self._inbox_prefix}.{self._next_token}"
-
-    async def _direct_batch(
-        self, subject: str, start: int
-    ) -> AsyncIterator[tuple[int, dict[str, str], bytes]]:
-        """Stored messages of `subject` from sequence `start` on, with their headers.
-
-        Uses batched direct gets: one request returns up to a thousand messages, ending with
-        an end-of-batch marker that says how many are still pending.
-        """
-        inbox = await self._inbox()
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        self._waiters[inbox] = queue
-        try:
-            seq = start
-            while True:
-                request = encode({"seq": seq, "next_by_subj": subject, "batch": _DIRECT_BATCH})
-                await self._nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
-                pending = 0
-                while True:
-                    try:
-                        msg = await asyncio.wait_for(queue.get(), self._timeout)
-                    except TimeoutError:
-                        raise EventStoreError(f"direct get of {subject} timed out") from None
-                    headers = msg.headers or {}
-                    status = headers.get("Status")
-                    if status == _NO_MESSAGE:
-                        return
-                    if status == _END_OF_BATCH:
-                        pending = int(headers.get("Nats-Num-Pending", "0"))
-                        break
-                    if status is not None:
-                        raise EventStoreError(f"direct get of {subject} failed: {headers}")
-                    seq = int(headers["Nats-Sequence"])
-                    yield seq, headers, msg.data
-                    seq += 1
-                if pending <= 0:
-                    return
-        finally:
-            del self._waiters[inbox]
+    def _direct_batch(self, subject: str, start: int) -> AsyncIterator[StoredMessage]:
+        """Stored messages of `subject` from sequence `start` on, with their headers."""
+        return self._direct.messages(subject, start)
 
     # ── reading the whole log ───────────────────────────────────────────────────────────
 
@@ -344,11 +288,16 @@ class EventStore:
     ) -> AsyncIterator[tuple[int, str, datetime | None, bytes]]:
         """Like `read`, without decoding: (sequence, subject, store time, payload).
 
-        Uses an ordered consumer, the fastest way nats-py offers to stream a log in order.
+        Uses an ordered consumer, the fastest way nats-py offers to stream a log in order;
+        outside the `DANTE` account, where no consumer may be created, batched direct gets.
         """
         if not follow and stop is None:
             stop = await self.last_seq()
         if stop is not None and stop < start:
+            return
+        if self._api != DEFAULT_API_PREFIX:
+            async for item in self._poll(start, stop=stop, subjects=subjects):
+                yield item
             return
         sub = await self._js.subscribe(
             subjects,
@@ -429,6 +378,21 @@ class EventStore:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _poll(
+        self, start: int, *, stop: int | None, subjects: str, interval: float = 0.5
+    ) -> AsyncIterator[tuple[int, str, datetime | None, bytes]]:
+        seq = max(1, start)
+        while True:
+            async for found, headers, data in self._direct_batch(subjects, seq):
+                subject = headers.get("Nats-Subject", subjects)
+                yield found, subject, _parse_time(headers.get("Nats-Time-Stamp")), data
+                seq = found + 1
+                if stop is not None and found >= stop:
+                    return
+            if stop is not None:
+                return
+            await asyncio.sleep(interval)
 
 
 class Pipeline:

@@ -21,8 +21,10 @@ from anyio.abc import TaskStatus
 
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
+from dante.handlers.agent_consumers import AgentConsumers
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
+from dante.handlers.files import Files
 from dante.handlers.liveness import Liveness, watch_heartbeats
 from dante.handlers.queries import ReadModels
 from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
@@ -76,17 +78,23 @@ class Platform:
         self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
         self.views = ProjectionRunner(self.store, options.data_dir / "views.sqlite3")
         self.read_models = ReadModels(self.views, settings)
+        # Uploads are assembled in a local spool before they reach the object store.
+        self.files = Files(nc, scratch_dir=options.data_dir / "spool")
+        self.agent_consumers = AgentConsumers(nc, self.store)
         self.service = CommandService(
             nc,
             self.store,
             settings=settings,
-            extensions=[self.read_models, *(extensions or [])],
+            extensions=[self.read_models, self.files, *(extensions or [])],
             clock=options.clock,
         )
         self.ready = asyncio.Event()
 
     async def run(self, *, extra: list[Callable[[], Any]] | None = None) -> None:
-        """Set up the log, then run everything until cancelled."""
+        """Set up the log, then run everything until cancelled.
+
+        `extra` are more tasks to run alongside, once the log is set up (`dante up` runs the
+        identity service, `dante.auth.service.Identity.run`, so)."""
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
         await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
@@ -95,6 +103,7 @@ class Platform:
             for runner in self.runners:
                 tg.start_soon(self._supervise, runner.durable, runner.run)
             tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
+            tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
             for task in extra or []:
                 tg.start_soon(task)
             await self.service.start()
@@ -106,6 +115,7 @@ class Platform:
                 with anyio.CancelScope(shield=True):
                     await self.service.stop()
                     await self.read_models.close()
+                    await self.files.close()
 
     @staticmethod
     async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
