@@ -84,6 +84,8 @@ class Meter:
         self.visible_ticks = 0
         self.errors: collections.Counter[str] = collections.Counter()
         self.lags: list[float] = []
+        #: (when the charge became visible, its lag), for lag over time.
+        self.samples: list[tuple[float, float]] = []
         #: From send to the charge appearing in the log (before the views have it).
         self.log_lags: list[float] = []
         self.last_visible = 0.0
@@ -159,6 +161,7 @@ class Meter:
             while self.charged and self.charged[0][0] <= position:
                 _, sent, count = self.charged.popleft()
                 self.lags.append(now - sent)
+                self.samples.append((now, now - sent))
                 self.visible_ticks += count
                 self.last_visible = now
             await asyncio.sleep(0.01)

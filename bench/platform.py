@@ -432,7 +432,12 @@ class Up:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "LOG_LEVEL": os.environ.get("LOG_LEVEL", "warning")},
+            env={
+                **os.environ,
+                "LOG_LEVEL": os.environ.get("LOG_LEVEL", "warning"),
+                # Where `dante up` saves the operator's credential: not the user's folder.
+                "XDG_CONFIG_HOME": str(self.data_dir / "config"),
+            },
         )
         out.close()
         while time.monotonic() - started < timeout:
