@@ -33,6 +33,10 @@ DEMO_RENTER: Final = ("demo-user", "demo-pass")
 DEMO_PROVIDER: Final = "demo-provider"
 
 
+#: The platform folds its whole log into memory before it serves: over a minute per million
+#: events on a 2-core machine (bench/memory.py). This only catches a start that hangs.
+READY_TIMEOUT_S: Final = 3600
+
 def default_data_dir() -> Path:
     """The per-user data folder: $DANTE_DATA_DIR, $XDG_DATA_HOME/dante or ~/.local/share/dante."""
     explicit = os.environ.get("DANTE_DATA_DIR")
@@ -119,7 +123,7 @@ async def up(
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signals, tg.cancel_scope)
             tg.start_soon(functools.partial(platform.run, extra=[identity.run]))
-            with anyio.fail_after(120):
+            with anyio.fail_after(READY_TIMEOUT_S):
                 await platform.ready.wait()
                 await identity.ready.wait()
             written = save_operator(url, installation.operator_token)

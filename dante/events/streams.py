@@ -125,6 +125,8 @@ class LogSettings:
     output_max_age_s: float = 7 * _DAY
     output_max_bytes: int = 1 << 30
     dispatch_max_age_s: float = 7 * _DAY
+    #: Provider machines the dispatch stream can serve (one durable consumer each).
+    dispatch_max_consumers: int = 1_000_000
     #: An upload not finished within this time is forgotten (its chunks expire).
     upload_max_age_s: float = _DAY
     #: Room for uploads in progress; a chunk beyond it is refused, never an older one dropped.
@@ -163,6 +165,9 @@ def _dispatch_config(settings: LogSettings) -> StreamConfig:
         num_replicas=settings.replicas,
         duplicate_window=settings.duplicate_window_s,
         allow_direct=True,
+        # One consumer per provider machine. nats-server 2.15 limits a stream that names no
+        # limit to 1,000 consumers, which a fleet passes (and 0 or -1 mean that default).
+        max_consumers=settings.dispatch_max_consumers,
     )
 
 
