@@ -37,6 +37,7 @@ DEMO_PROVIDER: Final = "demo-provider"
 #: events on a 2-core machine (bench/memory.py). This only catches a start that hangs.
 READY_TIMEOUT_S: Final = 3600
 
+
 def default_data_dir() -> Path:
     """The per-user data folder: $DANTE_DATA_DIR, $XDG_DATA_HOME/dante or ~/.local/share/dante."""
     explicit = os.environ.get("DANTE_DATA_DIR")
