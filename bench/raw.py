@@ -4,6 +4,7 @@
 - publish, pipelined: `publish_async` with up to 2000 acknowledgements outstanding;
 - ordered-consumer read: the same messages streamed back with nats-py's ordered consumer and a
   callback (the fastest reader it has);
+- atomic batch: three messages committed as one JetStream atomic batch, one at a time;
 - request/reply: a plain NATS request to a responder that echoes, one at a time;
 - SQLite upserts: `executemany` of an upsert in batches of 1000 rows, one transaction each.
 
@@ -64,7 +65,9 @@ async def _fresh_stream(nc: NATS) -> None:
     with contextlib.suppress(Exception):  # not there yet
         await js.delete_stream(STREAM)
     await js.add_stream(
-        StreamConfig(name=STREAM, subjects=[f"{SUBJECT}.>"], storage=StorageType.FILE)
+        StreamConfig(
+            name=STREAM, subjects=[f"{SUBJECT}.>"], storage=StorageType.FILE, allow_atomic=True
+        )
     )
 
 
@@ -119,6 +122,29 @@ async def ordered_read(nc: NATS, count: int) -> float:
     return count / seconds
 
 
+async def atomic_batches(nc: NATS, count: int, size: int = 3) -> list[float]:
+    """Seconds each atomic batch of `size` messages takes to commit, one after another.
+
+    Every decision Dante appends to several aggregates (a placement, a charge) is one; on a
+    file stream nats-server syncs each to disk before it acknowledges the commit.
+    """
+    await _fresh_stream(nc)
+    payload = sample_payload()
+    times = []
+    for n in range(count):
+        batch = f"raw-{n}"
+        started = time.perf_counter()
+        for k in range(1, size + 1):
+            headers = {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(k)}
+            if k < size:
+                await nc.publish(f"{SUBJECT}.{k}", payload, headers=headers)
+            else:
+                headers["Nats-Batch-Commit"] = "1"
+                await nc.request(f"{SUBJECT}.{k}", payload, headers=headers, timeout=10)
+        times.append(time.perf_counter() - started)
+    return times
+
+
 async def request_reply(nc: NATS, responder: NATS, count: int) -> list[float]:
     """Round trips of plain NATS requests to an echoing responder, in seconds."""
 
@@ -168,6 +194,9 @@ async def measure(report: Report, nc: NATS, responder: NATS, *, messages: int) -
     report.add("raw publish, awaited", await publish_awaited(nc, messages // 4), "msg/s")
     report.add("raw publish, pipelined", await publish_pipelined(nc, messages), "msg/s")
     report.add("raw ordered-consumer read", await ordered_read(nc, messages), "msg/s")
+    batches = await atomic_batches(nc, min(messages // 20, 500))
+    report.add("raw atomic batch of 3, p50", percentile(batches, 50) * 1000, "ms")
+    report.add("raw atomic batch of 3, p99", percentile(batches, 99) * 1000, "ms")
     rtt = await request_reply(nc, responder, min(messages // 4, 5000))
     report.add("raw request/reply p50", percentile(rtt, 50) * 1000, "ms")
     report.add("raw request/reply p99", percentile(rtt, 99) * 1000, "ms")

@@ -56,6 +56,12 @@ class Market:
         self._position: dict[str, int] = {}
         #: Per requested model: positions in the price order of providers with such a GPU.
         self._by_model: dict[str, list[int]] = {}
+        #: The provider states last read, and a count of changes to what any provider offers
+        #: (GPUs, offers, leaving): what a job could ever cost depends only on those.
+        self._states: dict[str, ProviderState] = {}
+        self._offers_changed = 0
+        self._ever: dict[JobRequirements, int | None] = {}
+        self._ever_at = 0
         self._seen_all = False
 
     def refresh(self, world: World) -> None:
@@ -63,18 +69,7 @@ class Market:
         if not changed:
             return
         for provider_id in changed:
-            provider = world.providers.get(provider_id)
-            if provider is None or not provider.exists or provider.status == "deregistered":
-                if self._slots.pop(provider_id, None) is not None:
-                    self._floor.pop(provider_id, None)
-                    self._by_price = None
-                continue
-            slots = provider_slots(provider, world.reliability_ppm(provider_id))
-            floor = min((gpu.price for gpu in slots.gpus), default=0)
-            if self._floor.get(provider_id) != floor:
-                self._floor[provider_id] = floor
-                self._by_price = None
-            self._slots[provider_id] = slots
+            self._reread(world, provider_id)
         if self._by_price is not None:
             # Same order: swap in the changed providers' new slots.
             ordered = self._by_price[1]
@@ -83,6 +78,33 @@ class Market:
                     ordered[self._position[provider_id]] = self._slots[provider_id]
         world.changed_providers = set()
         self._seen_all = True
+
+    def _reread(self, world: World, provider_id: str) -> None:
+        provider = world.providers.get(provider_id)
+        if _offer_changed(self._states.get(provider_id), provider):
+            self._offers_changed += 1
+        if provider is not None:
+            self._states[provider_id] = provider
+        if provider is None or not provider.exists or provider.status == "deregistered":
+            if self._slots.pop(provider_id, None) is not None:
+                self._floor.pop(provider_id, None)
+                self._by_price = None
+            return
+        slots = provider_slots(provider, world.reliability_ppm(provider_id))
+        floor = min((gpu.price for gpu in slots.gpus), default=0)
+        if self._floor.get(provider_id) != floor:
+            self._floor[provider_id] = floor
+            self._by_price = None
+        self._slots[provider_id] = slots
+
+    def cheapest_ever(self, world: World, req: JobRequirements) -> int | None:
+        """`cheapest_price(include_busy=True)`, remembered until what providers offer changes."""
+        floors, slots = self.by_price(world, req.gpu_model)
+        if self._ever_at != self._offers_changed:
+            self._ever, self._ever_at = {}, self._offers_changed
+        if req not in self._ever:
+            self._ever[req] = cheapest_price(req, slots, include_busy=True, floors=floors)
+        return self._ever[req]
 
     def slots(self, world: World) -> list[ProviderSlots]:
         """Every registered provider's slots, in the world's order."""
@@ -122,6 +144,19 @@ class Market:
             ]
             self._by_model[model] = positions
         return [floors[n] for n in positions], [ordered[n] for n in positions]
+
+
+def _offer_changed(before: ProviderState | None, after: ProviderState | None) -> bool:
+    """Whether what the provider offers (GPUs, prices, being registered) may have changed.
+
+    States are immutable and an event replaces only the fields it changes, so unchanged
+    GPUs and offers are the very same objects.
+    """
+    if before is None or after is None:
+        return True
+    if before.gpus is not after.gpus or before.offers is not after.offers:
+        return True
+    return before.status != after.status and "deregistered" in (before.status, after.status)
 
 
 #: One market per world, made on first use.
@@ -173,8 +208,9 @@ class SubmissionCheck:
 
 def submission_check(world: World, req: JobRequirements, settings: Settings) -> SubmissionCheck:
     """Whether a job could ever run, and at what cheapest price; `Rejected` if never."""
-    floors, slots = market_of(world).by_price(world, req.gpu_model)
-    ever = cheapest_price(req, slots, include_busy=True, floors=floors)
+    market = market_of(world)
+    floors, slots = market.by_price(world, req.gpu_model)
+    ever = market.cheapest_ever(world, req)
     if ever is None:
         no_fit = explain_no_fit(req, all_slots(world))
         assert no_fit is not None  # nothing could ever fit, so something explains why

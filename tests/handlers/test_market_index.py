@@ -74,3 +74,28 @@ def test_the_market_follows_the_world() -> None:
     assert [s.provider_id for s in market.all_slots(world)] == [
         p.provider_id for p in world.providers.values() if p.status != "deregistered"
     ]
+
+
+def test_what_a_job_could_ever_cost_follows_offers() -> None:
+    from dante.handlers.settings import Settings
+    from dante.schemas.values import GpuOffer
+
+    world = World()
+    seq = 0
+
+    def apply(event: ev.Event) -> None:
+        nonlocal seq
+        seq += 1
+        world.apply(Recorded(seq=seq, subject="", stored_at=None, event=event))
+
+    apply(registered("prv-1", owner="bob", n=2))
+    apply(registered("prv-2", owner="bob", n=2))
+    req = JobRequirements(gpu_count=2)
+    assert market.submission_check(world, req, Settings()).price == 500_000
+    apply(make(ev.GpusReserved, provider_id="prv-1", job_id="j", attempt=1, gpu_indices=[0, 1]))
+    assert market.submission_check(world, req, Settings()).price == 500_000
+    offers = [GpuOffer(index=i, price=300_000) for i in range(2)]
+    apply(make(ev.OfferUpdated, provider_id="prv-2", offers=offers))
+    assert market.submission_check(world, req, Settings()).price == 300_000
+    apply(make(ev.ProviderDeregistered, provider_id="prv-2"))
+    assert market.submission_check(world, req, Settings()).price == 500_000
