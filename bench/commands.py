@@ -63,6 +63,7 @@ async def run(options: Options) -> Report:
             beats = Heartbeats(nc, fleet.providers)
             async with Up(url_of(nc), Path(tmp) / "up") as up:
                 await up.views_reach(fleet.last_seq)
+                await up.dispatch_ready(nc, len(fleet.providers))
                 beating = asyncio.create_task(beats.run())
                 try:
                     await _measure(report, nc, jobs, count)

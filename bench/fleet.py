@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from bench.ingest import Meter
 from bench.platform import Heartbeats, Up, nats_server, plan_fleet, seed
 from bench.platform import server_url as url_of
-from bench.report import Report, cpu_seconds, percentile, rss_mb
+from bench.report import Report, cpu_seconds, own_cpu_seconds, percentile, rss_mb
 
 if TYPE_CHECKING:
     from bench.options import Options
@@ -65,6 +65,8 @@ async def run(options: Options) -> Report:
             async with Up(url_of(nc), Path(tmp) / "up") as up:
                 report.add("platform start to ready", up.ready_s, "s")
                 await up.views_reach(fleet.last_seq)
+                made = await up.dispatch_ready(nc, len(fleet.providers))
+                report.add("dispatch consumers made after ready", made, "s")
                 meter = Meter(nc, up, fleet)
                 tasks = [
                     asyncio.create_task(beats.run()),
@@ -90,7 +92,9 @@ async def run(options: Options) -> Report:
 
 
 async def _measure(report: Report, meter: Meter, up: Up, agents: int, seconds: float) -> None:
-    cpu0 = cpu_seconds(up.pid)
+    server = _nats_server_pid()
+    cpu0, own0 = cpu_seconds(up.pid), own_cpu_seconds()
+    server0 = cpu_seconds(server) if server else 0.0
     started = time.perf_counter()
     await meter.paced(seconds, float(agents))  # every GPU: one tick a second
     drained = await meter.drained(timeout=120)
@@ -98,6 +102,11 @@ async def _measure(report: Report, meter: Meter, up: Up, agents: int, seconds: f
     report.add("ticks offered", float(agents), "ticks/s")
     report.add("ticks charged", meter.visible_ticks / seconds, "ticks/s", vs="ticks offered")
     report.add("platform CPU", (cpu_seconds(up.pid) - cpu0) / wall * 100, "% of a core")
+    report.add(
+        "this process (the agents) CPU", (own_cpu_seconds() - own0) / wall * 100, "% of a core"
+    )
+    if server:
+        report.add("nats-server CPU", (cpu_seconds(server) - server0) / wall * 100, "% of a core")
     windows: list[list[float]] = []
     for at, lag in meter.samples:
         index = int((at - started) // WINDOW_S)

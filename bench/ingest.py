@@ -36,7 +36,7 @@ import msgspec
 from bench import raw
 from bench.platform import Fleet, Heartbeats, RunningJob, Up, nats_server, plan_fleet, seed
 from bench.platform import server_url as url_of
-from bench.report import Report, cpu_seconds, percentile, rss_mb
+from bench.report import Report, cpu_seconds, own_cpu_seconds, percentile, rss_mb
 from dante.events.store import EventStore
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
@@ -228,8 +228,8 @@ async def _phase(
     report: Report, meter: Meter, up: Up, name: str, run: asyncio.Future[None] | None = None
 ) -> tuple[float, float, float]:
     """Run a phase; return (ticks/s accepted, ticks/s visible end to end, platform CPU)."""
-    del report, name
     meter.reset()
+    own0 = own_cpu_seconds()
     cpu0 = cpu_seconds(up.pid)
     started = time.perf_counter()
     assert run is not None
@@ -237,7 +237,13 @@ async def _phase(
     accepted_s = time.perf_counter() - started
     await meter.drained(timeout=300)
     end_s = max(meter.last_visible - started, accepted_s)
-    cpu = (cpu_seconds(up.pid) - cpu0) / (time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    cpu = (cpu_seconds(up.pid) - cpu0) / wall
+    report.add(
+        f"{name}: this process (the agents) CPU",
+        (own_cpu_seconds() - own0) / wall * 100,
+        "% of a core",
+    )
     return meter.accepted_ticks / accepted_s, meter.visible_ticks / end_s, cpu
 
 
@@ -264,6 +270,8 @@ async def run(options: Options) -> Report:
             async with Up(url_of(nc), Path(tmp) / "up") as up:
                 report.add("platform start to ready", up.ready_s, "s")
                 report.add("views caught up after ready", await up.views_reach(fleet.last_seq), "s")
+                made = await up.dispatch_ready(nc, len(fleet.providers))
+                report.add("dispatch consumers made after ready", made, "s")
                 meter = Meter(nc, up, fleet)
                 tasks = [
                     asyncio.create_task(beats.run()),

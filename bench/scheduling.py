@@ -183,6 +183,8 @@ async def run(options: Options) -> Report:
             await beats.beat_all()
             async with Up(url_of(nc), Path(tmp) / "up") as up:
                 report.add("platform start to ready", up.ready_s, "s")
+                made = await up.dispatch_ready(nc, len(fleet.providers))
+                report.add("dispatch consumers made after ready", made, "s")
                 submitter = Submitter(nc, fleet.last_seq + 1)
                 tasks = [
                     asyncio.create_task(beats.run()),

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Final
 
 from dante.events.codec import Recorded
-from dante.events.streams import dispatch_subject
+from dante.events.streams import EVENT_PREFIX, dispatch_subject
 from dante.handlers.model import World
 from dante.handlers.runner import Instruction, Step
 from dante.schemas import dispatch
@@ -31,6 +31,8 @@ _STOP_CODES: Final[dict[str, dispatch.StopCode]] = {
 
 class Dispatcher:
     name = NAME
+    #: Only job events trigger it: its durable consumer gets nothing else.
+    subjects = f"{EVENT_PREFIX}.job.>"
     #: The event types `decide` acts on; the runner acknowledges others unread.
     triggers = frozenset(
         kind.__name__

@@ -24,7 +24,7 @@ import structlog
 
 from dante.events.codec import Recorded
 from dante.events.store import Append
-from dante.events.streams import HEARTBEAT_BUCKET, heartbeat_key
+from dante.events.streams import EVENT_PREFIX, HEARTBEAT_BUCKET, heartbeat_key
 from dante.handlers.model import World
 from dante.handlers.runner import Step, StepExecutor, utcnow
 from dante.handlers.settings import Settings
@@ -42,6 +42,8 @@ _heartbeat: Final = msgspec.json.Decoder(Heartbeat)
 
 class Liveness:
     name = NAME
+    #: Only provider events trigger it: its durable consumer gets nothing else.
+    subjects = f"{EVENT_PREFIX}.provider.>"
     #: The event types `decide` acts on; the runner acknowledges others unread.
     triggers = frozenset(kind.__name__ for kind in (ev.ProviderRegistered, ev.ProviderCameOnline))
 

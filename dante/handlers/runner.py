@@ -77,7 +77,8 @@ class Step:
 
 class Handler(Protocol):
     """Also optional, read with `getattr`: `triggers`, the names of the event types `decide`
-    acts on (the runner acknowledges others without decoding them), and `decide_many`."""
+    acts on (the runner acknowledges others without decoding them); `subjects`, the filter
+    of its durable consumer when it acts on one aggregate only; and `decide_many`."""
 
     #: Names the durable consumer and prefixes the handler's event ids.
     name: str
@@ -304,7 +305,7 @@ class HandlerRunner:
         handler: Handler,
         *,
         clock: Callable[[], datetime] = utcnow,
-        subjects: str = f"{EVENT_PREFIX}.>",
+        subjects: str | None = None,
         batch: int = 256,
         timer_interval: float = 1.0,
     ) -> None:
@@ -314,7 +315,11 @@ class HandlerRunner:
         self._tail = tail
         self.handler = handler
         self._clock = clock
-        self._subjects = subjects
+        #: The handler's own `subjects` (the aggregates it acts on), else the whole log. A
+        #: durable made before keeps its filter (nats-py binds to it as it is): the runner
+        #: still skips what the handler does not act on, only less cheaply.
+        own: str | None = getattr(handler, "subjects", None)
+        self.subjects = subjects or own or f"{EVENT_PREFIX}.>"
         self._batch = batch
         self._timer_interval = timer_interval
         self.durable = f"handler-{handler.name}"
@@ -326,7 +331,7 @@ class HandlerRunner:
 
     async def run(self) -> None:
         sub = await self._js.pull_subscribe(
-            self._subjects,
+            self.subjects,
             durable=self.durable,
             stream=self._store.stream,
             config=ConsumerConfig(
