@@ -21,4 +21,20 @@ app.command("dante.cli.account:logout", name="logout")
 
 
 def main() -> None:
+    use_event_loop()
     app()
+
+
+def use_event_loop() -> None:
+    """uvloop when it is installed, unless DANTE_EVENT_LOOP=asyncio (see pyproject.toml)."""
+    import os
+
+    if os.environ.get("DANTE_EVENT_LOOP", "uvloop") != "uvloop":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        return
+    import asyncio
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
