@@ -43,6 +43,8 @@ class Puller:
         #: Messages the open request may still deliver, and when it expires (loop time).
         self._left = 0
         self._until = 0.0
+        #: The description of a 409 that ended the last request (consumer deleted, ...).
+        self._conflict: str | None = None
 
     async def _request(self) -> None:
         request = {"batch": self._batch, "expires": int(self._expires * 1_000_000_000)}
@@ -61,6 +63,8 @@ class Puller:
             self._left -= 1
         elif status in _ENDS_REQUEST:
             self._left = 0
+            if status == "409":
+                self._conflict = (msg.headers or {}).get("Description", "conflict")
 
     async def next(self) -> list[Msg]:
         """At least one message: what has arrived. Raises `TimeoutError` when a request
@@ -82,5 +86,21 @@ class Puller:
             self._inner._pending_size -= len(msg.data)  # noqa: SLF001
             self._take(msg, msgs)
         if not msgs:
+            await self._after_conflict()
             raise TimeoutError
         return msgs
+
+    async def _after_conflict(self) -> None:
+        """A 409 ended the request: a deleted consumer is the caller's to make again (it
+        fails, and is restarted); anything else (leadership change, too many waiting
+        requests) passes, so wait a moment rather than asking again at once."""
+        conflict, self._conflict = self._conflict, None
+        if conflict is None:
+            return
+        if "deleted" in conflict.lower():
+            raise ConsumerGone(conflict)
+        await asyncio.sleep(0.5)
+
+
+class ConsumerGone(Exception):
+    """The durable consumer was deleted under the puller."""

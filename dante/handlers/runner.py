@@ -200,8 +200,8 @@ class StepExecutor:
             batch = _Batch()
             try:
                 for index in todo:
-                    await self._merge(batch, decides[index], done)
-                    batch.members.append(index)
+                    if await self._merge(batch, decides[index], done):
+                        batch.members.append(index)
                 await self._flush(batch, done)
             except ConcurrencyConflict as conflict:
                 log.debug("handler.conflict", handler=self._name, subject=conflict.subject)
@@ -212,7 +212,9 @@ class StepExecutor:
 
     async def _merge(
         self, batch: _Batch, decide: Callable[[], Iterable[Step]], done: list[bool]
-    ) -> None:
+    ) -> bool:
+        """Add a decision's steps to the batch; False if it kept clashing (left for the next
+        round, as a conflict would be)."""
         for _ in range(_MAX_TRIES):
             try:
                 for step in decide():
@@ -222,8 +224,8 @@ class StepExecutor:
             except _Stale:
                 await self._flush(batch, done)
                 continue
-            return
-        raise ConcurrencyConflict("(merged steps)", 0, None)
+            return True
+        return False
 
     async def _flush(self, batch: _Batch, done: list[bool]) -> None:
         """Append the batch; mark its decisions done unless it had landed before."""
