@@ -1,21 +1,100 @@
-"""The cyclopts application: the root `dante` command and its lazily imported sub-commands."""
+"""The cyclopts application: the root `dante` command and its lazily imported sub-commands.
+
+A meta app parses the options every command shares (`--nats-url`, `--user`) wherever they
+appear, then runs the command through `common.guard`, which maps the failures a person can
+act on to one line and an exit code. Commands are registered by import path, so `dante --help`
+and each command import only what they use.
+"""
 
 from __future__ import annotations
 
-from cyclopts import App
+from typing import TYPE_CHECKING, Annotated
+
+from cyclopts import App, Group, Parameter
 
 from dante import __version__
 
+if TYPE_CHECKING:
+    from cyclopts.exceptions import CycloptsError
+    from rich.text import Text
+
+RENT = Group("Rent GPUs", sort_key=1)
+PROVIDE = Group("Provide GPUs", sort_key=2)
+OPERATE = Group("Run the platform", sort_key=3)
+SHORTCUTS = Group("Shortcuts", sort_key=4)
+SESSION = Group("Who and where (any command)", sort_key=5)
+
+
+def _one_line(error: CycloptsError) -> Text:
+    """Usage errors as one plain line with where to look, like every other failure."""
+    import sys
+
+    from rich.text import Text
+
+    command = " ".join(["dante", *(error.command_chain or ())]).strip()
+    message = " ".join(str(error).split()).rstrip(".")
+    # Written here rather than through the console, which would wrap it to the terminal.
+    print(f"error: {message}; see `{command} --help`", file=sys.stderr, flush=True)
+    return Text("", end="")
+
+
 app = App(
     name="dante",
-    help="Dante: rent GPUs, or rent yours out, on an auditable event log.",
+    help="Dante: rent GPUs, or rent yours out, on an auditable event log.\n\n"
+    "Run `dante` with no arguments in a terminal for an interactive menu.",
     version=__version__,
+    error_formatter=_one_line,
 )
-app.command("dante.cli.up:up", name="up")
-app.command("dante.cli.status:status", name="status")
-app.command("dante.cli.schemas:app", name="schemas")
-app.command("dante.cli.agent:app", name="agent")
+app.meta.error_formatter = _one_line
+
+# (module:attribute, name, group, help): help is given here so `dante --help` imports nothing.
+_COMMANDS = [
+    ("dante.cli.market:market", "market", RENT, "List the GPUs on offer, filtered and sorted."),
+    ("dante.cli.price:estimate", "estimate", RENT, "Quote a job from the current offers."),
+    ("dante.cli.jobs:app", "jobs", RENT, "Submit jobs, follow them, read logs, get results."),
+    ("dante.cli.wallet:app", "wallet", RENT, "Deposit, check your balance, read the history."),
+    ("dante.cli.agent:app", "agent", PROVIDE, "Run the agent that rents out this machine."),
+    ("dante.cli.price:app", "price", PROVIDE, "Suggest a price per GPU-hour for a GPU."),
+    ("dante.cli.up:up", "up", OPERATE, "Start the platform (--demo: with a provider)."),
+    ("dante.cli.status:status", "status", OPERATE, "Is the platform up; or a job's status."),
+    ("dante.cli.schemas:app", "schemas", OPERATE, "Export the JSON Schema of every message."),
+    ("dante.cli.market:market", "providers", SHORTCUTS, "= dante market"),
+    ("dante.cli.wallet:balance", "balance", SHORTCUTS, "= dante wallet balance"),
+    ("dante.cli.shortcuts:submit", "submit", SHORTCUTS, "Submit a job with defaults."),
+]
+for path, name, group, text in _COMMANDS:
+    app.command(path, name=name, group=group, help=text)
+
+
+@app.meta.default
+def launcher(
+    *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
+    nats_url: Annotated[
+        str | None,
+        Parameter(
+            group=SESSION,
+            help="The platform's NATS server (comma-separated for a cluster). "
+            "Default: $DANTE_NATS_URL, else $NATS_ADDRESS, else nats://127.0.0.1:4222.",
+        ),
+    ] = None,
+    user: Annotated[
+        str | None,
+        Parameter(group=SESSION, help="The account you act as. Default: $DANTE_USERNAME."),
+    ] = None,
+) -> int:
+    import sys
+
+    from dante.cli.common import Shared, guard, set_shared
+
+    set_shared(Shared(nats_url=nats_url, user=user))
+    if not tokens and sys.stdin.isatty() and sys.stdout.isatty():
+        from dante.cli.menu import menu
+
+        return menu()
+    command, bound, _ = app.parse_args(tokens)
+    json = bool(bound.arguments.get("json_output") or bound.arguments.get("json"))
+    return guard(lambda: command(*bound.args, **bound.kwargs), json=json)
 
 
 def main() -> None:
-    app()
+    app.meta()

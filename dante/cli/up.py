@@ -39,12 +39,6 @@ async def up(
     data_dir: Annotated[Path | None, Parameter(help="Where the log and the views live.")] = None,
     port: Annotated[int, Parameter(help="Port of the embedded nats-server.")] = 4222,
     monitor_port: Annotated[int, Parameter(help="Its monitoring port (-1: any free one).")] = 8222,
-    nats_url: Annotated[
-        str | None,
-        Parameter(
-            help="Use this NATS server or cluster (comma-separated URLs) instead of starting one."
-        ),
-    ] = None,
     replicas: Annotated[int, Parameter(help="Stream replicas (3 on a three-node cluster).")] = 1,
     demo: Annotated[
         bool, Parameter(help="Also start a simulated provider and a funded demo renter.")
@@ -53,9 +47,13 @@ async def up(
     """Start the platform: the event log, the command service, the handlers and the views.
 
     Runs until Ctrl-C or SIGTERM, then stops cleanly. A restart on the same data directory
-    resumes where it stopped.
+    resumes where it stopped. With --nats-url, it uses that NATS server or cluster
+    (comma-separated URLs) instead of starting one.
     """
+    from dante.cli.common import shared
     from dante.handlers.platform import Platform, PlatformOptions
+
+    nats_url = shared().nats_url
 
     configure_logging()
     data_dir = data_dir or default_data_dir()
