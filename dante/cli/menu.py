@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dante.cli.common import (
     EXIT_INTERRUPTED,
+    USER_ENV,
     Failure,
     Session,
     Shared,
@@ -343,19 +344,21 @@ def _account(answer: str) -> str:
 
 
 def _default_account() -> str:
-    import os
-
-    name = os.environ.get("DANTE_USERNAME") or getpass.getuser().lower()
+    name = getpass.getuser().lower()
     return name if re.fullmatch(r"[a-z][a-z0-9_-]{1,31}", name) else "renter"
 
 
 def menu() -> int:
     """The loop: show the items, run the chosen one, until 0, q or end of input."""
+    import os
+
     print(f"Dante: rent a GPU. Platform at {nats_url()}.")
     try:
-        if shared().user is None:
-            user: str = ask("Your account", _default_account(), _account)
+        user = shared().user or os.environ.get(USER_ENV)
+        if not user:
+            user = ask("Your account", _default_account(), _account)
             set_shared(Shared(nats_url=shared().nats_url, user=user))
+        print(f"Acting as {user}.")
         while True:
             print()
             for n, (label, _) in enumerate(ITEMS, start=1):
