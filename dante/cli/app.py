@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 RENT = Group("Rent GPUs", sort_key=1)
 PROVIDE = Group("Provide GPUs", sort_key=2)
 OPERATE = Group("Run the platform", sort_key=3)
-SHORTCUTS = Group("Shortcuts", sort_key=4)
-SESSION = Group("Who and where (any command)", sort_key=5)
+ACCOUNT = Group("Your account", sort_key=4)
+SHORTCUTS = Group("Shortcuts", sort_key=5)
+SESSION = Group("Who and where (any command)", sort_key=6)
 
 
 def _one_line(error: CycloptsError) -> Text:
@@ -58,6 +59,9 @@ _COMMANDS = [
     ("dante.cli.up:up", "up", OPERATE, "Start the platform (--demo: with a provider)."),
     ("dante.cli.status:status", "status", OPERATE, "Is the platform up; or a job's status."),
     ("dante.cli.schemas:app", "schemas", OPERATE, "Export the JSON Schema of every message."),
+    ("dante.cli.account:app", "account", ACCOUNT, "Open an account."),
+    ("dante.cli.account:login", "login", ACCOUNT, "Log in and keep a login token here."),
+    ("dante.cli.account:logout", "logout", ACCOUNT, "Log out: revoke and forget the token."),
     ("dante.cli.market:market", "providers", SHORTCUTS, "= dante market"),
     ("dante.cli.wallet:balance", "balance", SHORTCUTS, "= dante wallet balance"),
     ("dante.cli.shortcuts:submit", "submit", SHORTCUTS, "Submit a job with defaults."),
@@ -79,7 +83,11 @@ def launcher(
     ] = None,
     user: Annotated[
         str | None,
-        Parameter(group=SESSION, help="The account you act as. Default: $DANTE_USERNAME."),
+        Parameter(
+            group=SESSION,
+            help="The account you act as (with $DANTE_PASSWORD, or its stored login). "
+            "Default: $DANTE_USERNAME, else your `dante login`.",
+        ),
     ] = None,
 ) -> int:
     import sys

@@ -1,10 +1,16 @@
 """What every command shares: who acts and where, connecting, and errors turned into exit codes.
 
-The meta app (`dante.cli.app`) parses `--nats-url` and `--user` once, wherever they appear,
-and puts them in the environment (DANTE_NATS_URL, DANTE_USERNAME), so every command, and any
-process a command starts, resolves them the same way. `guard` runs a command and turns the
-failures a person can act on into one line (or, with `--json`, one JSON document with the typed
-code) and an exit code; nothing expected ends in a traceback.
+The meta app (`dante.cli.app`) parses `--nats-url` and `--user` once, wherever they appear.
+The URL is also exported as DANTE_NATS_URL, so commands built on `resolve_url` and processes a
+command starts find the same platform. `guard` runs a command and turns the failures a person
+can act on into one line (or, with `--json`, one JSON document with the typed code) and an
+exit code; nothing expected ends in a traceback.
+
+Who acts, and how they log in (`acting`): `--user NAME` with DANTE_PASSWORD, or with the
+stored `dante login` of NAME; else DANTE_USERNAME and DANTE_PASSWORD; else the stored login.
+A name without a password or login (`--user NAME`, or DANTE_USERNAME alone) connects without
+logging in, which only a platform without logins (a bare nats-server) accepts; one with logins
+refuses, and the refusal says how to log in.
 """
 
 from __future__ import annotations
@@ -22,11 +28,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 from cyclopts import Parameter
 
-from dante.cli.connect import EXIT_REJECTED, EXIT_UNREACHABLE, EXIT_USAGE, Unreachable, resolve_url
+from dante.cli.connect import (
+    EXIT_REJECTED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    ConnectFailed,
+    Unreachable,
+    resolve_url,
+)
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
 
+    from dante.cli.credentials import Credential
     from dante.handlers.client import Client
 
 T = TypeVar("T")
@@ -37,8 +51,10 @@ EXIT_TIMEOUT: Final = 4
 EXIT_INTERRUPTED: Final = 130
 
 USER_ENV: Final = "DANTE_USERNAME"
+PASSWORD_ENV: Final = "DANTE_PASSWORD"  # noqa: S105 (a name, not a secret)
 URL_ENV: Final = "DANTE_NATS_URL"
-#: Who asks public questions (offers, quotes) when no account is given.
+#: Who asks public questions (offers, quotes) on a platform without logins, when no account
+#: is given.
 GUEST: Final = "guest"
 
 _ACCOUNT: Final = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
@@ -71,13 +87,11 @@ _shared = Shared()
 
 
 def set_shared(shared: Shared) -> None:
-    """Record the meta app's options, and export them so child processes see them too."""
+    """Record the meta app's options; export the URL so child processes see it too."""
     global _shared  # noqa: PLW0603 (parsed once per process, by the meta app)
     _shared = shared
     if shared.nats_url:
         os.environ[URL_ENV] = shared.nats_url
-    if shared.user:
-        os.environ[USER_ENV] = shared.user
 
 
 def shared() -> Shared:
@@ -89,14 +103,7 @@ def nats_url() -> str:
     return resolve_url(_shared.nats_url)
 
 
-def current_user() -> str:
-    """The account acting: --user, else DANTE_USERNAME; a usage error when there is none."""
-    name = _shared.user or os.environ.get(USER_ENV) or ""
-    if not name:
-        raise UsageError(
-            "no account given: pass --user NAME or set DANTE_USERNAME (e.g. export "
-            "DANTE_USERNAME=alice)"
-        )
+def _checked(name: str) -> str:
     if not _ACCOUNT.match(name):
         raise UsageError(
             f"{name!r} is not an account name: 2 to 32 characters, lower-case letters, digits, "
@@ -105,37 +112,67 @@ def current_user() -> str:
     return name
 
 
+def acting(url: str) -> tuple[str | None, Credential | None]:
+    """Who acts on the platform at `url`, and the credential to log in with (None: none)."""
+    from dante.cli.credentials import (
+        Credential,
+        CredentialError,
+        stored_login,
+        user_credential,
+    )
+
+    password = os.environ.get(PASSWORD_ENV)
+    try:
+        if _shared.user:
+            name = _checked(_shared.user)
+            if password:
+                return name, Credential(username=name, secret=password, source="environment")
+            stored = stored_login(url)
+            return name, stored if stored is not None and stored.username == name else None
+        named = os.environ.get(USER_ENV)
+        if named and not password:
+            return _checked(named), None
+        found = user_credential(url)
+    except CredentialError as exc:
+        raise UsageError(str(exc)) from None
+    return (None, None) if found is None else (found.username, found)
+
+
 # ── talking to the platform ─────────────────────────────────────────────────────────────
 
 
 class Session:
     """One connection to the platform, and clients acting as the current user."""
 
-    def __init__(self, nc: NATS, url: str) -> None:
+    def __init__(self, nc: NATS, url: str, user: str | None) -> None:
         self.nc = nc
         self.url = url
+        #: The account acting, if any.
+        self.user = user
+
+    def _account(self) -> str:
+        if self.user is None:
+            raise UsageError(
+                "you are not logged in: run `dante login` (or `dante account create`), or set "
+                "DANTE_USERNAME and DANTE_PASSWORD"
+            )
+        return self.user
 
     def renter(self) -> Client:
         from dante.handlers.client import Client
 
-        return Client(self.nc, "renter", current_user())
+        return Client(self.nc, "renter", self._account())
 
     def reader(self) -> Client:
         """For public reads (offers, quotes): the current account, or a guest when none."""
         from dante.handlers.client import Client
 
-        has_user = bool(_shared.user or os.environ.get(USER_ENV))
-        return Client(self.nc, "renter", current_user() if has_user else GUEST)
+        return Client(self.nc, "renter", self.user or GUEST)
 
     def provider(self) -> Client:
         from dante.handlers.client import Client
 
-        return Client(self.nc, "provider", current_user())
-
-    def operator(self) -> Client:
-        from dante.handlers.client import Client
-
-        return Client(self.nc, "operator", "operator", timeout=3, tries=1)
+        return Client(self.nc, "provider", self._account())
 
 
 @asynccontextmanager
@@ -143,9 +180,10 @@ async def session(name: str = "dante-cli") -> AsyncIterator[Session]:
     from dante.cli.connect import connect
 
     url = nats_url()
-    nc = await connect(url, name=name)
+    user, credential = acting(url)
+    nc = await connect(url, name=name, credential=credential)
     try:
-        yield Session(nc, url)
+        yield Session(nc, url, user)
     finally:
         await nc.close()
 
@@ -220,6 +258,8 @@ def _unreachable(exc: BaseException) -> Failure | None:
     if isinstance(exc, Unreachable):
         hint = "start the platform with `dante up`, or point --nats-url at it"
         return Failure("unreachable", str(exc), EXIT_UNREACHABLE, hint=hint)
+    if isinstance(exc, ConnectFailed):  # the login was refused
+        return Failure("login_refused", str(exc), exc.exit_code)
     if isinstance(exc, PlatformUnavailable):
         return Failure("unreachable", str(exc), EXIT_UNREACHABLE)
     if isinstance(exc, ConnectionClosedError | NoServersError):

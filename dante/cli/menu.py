@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dante.cli.common import (
     EXIT_INTERRUPTED,
-    USER_ENV,
     Failure,
     Session,
     Shared,
     UsageError,
+    acting,
     failure_of,
     nats_url,
     report,
@@ -29,6 +29,7 @@ from dante.cli.common import (
     shared,
     with_session,
 )
+from dante.cli.connect import EXIT_USAGE
 
 if TYPE_CHECKING:
     from dante.cli.submission import JobSpec
@@ -350,12 +351,16 @@ def _default_account() -> str:
 
 def menu() -> int:
     """The loop: show the items, run the chosen one, until 0, q or end of input."""
-    import os
-
-    print(f"Dante: rent a GPU. Platform at {nats_url()}.")
+    url = nats_url()
+    print(f"Dante: rent a GPU. Platform at {url}.")
     try:
-        user = shared().user or os.environ.get(USER_ENV)
-        if not user:
+        try:
+            user, _ = acting(url)
+        except UsageError as exc:
+            print(f"error: {exc}")
+            return EXIT_USAGE
+        if user is None:
+            print("(Not logged in: on a platform with logins, run `dante login` first.)")
             user = ask("Your account", _default_account(), _account)
             set_shared(Shared(nats_url=shared().nats_url, user=user))
         print(f"Acting as {user}.")

@@ -9,9 +9,10 @@ import msgspec
 from cyclopts import Parameter
 
 from dante.cli.common import Json, nats_url, with_session
-from dante.cli.connect import EXIT_REJECTED, connect
+from dante.cli.connect import EXIT_REJECTED, api_prefix, connect
+from dante.cli.credentials import operator_credential
 from dante.cli.render import emit, pairs
-from dante.events.streams import STREAM
+from dante.events.streams import DEFAULT_API_PREFIX, STREAM
 from dante.projections.results import PlatformSummary
 
 
@@ -33,13 +34,14 @@ async def _ping(nc: Any, timeout: float = 0.5) -> list[dict[str, Any]]:
     return found
 
 
-async def gather_status(nc: Any) -> dict[str, Any]:
+async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dict[str, Any]:
+    """`api_prefix`: `CLIENT_API_PREFIX` when connected as the operator (see nats.conf)."""
     from dante.handlers.client import Client, CommandError, PlatformUnavailable
     from dante.schemas.commands import GetPlatformStatus
 
     report: dict[str, Any] = {"services": await _ping(nc)}
     try:
-        info = await nc.jetstream().stream_info(STREAM)
+        info = await nc.jetstream(prefix=api_prefix).stream_info(STREAM)
         report["stream"] = {
             "messages": info.state.messages,
             "bytes": info.state.bytes,
@@ -105,16 +107,19 @@ async def status(
     """Show whether the platform answers, its event log, providers and jobs; or one job.
 
     Exit code 0 when the command service answers, 1 when NATS answers but the service does
-    not, 3 when NATS cannot be reached. Scripts use it to wait for readiness.
+    not (or refuses the login: the platform may still be starting), 3 when NATS cannot be
+    reached. Scripts use it to wait for readiness. Uses the operator credential `dante up`
+    wrote for the user who started it.
     """
     if job_id is not None:
         from dante.cli.jobs import show_job
 
         return await with_session(lambda s: show_job(s, job_id, json=json_output))
     url = nats_url()
-    nc = await connect(url, name="dante-status")
+    nc = await connect(url, name="dante-status", credential="operator")
+    prefix = api_prefix(operator_credential(url))
     try:
-        report = await asyncio.wait_for(gather_status(nc), 15)
+        report = await asyncio.wait_for(gather_status(nc, api_prefix=prefix), 15)
     finally:
         await nc.close()
     report["ok"] = bool(report["services"])

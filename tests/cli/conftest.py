@@ -32,11 +32,14 @@ class Market:
     platform: Platform
     clock: Clock
     agent: Agent
+    #: The config folder the commands see (no stored logins).
+    config: Path
 
     async def dante(
         self, *args: str, user: str | None = "alice", env: dict[str, str] | None = None
     ) -> Ran:
         """`dante ARGS` as a process, acting as `user`, without blocking the platform."""
+        env = {"XDG_CONFIG_HOME": str(self.config), **(env or {})}
         return await anyio.to_thread.run_sync(
             lambda: run_dante(*args, url=self.url, user=user, env=env)
         )
@@ -49,4 +52,4 @@ async def market(
     async with running_platform(nc, tmp_path, clock) as platform:
         agent = Agent(nc, "bob", "prov-1")
         await agent.register(2)
-        yield Market(nats_server.url, nc, platform, clock, agent)
+        yield Market(nats_server.url, nc, platform, clock, agent, tmp_path / "config")

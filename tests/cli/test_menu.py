@@ -30,7 +30,12 @@ async def test_a_rental_through_the_menu(market: Market, tmp_path: Path) -> None
     train.write_text("print('step 1')\n")
     term = Terminal(
         [sys.executable, "-m", "dante"],
-        clean_env(DANTE_NATS_URL=market.url, DANTE_USERNAME="alice", COLUMNS="120"),
+        clean_env(
+            DANTE_NATS_URL=market.url,
+            DANTE_USERNAME="alice",
+            COLUMNS="120",
+            XDG_CONFIG_HOME=str(market.config),
+        ),
     )
 
     async def expect(text: str, timeout: float = 30) -> str:

@@ -114,8 +114,8 @@ async def test_who_and_where_are_needed(market: Market) -> None:
     ran = await market.dante("wallet", "balance", user=None)
     assert ran.code == 2
     assert ran.err.strip() == (
-        "error: no account given: pass --user NAME or set DANTE_USERNAME "
-        "(e.g. export DANTE_USERNAME=alice)"
+        "error: you are not logged in: run `dante login` (or `dante account create`), "
+        "or set DANTE_USERNAME and DANTE_PASSWORD"
     )
     # --user anywhere on the line names the account, and wins over the environment.
     ran = await market.dante("wallet", "deposit", "1", "--user", "carol", user="alice")
