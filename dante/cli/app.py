@@ -8,7 +8,8 @@ and each command import only what they use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 from cyclopts import App, Group, Parameter
 
@@ -16,7 +17,6 @@ from dante import __version__
 
 if TYPE_CHECKING:
     from cyclopts.exceptions import CycloptsError
-    from rich.text import Text
 
 RENT = Group("Rent GPUs", sort_key=1)
 PROVIDE = Group("Provide GPUs", sort_key=2)
@@ -26,17 +26,20 @@ SHORTCUTS = Group("Shortcuts", sort_key=5)
 SESSION = Group("Who and where (any command)", sort_key=6)
 
 
-def _one_line(error: CycloptsError) -> Text:
-    """Usage errors as one plain line with where to look, like every other failure."""
-    import sys
-
-    from rich.text import Text
+def _one_line(error: CycloptsError) -> NoReturn:
+    """Usage errors as one plain line with where to look (or, with --json, one JSON document),
+    like every other failure; then exit 2, as cyclopts would."""
+    from dante.cli.common import Failure, report
+    from dante.cli.connect import EXIT_USAGE
 
     command = " ".join(["dante", *(error.command_chain or ())]).strip()
-    message = " ".join(str(error).split()).rstrip(".")
-    # Written here rather than through the console, which would wrap it to the terminal.
-    print(f"error: {message}; see `{command} --help`", file=sys.stderr, flush=True)
-    return Text("", end="")
+    message = " ".join(str(error).split()).rstrip(".,; ")
+    tokens = list(error.root_input_tokens or ())
+    options = tokens[: tokens.index("--")] if "--" in tokens else tokens
+    # Written and ended here rather than through cyclopts' console, which would wrap the line
+    # to the terminal and add an empty one.
+    failure = Failure("usage", message, EXIT_USAGE, hint=f"see `{command} --help`")
+    sys.exit(report(failure, json="--json" in options))
 
 
 app = App(
