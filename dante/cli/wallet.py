@@ -104,7 +104,8 @@ async def show_history(
             _signed(e.available_delta_udgpu),
             _signed(e.held_delta_udgpu),
             e.job_id or "",
-            e.reference,
+            # Charges and holds carry the platform's own references; people wrote these.
+            e.reference if e.kind.startswith(("deposit", "withdrawal")) else "",
         )
         for e in entries
     ]
