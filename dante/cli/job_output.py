@@ -14,13 +14,13 @@ import msgspec
 from cyclopts import Parameter
 
 from dante.cli.common import Json, Session, UsageError, with_session
-from dante.cli.jobs import JobId, check_job_id
+from dante.cli.jobs import JobId, again, check_job_id
 from dante.cli.render import Progress, emit, size, to_builtins
 
 if TYPE_CHECKING:
     from dante.cli.submission import Upload
     from dante.handlers.client import Client
-    from dante.schemas.results import LogLine
+    from dante.schemas.results import LogLine, LogPage
     from dante.schemas.values import FileRef
 
 #: How often `--follow` asks for new lines when there were none, at most.
@@ -52,6 +52,11 @@ async def upload_inputs(client: Client, uploads: Sequence[Upload]) -> list[FileR
 # ── logs ────────────────────────────────────────────────────────────────────────────────
 
 
+def _empty(page: LogPage) -> LogPage:
+    """The same position with no new lines: what a retried read of nothing new gives."""
+    return msgspec.structs.replace(page, lines=[])
+
+
 def _print_line(line: LogLine, *, timestamps: bool, json: bool) -> None:
     if json:
         print(msgspec.json.encode(to_builtins(line)).decode(), flush=True)
@@ -80,8 +85,12 @@ async def show_logs(
     collected: list[LogLine] = []
     progress = Progress()
     pause = 0.1
+
+    async def read() -> LogPage:
+        return await read_logs(renter, job_id, after)
+
+    page = await read()
     while True:
-        page = await read_logs(renter, job_id, after)
         after = page.next
         for line in page.lines:
             if json and not follow:
@@ -94,12 +103,13 @@ async def show_logs(
             _print_line(line, timestamps=timestamps, json=json)
         if page.lines:
             pause = 0.1
-            continue
-        if not follow or page.ended:
+        elif not follow or page.ended:
             break
-        progress.show("waiting for output (Ctrl-C stops following; the job goes on)")
-        await anyio.sleep(pause)
-        pause = min(pause * 2, _FOLLOW_MAX_PAUSE_S)
+        else:
+            progress.show("waiting for output (Ctrl-C stops following; the job goes on)")
+            await anyio.sleep(pause)
+            pause = min(pause * 2, _FOLLOW_MAX_PAUSE_S)
+        page = await again(read, _empty(page))
     progress.clear()
     if json and not follow:
         emit({"job_id": job_id, "lines": collected, "next": after, "ended": page.ended})

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 from cyclopts import App, Parameter
 
@@ -25,6 +26,8 @@ from dante.cli.submission import Interpreter, JobSpec, describe_payload
 if TYPE_CHECKING:
     from dante.projections.results import JobView
 
+T = TypeVar("T")
+
 app = App(name="jobs", help="Your jobs: submit, list, follow, read logs, cancel, get results.")
 app.command(
     "dante.cli.job_output:logs", name="logs", help="Print a job's output; --follow until it ends."
@@ -36,6 +39,8 @@ app.command(
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled", "stopped"})
 #: States in which a job ended without completing: `jobs wait` exits 1.
 BAD_ENDINGS: Final = frozenset({"failed", "cancelled", "stopped"})
+#: Refusals that say "not now" (read models behind, a lost race): waiting just asks again.
+TRANSIENT: Final = frozenset({"unavailable", "conflict"})
 STATES: Final = ("queued", "assigned", "running", "completed", "failed", "cancelled", "stopped")
 
 
@@ -210,7 +215,7 @@ async def wait_for(
                 )
                 await anyio.sleep(pause)
                 pause = min(pause * 1.5, 2.0)
-                job = await get_job(s, job_id)
+                job = await again(lambda: get_job(s, job_id), job)
     finally:
         progress.clear()
     timed_out = scope.cancelled_caught
@@ -223,6 +228,18 @@ async def wait_for(
     if timed_out:
         return EXIT_TIMEOUT
     return 1 if job.state in BAD_ENDINGS else 0
+
+
+async def again(ask: Callable[[], Awaitable[T]], previous: T) -> T:
+    """One more look while waiting: a moment's unavailability keeps the previous answer."""
+    from dante.handlers.client import CommandError
+
+    try:
+        return await ask()
+    except CommandError as exc:
+        if exc.code not in TRANSIENT:
+            raise
+        return previous
 
 
 async def cancel_job(s: Session, job_id: str, *, reason: str = "", json: bool = False) -> int:
