@@ -29,7 +29,7 @@ import structlog
 
 from dante.agent.executors.spec import Executor, OutputLine, RunResult, RunSpec
 from dante.agent.gpus.telemetry import GpuTelemetry, SimulatedTelemetry
-from dante.agent.journal import AttemptRecord, Journal, Outcome, Phase
+from dante.agent.journal import AttemptRecord, Journal, JournalError, Outcome, Phase
 from dante.agent.meter import UsageMeter
 from dante.agent.output_queue import OutputQueue
 from dante.agent.sending import Backoff, Unreachable, attempt_call
@@ -347,7 +347,11 @@ class Attempt:
     async def _meter_ticks(self) -> None:
         while True:
             await anyio.sleep(self.deps.tick_s)
-            self._record_tick()
+            try:
+                self._record_tick()
+            except JournalError as exc:
+                # Not recorded, so not sent: the next tick covers this interval too.
+                self.log.exception("usage tick not journaled", error=str(exc))
 
     def _record_tick(self) -> None:
         tick = self.meter.prepare()
