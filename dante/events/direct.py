@@ -42,8 +42,13 @@ class StoredMessage(NamedTuple):
 class DirectReader:
     """Direct gets on one stream over one connection (one inbox subscription, shared)."""
 
-    def __init__(self, nc: NATS, stream: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, nc: NATS, stream: str, *, timeout: float = 5.0, api_prefix: str = "$JS.API"
+    ) -> None:
+        """`api_prefix`: where this connection reaches the JetStream API (a client outside
+        the `DANTE` account uses `CLIENT_API_PREFIX`)."""
         self._nc = nc
+        self._api = api_prefix
         self.stream = stream
         self._timeout = timeout
         self._inbox_prefix: str | None = None
@@ -55,7 +60,7 @@ class DirectReader:
         """The last message stored on `subject`, or None when there is none."""
         try:
             msg = await self._nc.request(
-                f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=self._timeout
+                f"{self._api}.DIRECT.GET.{self.stream}.{subject}", b"", timeout=self._timeout
             )
         except NoRespondersError:
             raise EventStoreError(f"stream {self.stream} does not answer direct gets") from None
@@ -92,7 +97,9 @@ class DirectReader:
                 if batch_bytes is not None:
                     fields["max_bytes"] = batch_bytes
                 request = encode(fields)
-                await self._nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
+                await self._nc.publish(
+                    f"{self._api}.DIRECT.GET.{self.stream}", request, reply=inbox
+                )
                 while isinstance(item := await self._receive(queue, subject), StoredMessage):
                     yield item
                     seq = item.seq + 1

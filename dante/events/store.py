@@ -32,7 +32,13 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from dante.events.codec import Recorded, decode_event
 from dante.events.direct import DirectReader, StoredMessage
 from dante.events.errors import AppendRejected, AppendTimeout, ConcurrencyConflict, EventStoreError
-from dante.events.streams import EVENT_PREFIX, STREAM, subject_for, subject_of
+from dante.events.streams import (
+    DEFAULT_API_PREFIX,
+    EVENT_PREFIX,
+    STREAM,
+    subject_for,
+    subject_of,
+)
 from dante.schemas.codec import encode
 
 if TYPE_CHECKING:
@@ -102,13 +108,17 @@ class EventStore:
         stream: str = STREAM,
         timeout: float = 5.0,
         retries: int = 3,
+        api_prefix: str = DEFAULT_API_PREFIX,
     ) -> None:
+        """`api_prefix`: `CLIENT_API_PREFIX` for a reader outside the `DANTE` account (the
+        operator), which may read with direct gets only: `read` then polls with them."""
         self._nc = nc
-        self._js = nc.jetstream(timeout=timeout)
+        self._api = api_prefix
+        self._js = nc.jetstream(timeout=timeout, prefix=api_prefix)
         self.stream = stream
         self._timeout = timeout
         self._retries = retries
-        self._direct = DirectReader(nc, stream, timeout=timeout)
+        self._direct = DirectReader(nc, stream, timeout=timeout, api_prefix=api_prefix)
 
     # ── appending ───────────────────────────────────────────────────────────────────────
 
@@ -278,11 +288,16 @@ class EventStore:
     ) -> AsyncIterator[tuple[int, str, datetime | None, bytes]]:
         """Like `read`, without decoding: (sequence, subject, store time, payload).
 
-        Uses an ordered consumer, the fastest way nats-py offers to stream a log in order.
+        Uses an ordered consumer, the fastest way nats-py offers to stream a log in order;
+        outside the `DANTE` account, where no consumer may be created, batched direct gets.
         """
         if not follow and stop is None:
             stop = await self.last_seq()
         if stop is not None and stop < start:
+            return
+        if self._api != DEFAULT_API_PREFIX:
+            async for item in self._poll(start, stop=stop, subjects=subjects):
+                yield item
             return
         sub = await self._js.subscribe(
             subjects,
@@ -363,6 +378,21 @@ class EventStore:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _poll(
+        self, start: int, *, stop: int | None, subjects: str, interval: float = 0.5
+    ) -> AsyncIterator[tuple[int, str, datetime | None, bytes]]:
+        seq = max(1, start)
+        while True:
+            async for found, headers, data in self._direct_batch(subjects, seq):
+                subject = headers.get("Nats-Subject", subjects)
+                yield found, subject, _parse_time(headers.get("Nats-Time-Stamp")), data
+                seq = found + 1
+                if stop is not None and found >= stop:
+                    return
+            if stop is not None:
+                return
+            await asyncio.sleep(interval)
 
 
 class Pipeline:

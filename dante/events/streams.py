@@ -7,9 +7,14 @@
 - `DANTE_OUTPUT`: job output lines (`dante.out.<job_id>`), kept for a limited time and size.
 - `DANTE_UPLOADS`: chunks of uploads in progress (`dante.upload.<key>.chunk`) and who is
   assembling them (`dante.upload.<key>.claim`); staging only, forgotten after a day.
-- KV `dante_heartbeats`: one key per provider (`<owner>.<provider_id>`), written every few
-  seconds by its agent.
+- KV `dante_heartbeats`: one key per provider machine, `<owner>.<provider_id>`, written every
+  few seconds by its agent (so nats-server can let an account write only its own keys).
 - Object store `dante_files`: job inputs and results.
+- KV `dante_accounts`: accounts and their password hashes; only the platform reads it.
+
+Every asset lives in the `DANTE` account. Clients in the `PUBLIC` account reach the few
+JetStream subjects they may use through service imports, the API ones under
+`CLIENT_API_PREFIX` (see nats.conf).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from typing import TYPE_CHECKING, Final
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
@@ -46,6 +54,11 @@ UPLOAD_STREAM: Final = "DANTE_UPLOADS"
 UPLOAD_PREFIX: Final = "dante.upload"
 HEARTBEAT_BUCKET: Final = "dante_heartbeats"
 FILES_BUCKET: Final = "dante_files"
+ACCOUNTS_BUCKET: Final = "dante_accounts"
+#: Where a client outside the `DANTE` account reaches its JetStream API (nats.conf imports
+#: `$JS.API.…` subjects there): `nc.jetstream(prefix=CLIENT_API_PREFIX)`.
+CLIENT_API_PREFIX: Final = "$JS.DANTE.API"
+DEFAULT_API_PREFIX: Final = "$JS.API"
 
 _DAY: Final = 86_400.0
 
@@ -62,14 +75,44 @@ def dispatch_subject(owner: str, provider_id: str, job_id: str) -> str:
     return f"{DISPATCH_PREFIX}.{owner}.{provider_id}.{job_id}"
 
 
+def output_subject(job_id: str) -> str:
+    return f"{OUTPUT_PREFIX}.{job_id}"
+
+
 def heartbeat_key(owner: str, provider_id: str) -> str:
-    """The KV key an agent heartbeats under: its account first, so permissions can be
-    granted per account (`$KV.dante_heartbeats.<owner>.>`)."""
+    """The heartbeat KV key of a provider machine."""
     return f"{owner}.{provider_id}"
 
 
-def output_subject(job_id: str) -> str:
-    return f"{OUTPUT_PREFIX}.{job_id}"
+def heartbeat_subject(owner: str, provider_id: str) -> str:
+    """What a KV put of that key publishes to; an agent may publish here and nowhere else."""
+    return f"$KV.{HEARTBEAT_BUCKET}.{heartbeat_key(owner, provider_id)}"
+
+
+def agent_consumer_name(owner: str, provider_id: str) -> str:
+    """The durable consumer through which a provider machine's agent gets its instructions.
+
+    `~` separates the parts because neither account names nor provider ids may contain it,
+    so no two (owner, provider) pairs share a name; a `-` would let `bob` + `x-1` and
+    `bob-x` + `1` collide, and with them their permissions.
+    """
+    return f"agent~{owner}~{provider_id}"
+
+
+def agent_consumer_config(owner: str, provider_id: str) -> ConsumerConfig:
+    """Created by the platform, never by the agent: a client that may create consumers may
+    also point one's deliveries at any subject of the account, the log's included."""
+    name = agent_consumer_name(owner, provider_id)
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        description=f"instructions for {owner}'s provider {provider_id}",
+        filter_subject=f"{DISPATCH_PREFIX}.{owner}.{provider_id}.>",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        max_ack_pending=1000,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +245,15 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
             replicas=settings.replicas,
         )
     )
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=ACCOUNTS_BUCKET,
+            description="Accounts: role, password hash, login token digests",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.replicas,
+        )
+    )
     await js.create_object_store(
         FILES_BUCKET,
         config=ObjectStoreConfig(
@@ -210,3 +262,8 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
             replicas=settings.replicas,
         ),
     )
+
+
+async def ensure_agent_consumer(js: JetStreamContext, owner: str, provider_id: str) -> None:
+    """Create (or bring up to date) a provider machine's dispatch consumer."""
+    await js.add_consumer(DISPATCH_STREAM, config=agent_consumer_config(owner, provider_id))

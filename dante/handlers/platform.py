@@ -21,6 +21,7 @@ from anyio.abc import TaskStatus
 
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
+from dante.handlers.agent_consumers import AgentConsumers
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.files import Files
@@ -79,6 +80,7 @@ class Platform:
         self.read_models = ReadModels(self.views, settings)
         # Uploads are assembled in a local spool before they reach the object store.
         self.files = Files(nc, scratch_dir=options.data_dir / "spool")
+        self.agent_consumers = AgentConsumers(nc, self.store)
         self.service = CommandService(
             nc,
             self.store,
@@ -89,7 +91,10 @@ class Platform:
         self.ready = asyncio.Event()
 
     async def run(self, *, extra: list[Callable[[], Any]] | None = None) -> None:
-        """Set up the log, then run everything until cancelled."""
+        """Set up the log, then run everything until cancelled.
+
+        `extra` are more tasks to run alongside, once the log is set up (`dante up` runs the
+        identity service, `dante.auth.service.Identity.run`, so)."""
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
         await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
@@ -98,6 +103,7 @@ class Platform:
             for runner in self.runners:
                 tg.start_soon(self._supervise, runner.durable, runner.run)
             tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
+            tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
             for task in extra or []:
                 tg.start_soon(task)
             await self.service.start()
