@@ -40,6 +40,8 @@ from dante.agent.journal import RAN, AttemptRecord, Journal, Key, Outcome
 from dante.agent.sending import Backoff, Unreachable, attempt_call
 from dante.agent.setup import Executors, Limits, build_executors, machine_memory_mb, telemetry_for
 from dante.agent.transfers import CommandTransfers, Transfers
+from dante.cli.credentials import Credential, stored_login
+from dante.events.streams import DEFAULT_API_PREFIX
 from dante.handlers.client import Client, CommandError, new_command_id
 from dante.handlers.pricing import suggest_gpu_price
 from dante.schemas import commands as cmd
@@ -109,11 +111,15 @@ class Agent:
         *,
         executors: Executors | None = None,
         transfers: Transfers | None = None,
+        api_prefix: str = DEFAULT_API_PREFIX,
     ) -> None:
         self.machine = machine
         config = machine.config
         self.nc = nc
         self.journal = journal
+        #: Where this connection reaches the JetStream API (through the platform's imports
+        #: when logged in as an account).
+        self.api_prefix = api_prefix
         self.client = Client(nc, "provider", config.owner, timeout=5, tries=2)
         self.executors = executors or build_executors(
             config.executor, agent_id=machine.provider_id, on_spawn=pgid_recorder(journal)
@@ -264,7 +270,10 @@ class Agent:
         config = self.machine.config
         with scope:
             await consume(
-                self.nc.jetstream(), config.owner, self.machine.provider_id, self._on_instruction
+                self.nc.jetstream(prefix=self.api_prefix),
+                config.owner,
+                self.machine.provider_id,
+                self._on_instruction,
             )
 
     # ── instructions ────────────────────────────────────────────────────────────────────
@@ -414,7 +423,7 @@ async def watch_signals(stopping: anyio.Event, hurry: anyio.Event) -> None:
 async def serve(config: AgentConfig, gpus: Sequence[Gpu]) -> None:
     """Run the agent until a signal stops it: the work directory held, the journal open,
     connected (and reconnected) to the platform for as long as it takes."""
-    from dante.cli.connect import connect
+    from dante.cli.connect import api_prefix, connect
 
     with locked_work_dir(config.work_dir):
         provider_id = provider_id_for(config.work_dir, config.owner)
@@ -428,29 +437,50 @@ async def serve(config: AgentConfig, gpus: Sequence[Gpu]) -> None:
             )
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(watch_signals, stopping, hurry)
-                credentials = (
-                    {"user": config.owner, "password": config.password} if config.password else {}
-                )
+                credential = agent_credential(config)
                 log.info("connecting", url=config.nats_url, provider_id=provider_id)
                 with anyio.CancelScope() as connecting:
                     tasks.start_soon(_cancel_when, stopping, connecting)
                     nc = await connect(
                         config.nats_url,
-                        name=f"dante-agent-{provider_id}",
+                        name="dante-agent",
                         forever=True,
-                        **credentials,
+                        credential=credential,
+                        machine=provider_id,
                     )
                 if connecting.cancelled_caught:
                     tasks.cancel_scope.cancel()
                     return
                 try:
-                    await Agent(machine, nc, journal, executors=executors).run(stopping, hurry)
+                    agent = Agent(
+                        machine,
+                        nc,
+                        journal,
+                        executors=executors,
+                        api_prefix=api_prefix(credential),
+                    )
+                    await agent.run(stopping, hurry)
                 finally:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                         await nc.close()
                 tasks.cancel_scope.cancel()
         finally:
             journal.close()
+
+
+def agent_credential(config: AgentConfig) -> Credential | None:
+    """How the agent logs in: DANTE_USERNAME with DANTE_PASSWORD (environment or .env), else
+    the account's stored `dante login` for the URL; None against a server without logins."""
+    if config.password:
+        return Credential(username=config.owner, secret=config.password, source="environment")
+    stored = stored_login(config.nats_url)
+    if stored is not None and stored.username != config.owner:
+        raise AgentFailure(
+            f"the stored login for {config.nats_url} is {stored.username!r}, not "
+            f"DANTE_USERNAME {config.owner!r}; set DANTE_PASSWORD, or `dante login` as "
+            f"{config.owner}"
+        )
+    return stored
 
 
 def pgid_recorder(journal: Journal) -> Callable[[RunSpec, int], None]:

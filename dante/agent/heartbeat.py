@@ -1,8 +1,8 @@
 """Telling the platform this agent is alive: a `Heartbeat` in the KV bucket every few seconds.
 
 Written as plain JetStream publishes to `$KV.dante_heartbeats.<owner>.<provider_id>` (what
-nats-py's KV `put` and `delete` do underneath) so the agent needs no permission beyond
-publishing under its own account's keys: no bucket lookup through the JetStream API.
+nats-py's KV `put` and `delete` do underneath): the one subject nats-server lets the agent
+write there, and no bucket lookup through the JetStream API, which it may not use.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import msgspec
 import structlog
 
 from dante import __version__
-from dante.events.streams import HEARTBEAT_BUCKET, heartbeat_key
+from dante.events.streams import heartbeat_subject
 from dante.schemas.dispatch import Heartbeat
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Heartbeats:
         self._provider_id = provider_id
         self._running = running
         self._interval = interval_s
-        self._subject = f"$KV.{HEARTBEAT_BUCKET}.{heartbeat_key(owner, provider_id)}"
+        self._subject = heartbeat_subject(owner, provider_id)
         self.sent = 0
 
     async def beat(self) -> None:

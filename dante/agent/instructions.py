@@ -1,10 +1,11 @@
 """This agent's instructions (assignments and stops), from its own durable consumer.
 
-The consumer is `agent-<owner>-<provider_id>` on `DANTE_DISPATCH`, filtered to
-`dante.agent.<owner>.<provider_id>.>`, so nats-server can limit an account to its own
-instructions. It is created by `pull_subscribe`, whose create request carries the filter in
-its subject. Each message is acknowledged only after the handler has journaled what it says;
-a message that could not be journaled is redelivered.
+The platform creates the consumer `agent~<owner>~<provider_id>` on `DANTE_DISPATCH`,
+filtered to `dante.agent.<owner>.<provider_id>.>`, when the machine registers; the agent
+only binds to it, fetches and acknowledges, which is all nats-server lets it do. Until the
+platform has made it, fetching fails and is tried again. Each message is acknowledged only
+after the handler has journaled what it says; a message that could not be journaled is
+redelivered.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import anyio
 import msgspec
 import nats.errors
 import structlog
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-from dante.events.streams import DISPATCH_PREFIX, DISPATCH_STREAM
+from dante.events.streams import DISPATCH_STREAM, agent_consumer_name
 from dante.schemas.dispatch import Instruction
 
 if TYPE_CHECKING:
@@ -31,62 +32,54 @@ _instruction = msgspec.json.Decoder(Instruction)
 FETCH_BATCH: Final = 16
 #: How long one fetch waits for a message; a message arriving meanwhile is delivered at once.
 FETCH_WAIT_S: Final = 5.0
-ACK_WAIT_S: Final = 30.0
 
 Handler = Callable[[Instruction], Awaitable[None]]
-
-
-def consumer_name(owner: str, provider_id: str) -> str:
-    return f"agent-{owner}-{provider_id}"
-
-
-def consumer_filter(owner: str, provider_id: str) -> str:
-    return f"{DISPATCH_PREFIX}.{owner}.{provider_id}.>"
 
 
 async def consume(js: JetStreamContext, owner: str, provider_id: str, handle: Handler) -> None:
     """Hand every instruction to `handle`, in order, until cancelled; reconnects are waited
     out and any failure is retried."""
-    subscription = None
-    subscription_name = consumer_name(owner, provider_id)
-    failing = False
+    name = agent_consumer_name(owner, provider_id)
+    subscription: JetStreamContext.PullSubscription | None = None
+    problem = ""
     try:
         while True:
             try:
                 if subscription is None:
-                    subscription = await js.pull_subscribe(
-                        consumer_filter(owner, provider_id),
-                        durable=subscription_name,
-                        stream=DISPATCH_STREAM,
-                        config=ConsumerConfig(
-                            ack_policy=AckPolicy.EXPLICIT,
-                            deliver_policy=DeliverPolicy.ALL,
-                            ack_wait=ACK_WAIT_S,
-                            max_deliver=-1,
-                        ),
+                    subscription = await js.pull_subscribe_bind(
+                        durable=name, stream=DISPATCH_STREAM
                     )
-                    log.info("listening for instructions", consumer=subscription_name)
-                try:
-                    messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
-                except nats.errors.TimeoutError:
-                    continue
-                for message in messages:
-                    await _deliver(message, handle)
-                if failing:
-                    log.info("receiving instructions again")
-                failing = False
+                messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
+            except nats.errors.TimeoutError:
+                messages = []
+            except (ServiceUnavailableError, NotFoundError) as exc:
+                # The platform makes the consumer once it has seen the registration.
+                problem = _report(problem, "waiting for the platform to make our consumer", exc)
+                await anyio.sleep(0.5)
+                continue
             except Exception as exc:
-                if not failing:
-                    log.warning("cannot receive instructions; retrying", error=repr(exc))
-                failing = True
+                problem = _report(problem, "cannot receive instructions; retrying", exc)
                 await anyio.sleep(1.0)
+                continue
+            if problem:
+                log.info("receiving instructions", consumer=name)
+                problem = ""
+            for message in messages:
+                await _deliver(message, handle)
     finally:
-        if subscription is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                try:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            try:
+                if subscription is not None:
                     await subscription.unsubscribe()
-                except Exception as exc:
-                    log.debug("unsubscribe failed", error=repr(exc))
+            except Exception as exc:
+                log.debug("unsubscribe failed", error=repr(exc))
+
+
+def _report(previous: str, what: str, exc: Exception) -> str:
+    """Log a problem once (not every retry); the problem now."""
+    if previous != what:
+        log.info(what, error=repr(exc))
+    return what
 
 
 async def _deliver(message: Msg, handle: Handler) -> None:

@@ -193,12 +193,16 @@ async def _serve(config: AgentConfig, gpus: tuple[Gpu, ...]) -> int:
     from dante.agent.identity import WorkDirError
     from dante.agent.journal import JournalError
     from dante.agent.setup import SetupError
+    from dante.cli.connect import ConnectFailed
 
     try:
         await serve(config, gpus)
     except (AgentFailure, SetupError, WorkDirError, JournalError) as exc:
         print(f"dante agent run: {exc}", file=sys.stderr)
         return 1
+    except ConnectFailed as exc:
+        print(f"dante agent run: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

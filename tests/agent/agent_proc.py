@@ -16,6 +16,9 @@ from tests.cli.platform_proc import UpProcess
 from tests.factories import SOLANA
 
 REPO = Path(__file__).resolve().parents[2]
+#: Accounts the end-to-end tests open on the platform.
+PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-1"}
+ROLES = {"alice": "renter", "bob": "provider"}
 
 
 class _Reader:
@@ -64,9 +67,11 @@ class AgentProcess:
         self.work_dir = work_dir
         self.args = args
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("DANTE_")},
             "DANTE_USERNAME": "bob",
+            "DANTE_PASSWORD": PASSWORDS["bob"],
             "SOLANA_WALLET_ADDRESS": SOLANA,
+            "XDG_CONFIG_HOME": str(work_dir.parent / "config"),
             "PYTHONPATH": str(REPO),
             **(env or {}),
         }
@@ -135,7 +140,27 @@ class AgentProcess:
 
 
 class Platform(UpProcess):
-    """`dante up` whose output keeps being read after it is ready."""
+    """`dante up` whose output keeps being read after it is ready, with the accounts of
+    `PASSWORDS` open (the first time)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(data_dir, port, env={"XDG_CONFIG_HOME": str(data_dir.parent / "config")})
+        self.env = {k: v for k, v in self.env.items() if not k.startswith("DANTE_")}
+
+    def open_accounts(self) -> Platform:
+        for name, password in PASSWORDS.items():
+            result = self.dante(
+                "account", "create", "--role", ROLES[name], "--no-login",
+                DANTE_USERNAME=name, DANTE_PASSWORD=password,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+        return self
+
+    @property
+    def platform_password(self) -> str:
+        from dante.auth.installation import InstallationSecrets
+
+        return InstallationSecrets.load_or_create(self.data_dir).platform_password
 
     def start(self, timeout: float = 60) -> Platform:
         self.process = subprocess.Popen(

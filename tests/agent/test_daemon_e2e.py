@@ -4,26 +4,28 @@ the platform going away and coming back mid-job; a Docker job."""
 
 from __future__ import annotations
 
+import json
 import signal
 import tarfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from dante.agent.daemon import JOURNAL_FILE
 from dante.agent.journal import Journal
+from dante.cli.connect import connect
+from dante.cli.credentials import Credential, platform_credential
 from dante.events.streams import HEARTBEAT_BUCKET, heartbeat_key
 from dante.handlers import transfer
 from dante.handlers.client import Client
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.values import DockerPayload
-from tests.agent.agent_proc import AgentProcess, Platform
+from tests.agent.agent_proc import PASSWORDS, AgentProcess, Platform
 from tests.agent.daemon_helpers import (
     Renter,
     check_usage,
@@ -39,25 +41,37 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Platform]:
-    up = Platform(tmp_path / "platform").start()
+    up = Platform(tmp_path / "platform").start().open_accounts()
     try:
         yield up
     finally:
         up.stop()
 
 
+async def login(platform: Platform, credential: Credential) -> NATS:
+    return await connect(platform.url, name="test", credential=credential, forever=True)
+
+
 @pytest.fixture
 async def nc(platform: Platform) -> AsyncIterator[NATS]:
-    client = await nats.connect(platform.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    """The platform's own view (its service user): the log, the heartbeat bucket."""
+    client = await login(platform, platform_credential(platform.platform_password))
     try:
         yield client
     finally:
         await client.close()
 
 
-def provider_id(agent: AgentProcess) -> str:
-    import json
+@pytest.fixture
+async def renter(platform: Platform) -> AsyncIterator[Renter]:
+    client = await login(platform, Credential(username="alice", secret=PASSWORDS["alice"]))
+    try:
+        yield Renter(client)
+    finally:
+        await client.close()
 
+
+def provider_id(agent: AgentProcess) -> str:
     return str(json.loads((agent.work_dir / "provider.json").read_text())["provider_id"])
 
 
@@ -71,10 +85,9 @@ async def heartbeat_gone(nc: NATS, agent: AgentProcess) -> bool:
 
 
 async def test_a_renters_job_runs_on_the_agent_and_is_paid_for(
-    platform: Platform, nc: NATS, tmp_path: Path
+    platform: Platform, nc: NATS, renter: Renter, tmp_path: Path
 ) -> None:
     agent = AgentProcess(platform.url, tmp_path / "work").start()
-    renter = Renter(nc)
     await renter.deposit(100)
     job_id = await renter.submit(
         "import os, time\n"
@@ -98,7 +111,11 @@ async def test_a_renters_job_runs_on_the_agent_and_is_paid_for(
     charged = check_usage(records, job_id, job.price)
     assert charged > 0 and list(usage_by_attempt(records, job_id)) == [1]
     alice = await renter.client.send(cmd.GetBalance())
-    bob = await Client(nc, "renter", "bob").send(cmd.GetBalance())
+    owner = await login(platform, Credential(username="bob", secret=PASSWORDS["bob"]))
+    try:
+        bob = await Client(owner, "renter", "bob").send(cmd.GetBalance())
+    finally:
+        await owner.close()
     assert alice["total_udgpu"] == 100_000_000 - charged
     assert 0 < bob["total_udgpu"] < charged  # the provider's share, less the fee
 
@@ -115,12 +132,11 @@ async def test_a_renters_job_runs_on_the_agent_and_is_paid_for(
 
 
 async def test_killed_mid_job_and_restarted_the_attempt_is_not_run_again(
-    platform: Platform, nc: NATS, tmp_path: Path
+    platform: Platform, nc: NATS, renter: Renter, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs.txt"
     work = tmp_path / "work"
     agent = AgentProcess(platform.url, work).start()
-    renter = Renter(nc)
     await renter.deposit(100)
     job_id = await renter.submit(
         "import os, time\n"
@@ -162,12 +178,11 @@ async def test_killed_mid_job_and_restarted_the_attempt_is_not_run_again(
 
 
 async def test_sigterm_lets_short_jobs_finish_and_gives_long_ones_back(
-    platform: Platform, nc: NATS, tmp_path: Path
+    platform: Platform, nc: NATS, renter: Renter, tmp_path: Path
 ) -> None:
     agent = AgentProcess(
         platform.url, tmp_path / "work", "--drain-timeout", "4", "--stop-grace", "2"
     ).start()
-    renter = Renter(nc)
     await renter.deposit(100)
     short = await renter.submit("import time; time.sleep(2); print('made it', flush=True)")
     long = await renter.submit("import time; time.sleep(600)")
@@ -191,11 +206,10 @@ async def test_sigterm_lets_short_jobs_finish_and_gives_long_ones_back(
 
 
 async def test_the_platform_going_away_mid_job_loses_nothing(
-    platform: Platform, nc: NATS, tmp_path: Path
+    platform: Platform, nc: NATS, renter: Renter, tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
     agent = AgentProcess(platform.url, work).start()
-    renter = Renter(nc)
     await renter.deposit(100)
     job_id = await renter.submit(
         "import time\nfor n in range(16):\n    print('line', n, flush=True)\n    time.sleep(0.5)\n"
@@ -223,10 +237,9 @@ async def test_the_platform_going_away_mid_job_loses_nothing(
 
 @pytest.mark.docker
 async def test_a_docker_job_runs_in_a_container(
-    platform: Platform, nc: NATS, tmp_path: Path, busybox_image: str
+    platform: Platform, nc: NATS, renter: Renter, tmp_path: Path, busybox_image: str
 ) -> None:
     agent = AgentProcess(platform.url, tmp_path / "work", "--executor", "docker").start()
-    renter = Renter(nc)
     await renter.deposit(100)
     job_id = await renter.submit(
         DockerPayload(
