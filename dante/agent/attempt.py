@@ -106,6 +106,7 @@ class Attempt:
             next_seq=deps.journal.last_tick(record.key) + 1,
         )
         self.output = OutputQueue()
+        self._finished_command: cmd.ReportJobFinished | None = None
         self._wake = anyio.Event()
         self._wake.set()
         if record.stop_code is not None:
@@ -125,6 +126,11 @@ class Attempt:
     def running(self) -> bool:
         """Holding this machine's GPUs: accepted, or running, not yet ended."""
         return not self.executed.is_set()
+
+    @property
+    def unstarted(self) -> bool:
+        """Not handed to the executor yet (and so never run)."""
+        return self.phase in ("received", "accepted", "inputs")
 
     def request_stop(self, code: str, reason: str = "", *, journal: bool = True) -> None:
         """Stop the job (the platform's Stop, or the agent shutting down); the first wins."""
@@ -187,6 +193,9 @@ class Attempt:
             self.log.info("assignment accepted", gpus=list(self.gpu_indices))
         if self.phase == "accepted":
             problem = await self._fetch_inputs()
+            if problem is not None and self.stop.is_set():
+                self._end_unstarted()
+                return False
             if problem is not None:
                 self._finish(Outcome(error=problem, upload=False))
                 return False
@@ -475,7 +484,8 @@ class Attempt:
     async def _report_finished(self, outcome: Outcome) -> None:
         if outcome.upload and self.results is None and not outcome.interrupted:
             self.results = await self._upload_results()
-        command = cmd.ReportJobFinished(
+        # One command for every try: a retry after a lost reply is the same command.
+        command = self._finished_command = self._finished_command or cmd.ReportJobFinished(
             command_id=new_command_id(),
             provider_id=self.deps.provider_id,
             job_id=self.job_id,

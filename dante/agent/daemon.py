@@ -163,10 +163,11 @@ class Agent:
     async def run(self, stopping: anyio.Event, hurry: anyio.Event | None = None) -> None:
         """Serve until `stopping` is set, then shut down gracefully (`hurry` cuts the drain)."""
         hurry = hurry or anyio.Event()
+        # Local first: orphans of a crash are killed without waiting for the platform.
+        recovered = await self._recover()
         await self._register(stopping)
         if stopping.is_set():
             return
-        recovered = await self._recover()
         async with anyio.create_task_group() as services:
             services.start_soon(self.heartbeats.run)
             async with anyio.create_task_group() as jobs:
@@ -356,6 +357,10 @@ class Agent:
             running=len(running),
             drain_timeout_s=config.drain_timeout_s,
         )
+        # Work not begun is given back at once rather than begun and cut short.
+        for attempt in running:
+            if attempt.unstarted:
+                attempt.request_stop(SHUTDOWN, SHUTDOWN_ERROR)
         await self._withdraw_offers()
         if running and not hurry.is_set():
             await _wait_all([a.executed for a in running], config.drain_timeout_s, hurry)
