@@ -258,3 +258,10 @@ async def test_a_docker_job_runs_in_a_container(
         member = archive.extractfile("answer.txt")
         assert member is not None and member.read() == b"42\n"
     assert agent.stop(signal.SIGINT) == 0
+
+
+async def test_a_wrong_password_is_refused_at_once(platform: Platform, tmp_path: Path) -> None:
+    agent = AgentProcess(platform.url, tmp_path / "work", env={"DANTE_PASSWORD": "not-it-at-all"})
+    with pytest.raises(AssertionError, match="refused 'bob/prv-"):
+        agent.start(timeout=30)
+    assert agent.stop() == 1
