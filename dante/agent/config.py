@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from dante.schemas.money import MoneyError, format_dgpu, parse_dgpu
+from dante.schemas.money import MoneyError, parse_dgpu
 from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
 
 ExecutorChoice = Literal["docker", "script"]
@@ -209,7 +209,3 @@ def _seconds(option: str, value: float | None, default: float, least: float) -> 
     if not value >= least or value > 86_400 * 30:
         raise ConfigError(f"{option} must be between {least:g} and 2592000 seconds, not {value}")
     return float(value)
-
-
-def describe_price(price: int | None) -> str:
-    return "suggested per GPU" if price is None else f"{format_dgpu(price)} dGPU/GPU-hour"

@@ -200,10 +200,6 @@ class Journal:
         ).fetchall()
         return [_record(row) for row in rows]
 
-    def all_attempts(self) -> list[AttemptRecord]:
-        rows = self._db.execute(_SELECT + " ORDER BY received_at, job_id, attempt").fetchall()
-        return [_record(row) for row in rows]
-
     def set_phase(self, key: Key, phase: Phase, *, note: str | None = None) -> None:
         self._update(key, "UPDATE attempts SET phase = ?, note = coalesce(?, note)", phase, note)
 
