@@ -113,6 +113,7 @@ async def show_offers(s: Session, wanted: OfferFilter, *, json: bool = False) ->
         rows.append(
             (
                 offer.provider_id,
+                offer.name,
                 ", ".join(offer.models) + (" (simulated)" if offer.simulated else ""),
                 f"{offer.vram_gb} GB",
                 f"{offer.gpus_free}/{offer.gpus_total}",
@@ -127,6 +128,7 @@ async def show_offers(s: Session, wanted: OfferFilter, *, json: bool = False) ->
         table(
             (
                 "PROVIDER",
+                "NAME",
                 "GPU",
                 "VRAM",
                 "FREE",
@@ -137,7 +139,7 @@ async def show_offers(s: Session, wanted: OfferFilter, *, json: bool = False) ->
                 "",
             ),
             rows,
-            right=(2, 3, 4, 5, 6),
+            right=(3, 4, 5, 6, 7),
         )
     )
     return 0

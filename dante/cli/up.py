@@ -27,7 +27,10 @@ from dante.events.natsd import NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from dante.auth.service import Identity
+    from dante.cli.demo import DemoAgent
 
 DEMO_RENTER: Final = ("demo-user", "demo-pass")
 DEMO_PROVIDER: Final = "demo-provider"
@@ -42,10 +45,14 @@ def default_data_dir() -> Path:
     return Path(base) / "dante"
 
 
-async def _stop_on_signals(scope: anyio.CancelScope) -> None:
+async def _stop_on_signals(
+    scope: anyio.CancelScope, first: list[Callable[[], Awaitable[None]]]
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
             print(f"\nstopping ({signal.Signals(received).name}) ...", file=sys.stderr, flush=True)
+            for stop in first:
+                await stop()
             scope.cancel()
             return
 
@@ -73,7 +80,6 @@ async def up(
     from dante.handlers.platform import Platform, PlatformOptions
 
     nats_url = shared().nats_url
-
     configure_logging()
     data_dir = data_dir or default_data_dir()
     # Its secrets.json controls the platform: a new data folder is its owner's only.
@@ -82,18 +88,8 @@ async def up(
     server: NatsServer | None = None
     url = nats_url
     if url is None:
-        server = NatsServer(
-            store_dir=data_dir / "nats",
-            port=port,
-            config=default_config(),
-            monitor_port=monitor_port,
-            env=installation.server_env(),
-        )
-        try:
-            server.start()
-        except NatsServerError as exc:
-            print(f"error: the embedded nats-server did not start: {exc}", file=sys.stderr)
-            print(f"hint: is port {port} taken (another `dante up`)? Try --port.", file=sys.stderr)
+        server = _embedded_server(data_dir, port, monitor_port, installation)
+        if server is None:
             return 1
         url = server.url
     try:
@@ -113,9 +109,11 @@ async def up(
     identity = Identity(
         nc, platform.store, installation.signer, operator_token=installation.operator_token
     )
+    # Stopped first, while the platform still serves them (the demo agent gives jobs back).
+    stopping: list[Callable[[], Awaitable[None]]] = []
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signals, tg.cancel_scope)
+            tg.start_soon(_stop_on_signals, tg.cancel_scope, stopping)
             tg.start_soon(functools.partial(platform.run, extra=[identity.run]))
             with anyio.fail_after(120):
                 await platform.ready.wait()
@@ -124,7 +122,7 @@ async def up(
             print(f"Dante is up on {url} (data in {data_dir}). Ctrl-C stops it.", flush=True)
             print(f"operator credential for {url}: {written} (yours only)", flush=True)
             if demo:
-                await _demo(tg, url, data_dir, identity)
+                stopping.append((await _demo(tg, url, data_dir, identity)).stop)
             print("ready", flush=True)
     finally:
         with anyio.CancelScope(shield=True):
@@ -135,6 +133,26 @@ async def up(
             if server is not None:
                 server.stop()
     return 0
+
+
+def _embedded_server(
+    data_dir: Path, port: int, monitor_port: int, installation: InstallationSecrets
+) -> NatsServer | None:
+    """The nats-server `dante up` runs itself, started; None (said why) when it fails."""
+    server = NatsServer(
+        store_dir=data_dir / "nats",
+        port=port,
+        config=default_config(),
+        monitor_port=monitor_port,
+        env=installation.server_env(),
+    )
+    try:
+        server.start()
+    except NatsServerError as exc:
+        print(f"error: the embedded nats-server did not start: {exc}", file=sys.stderr)
+        print(f"hint: is port {port} taken (another `dante up`)? Try --port.", file=sys.stderr)
+        return None
+    return server
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +186,20 @@ async def open_demo_accounts(identity: Identity) -> DemoAccounts:
     )
 
 
-async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path, identity: Identity) -> None:
-    del tg, data_dir
+async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path, identity: Identity) -> DemoAgent:
+    """Open the demo accounts, fund the renter, start the provider's agent, say what next."""
+    from dante.cli.demo import DemoAgent, fund, next_steps, wait_until_offered
+
     accounts = await open_demo_accounts(identity)
-    print(
-        f"demo renter: {accounts.renter.username} "
-        f"(DANTE_USERNAME={accounts.renter.username} DANTE_PASSWORD=... DANTE_NATS_URL={url})",
-        flush=True,
-    )
-    print("--demo needs the provider agent, which is not built yet", file=sys.stderr)
+    funded = await fund(url, accounts.renter)
+    agent = DemoAgent(url, data_dir, accounts.provider)
+    await tg.start(agent.run)
+    if funded and not await wait_until_offered(url, accounts.renter, DEMO_PROVIDER):
+        print(
+            f"the demo provider is not on the market yet; see {agent.log_path}",
+            file=sys.stderr,
+            flush=True,
+        )
+    default = (accounts.renter.username, accounts.renter.secret) == DEMO_RENTER
+    print(next_steps(url, accounts.renter, default_password=default), flush=True)
+    return agent

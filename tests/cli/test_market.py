@@ -42,7 +42,7 @@ async def test_market_lists_filters_and_sorts(market: Market) -> None:
     assert ran.code == 0, ran
     lines = ran.out.splitlines()
     assert lines[0] == "Offers: online providers; cheapest first."
-    assert lines[1].split()[:5] == ["PROVIDER", "GPU", "VRAM", "FREE", "dGPU/GPU-H"]
+    assert lines[1].split()[:6] == ["PROVIDER", "NAME", "GPU", "VRAM", "FREE", "dGPU/GPU-H"]
     assert [line.split()[0] for line in lines[2:]] == ["prov-1", "prov-2", "prov-3"]
     assert "2/2" in lines[2] and "0.50" in lines[2]
 
