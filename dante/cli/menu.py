@@ -282,10 +282,16 @@ def job_status() -> None:
 
 def follow_logs() -> None:
     from dante.cli.job_output import show_logs
+    from dante.cli.jobs import get_job, state_line
 
     job_id = ask_job_id()
     print("(following; Ctrl-C returns to the menu, the job goes on)")
     run(lambda s: show_logs(s, job_id, follow=True))
+
+    async def where_it_is(s: Session) -> None:
+        print(f"job {job_id} {state_line(await get_job(s, job_id))}")
+
+    run(where_it_is)
 
 
 def cancel() -> None:

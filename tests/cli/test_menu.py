@@ -88,7 +88,7 @@ async def test_a_rental_through_the_menu(market: Market, tmp_path: Path) -> None
         await output(market, job_id, "step 2", "done")
         await market.agent.finish(job_id, exit_code=0)
         followed = await expect("Choose: ")
-        assert "step 2\ndone\n" in followed
+        assert f"step 2\ndone\njob {job_id} completed (exit code 0)\n" in followed
 
         term.send("7")  # cancel: too late, and the menu says so and goes on
         await answer(f"Job id [{job_id}]: ", "")
