@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import msgspec
 import structlog
@@ -48,6 +48,40 @@ _NO_MESSAGE: Final = "404"
 _END_OF_BATCH: Final = "204"
 _DIRECT_BATCH: Final = 1000
 _json: Final = msgspec.json.Decoder(dict[str, Any])
+
+#: What `read_chunks` yields per message: (sequence, subject, store time, payload).
+RawMessage = tuple[int, str, datetime | None, bytes]
+
+
+class StoredMessage(NamedTuple):
+    """A message as the log stores it, headers included (`read_messages`)."""
+
+    seq: int
+    subject: str
+    stored_at: datetime | None
+    headers: dict[str, str]
+    data: bytes
+
+    @property
+    def batch_id(self) -> str | None:
+        """The atomic batch it was appended in; None for a single append."""
+        return self.headers.get(BATCH_ID)
+
+    @property
+    def committed(self) -> bool:
+        """Whether the log is at a committed position after this message: a single append,
+        or the last message of an atomic batch (positions inside a batch never existed for
+        any reader)."""
+        return BATCH_ID not in self.headers or BATCH_COMMIT in self.headers
+
+
+#: Headers nats-server (2.12+) keeps on every stored message of an atomic batch; the last
+#: one also keeps the commit marker.
+BATCH_ID: Final = "Nats-Batch-Id"
+BATCH_SEQUENCE: Final = "Nats-Batch-Sequence"
+BATCH_COMMIT: Final = "Nats-Batch-Commit"
+
+_Item = TypeVar("_Item", bound=tuple[Any, ...])
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +188,12 @@ class EventStore:
         last = len(items)
         for index, (item, payload) in enumerate(zip(items, payloads, strict=True), start=1):
             headers = _headers(item)
-            headers["Nats-Batch-Id"] = batch_id
-            headers["Nats-Batch-Sequence"] = str(index)
+            headers[BATCH_ID] = batch_id
+            headers[BATCH_SEQUENCE] = str(index)
             if index < last:
                 await self._nc.publish(item.subject, payload, headers=headers)
             else:
-                headers["Nats-Batch-Commit"] = "1"
+                headers[BATCH_COMMIT] = "1"
                 msg = await self._nc.request(
                     item.subject, payload, timeout=self._timeout, headers=headers
                 )
@@ -242,6 +276,13 @@ class EventStore:
                 event=decode_event(data),
             )
 
+    async def scan_raw(
+        self, subjects: str, start: int = 1, *, limit: int | None = None
+    ) -> AsyncIterator[tuple[int, dict[str, str], bytes]]:
+        """Like `scan`, undecoded: (sequence, stored headers, payload), at most `limit`."""
+        async for item in self._direct_batch(subjects, start, limit=limit):
+            yield item
+
     async def _last_message(self, subject: str) -> tuple[int, dict[str, str], bytes] | None:
         try:
             msg = await self._nc.request(
@@ -272,20 +313,25 @@ class EventStore:
             return f"{self._inbox_prefix}.{self._next_token}"
 
     async def _direct_batch(
-        self, subject: str, start: int
+        self, subject: str, start: int, *, limit: int | None = None
     ) -> AsyncIterator[tuple[int, dict[str, str], bytes]]:
-        """Stored messages of `subject` from sequence `start` on, with their headers.
+        """Stored messages of `subject` from sequence `start` on (at most `limit` of them),
+        with their headers.
 
         Uses batched direct gets: one request returns up to a thousand messages, ending with
         an end-of-batch marker that says how many are still pending.
         """
+        if limit is not None and limit <= 0:
+            return
         inbox = await self._inbox()
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._waiters[inbox] = queue
+        left = limit
         try:
             seq = start
             while True:
-                request = encode({"seq": seq, "next_by_subj": subject, "batch": _DIRECT_BATCH})
+                size = _DIRECT_BATCH if left is None else min(_DIRECT_BATCH, left)
+                request = encode({"seq": seq, "next_by_subj": subject, "batch": size})
                 await self._nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
                 pending = 0
                 while True:
@@ -305,7 +351,9 @@ class EventStore:
                     seq = int(headers["Nats-Sequence"])
                     yield seq, headers, msg.data
                     seq += 1
-                if pending <= 0:
+                    if left is not None:
+                        left -= 1
+                if pending <= 0 or left == 0:
                     return
         finally:
             del self._waiters[inbox]
@@ -378,7 +426,7 @@ class EventStore:
         follow: bool = False,
         subjects: str = f"{EVENT_PREFIX}.>",
         max_waiting: int = 10_000,
-    ) -> AsyncIterator[list[tuple[int, str, datetime | None, bytes]]]:
+    ) -> AsyncIterator[list[RawMessage]]:
         """Like `read_raw`, in lists: every message that arrived since the last list.
 
         An ordered consumer with a callback collects the messages. nats-py's message iterator
@@ -387,18 +435,63 @@ class EventStore:
         gets them many at a time. At most `max_waiting` messages wait for the reader: the
         subscription pauses until it takes them.
         """
+
+        def raw(msg: Msg) -> RawMessage:
+            meta = msg.metadata
+            return (meta.sequence.stream, msg.subject, meta.timestamp, msg.data)
+
+        async for chunk in self._chunks(
+            start, stop, follow=follow, subjects=subjects, max_waiting=max_waiting, convert=raw
+        ):
+            yield chunk
+
+    async def read_messages(
+        self,
+        start: int = 1,
+        *,
+        stop: int | None = None,
+        follow: bool = False,
+        subjects: str = f"{EVENT_PREFIX}.>",
+        max_waiting: int = 10_000,
+    ) -> AsyncIterator[list[StoredMessage]]:
+        """Like `read_chunks`, with each message's stored headers (atomic batch membership,
+        message id): what an auditor needs to tell committed positions from the inside of a
+        batch."""
+
+        def stored(msg: Msg) -> StoredMessage:
+            meta = msg.metadata
+            return StoredMessage(
+                meta.sequence.stream, msg.subject, meta.timestamp, msg.headers or {}, msg.data
+            )
+
+        async for chunk in self._chunks(
+            start, stop, follow=follow, subjects=subjects, max_waiting=max_waiting, convert=stored
+        ):
+            yield chunk
+
+    async def _chunks(
+        self,
+        start: int,
+        stop: int | None,
+        *,
+        follow: bool,
+        subjects: str,
+        max_waiting: int,
+        convert: Callable[[Msg], _Item],
+    ) -> AsyncIterator[list[_Item]]:
+        """The ordered consumer behind `read_chunks` and `read_messages`; an item's first
+        field is its stream sequence."""
         if not follow and stop is None:
             stop = await self.last_seq()
         if stop is not None and stop < start:
             return
-        arrived: list[tuple[int, str, datetime | None, bytes]] = []
+        arrived: list[_Item] = []
         ready = asyncio.Event()
         room = asyncio.Event()
         room.set()
 
         async def collect(msg: Msg) -> None:
-            meta = msg.metadata
-            arrived.append((meta.sequence.stream, msg.subject, meta.timestamp, msg.data))
+            arrived.append(convert(msg))
             ready.set()
             if len(arrived) >= max_waiting:
                 room.clear()
