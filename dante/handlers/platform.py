@@ -28,6 +28,7 @@ from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
 from dante.handlers.scheduler import Scheduler
 from dante.handlers.service import CommandService, Extension
 from dante.handlers.settings import Settings
+from dante.handlers.statements import Statements
 from dante.projections.runner import ProjectionRunner
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class Platform:
             nc,
             self.store,
             settings=settings,
-            extensions=[self.read_models, *(extensions or [])],
+            extensions=[self.read_models, Statements(self.store), *(extensions or [])],
             clock=options.clock,
         )
         self.ready = asyncio.Event()
