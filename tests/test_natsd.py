@@ -5,6 +5,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from dante.auth.installation import InstallationSecrets
 from dante.events.natsd import NatsServer, NatsServerError, default_config
 
 
@@ -25,9 +26,22 @@ def test_start_failure_carries_the_servers_reason(tmp_path: Path) -> None:
 
 
 def test_shipped_config_starts_a_jetstream_server(tmp_path: Path) -> None:
-    with NatsServer(store_dir=tmp_path / "s", config=default_config(), monitor_port=-1) as server:
+    env = InstallationSecrets.generate().server_env()
+    with NatsServer(
+        store_dir=tmp_path / "s", config=default_config(), monitor_port=-1, env=env
+    ) as server:
         assert server.http_port is not None
         assert "jetstream" in (tmp_path / "s" / "nats-server.log").read_text().lower()
+
+
+def test_shipped_config_does_not_start_without_the_installations_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Secure by default: no issuer key and platform password, no server (never an open one).
+    monkeypatch.delenv("DANTE_AUTH_ISSUER", raising=False)
+    monkeypatch.delenv("DANTE_PLATFORM_PASSWORD", raising=False)
+    with pytest.raises(NatsServerError, match="DANTE_"):
+        NatsServer(store_dir=tmp_path / "s", config=default_config(), monitor_port=-1).start()
 
 
 @pytest.mark.anyio

@@ -15,6 +15,9 @@ app.command("dante.cli.up:up", name="up")
 app.command("dante.cli.status:status", name="status")
 app.command("dante.cli.schemas:app", name="schemas")
 app.command("dante.cli.agent:app", name="agent")
+app.command("dante.cli.account:app", name="account")
+app.command("dante.cli.account:login", name="login")
+app.command("dante.cli.account:logout", name="logout")
 
 
 def main() -> None:

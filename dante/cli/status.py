@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import msgspec
 from cyclopts import Parameter
 
-from dante.cli.connect import EXIT_REJECTED, EXIT_UNREACHABLE, Unreachable, connect, resolve_url
-from dante.events.streams import STREAM
+from dante.cli.connect import EXIT_REJECTED, ConnectFailed, api_prefix, connect, resolve_url
+from dante.cli.credentials import operator_credential
+from dante.events.streams import DEFAULT_API_PREFIX, STREAM
 
 
 async def _ping(nc: Any, timeout: float = 0.5) -> list[dict[str, Any]]:
@@ -31,13 +32,14 @@ async def _ping(nc: Any, timeout: float = 0.5) -> list[dict[str, Any]]:
     return found
 
 
-async def gather_status(nc: Any) -> dict[str, Any]:
+async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dict[str, Any]:
+    """`api_prefix`: `CLIENT_API_PREFIX` when connected as the operator (see nats.conf)."""
     from dante.handlers.client import Client, CommandError, PlatformUnavailable
     from dante.schemas.commands import GetPlatformStatus
 
     report: dict[str, Any] = {"services": await _ping(nc)}
     try:
-        info = await nc.jetstream().stream_info(STREAM)
+        info = await nc.jetstream(prefix=api_prefix).stream_info(STREAM)
         report["stream"] = {
             "messages": info.state.messages,
             "bytes": info.state.bytes,
@@ -83,19 +85,22 @@ async def status(
     """Show whether the platform answers, its event log, providers and jobs.
 
     Exit code 0 when the command service answers, 1 when NATS answers but the service does
-    not, 3 when NATS cannot be reached. Scripts use it to wait for readiness.
+    not (or refuses the login: the platform may still be starting), 3 when NATS cannot be
+    reached. Scripts use it to wait for readiness. Uses the operator credential `dante up`
+    wrote for the user who started it.
     """
     url = resolve_url(nats_url)
     try:
-        nc = await connect(url, name="dante-status")
-    except Unreachable as exc:
+        nc = await connect(url, name="dante-status", credential="operator")
+    except ConnectFailed as exc:
         if json:
             print(msgspec.json.encode({"ok": False, "error": str(exc)}).decode())
         else:
             print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return exc.exit_code
+    prefix = api_prefix(operator_credential(url))
     try:
-        report = await asyncio.wait_for(gather_status(nc), 15)
+        report = await asyncio.wait_for(gather_status(nc, api_prefix=prefix), 15)
     finally:
         await nc.close()
     report["ok"] = bool(report["services"])

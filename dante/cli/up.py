@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import anyio
 from cyclopts import Parameter
 
-from dante.cli.connect import EXIT_UNREACHABLE, Unreachable, connect
+from dante.auth.installation import InstallationSecrets
+from dante.cli.connect import ConnectFailed, connect
+from dante.cli.credentials import (
+    PASSWORD_VAR,
+    USERNAME_VAR,
+    Credential,
+    platform_credential,
+    save_operator,
+)
 from dante.cli.logs import configure_logging
 from dante.events.natsd import NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client as NATS
+    from dante.auth.service import Identity
 
-    from dante.handlers.service import Extension
+DEMO_RENTER: Final = ("demo-user", "demo-pass")
+DEMO_PROVIDER: Final = "demo-provider"
 
 
 def default_data_dir() -> Path:
@@ -58,13 +69,18 @@ async def up(
     """Start the platform: the event log, the command service, the handlers and the views.
 
     Runs until Ctrl-C or SIGTERM, then stops cleanly. A restart on the same data directory
-    resumes where it stopped.
+    resumes where it stopped. Logins are checked by the platform (nats.conf's auth callout);
+    the operator credential for `dante status` (and the other operator commands) is written
+    to your config folder, for you only.
     """
+    from dante.auth.service import Identity
     from dante.handlers.platform import Platform, PlatformOptions
 
     configure_logging()
     data_dir = data_dir or default_data_dir()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Its secrets.json controls the platform: a new data folder is its owner's only.
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    installation = InstallationSecrets.load_or_create(data_dir)
     server: NatsServer | None = None
     url = nats_url
     if url is None:
@@ -73,6 +89,7 @@ async def up(
             port=port,
             config=default_config(),
             monitor_port=monitor_port,
+            env=installation.server_env(),
         )
         try:
             server.start()
@@ -82,23 +99,34 @@ async def up(
             return 1
         url = server.url
     try:
-        nc = await connect(url, name="dante-platform", forever=True)
-    except Unreachable as exc:
+        nc = await connect(
+            url,
+            name="dante-platform",
+            forever=True,
+            credential=platform_credential(installation.platform_password),
+        )
+    except ConnectFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         if server is not None:
             server.stop()
-        return EXIT_UNREACHABLE
+        return exc.exit_code
     options = PlatformOptions(data_dir=data_dir, log_settings=LogSettings(replicas=replicas))
-    platform = Platform(nc, options, extensions=_extensions(nc, data_dir))
+    platform = Platform(nc, options)
+    identity = Identity(
+        nc, platform.store, installation.signer, operator_token=installation.operator_token
+    )
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signals, tg.cancel_scope)
-            tg.start_soon(platform.run)
+            tg.start_soon(functools.partial(platform.run, extra=[identity.run]))
             with anyio.fail_after(120):
                 await platform.ready.wait()
+                await identity.ready.wait()
+            written = save_operator(url, installation.operator_token)
             print(f"Dante is up on {url} (data in {data_dir}). Ctrl-C stops it.", flush=True)
+            print(f"operator credential for {url}: {written} (yours only)", flush=True)
             if demo:
-                await _demo(tg, url, data_dir)
+                await _demo(tg, url, data_dir, identity)
             print("ready", flush=True)
     finally:
         with anyio.CancelScope(shield=True):
@@ -111,11 +139,43 @@ async def up(
     return 0
 
 
-def _extensions(nc: NATS, data_dir: Path) -> list[Extension]:
-    del nc, data_dir
-    return []
+@dataclass(frozen=True, slots=True)
+class DemoAccounts:
+    renter: Credential
+    provider: Credential
 
 
-async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path) -> None:
-    del tg, url, data_dir
+async def open_demo_accounts(identity: Identity) -> DemoAccounts:
+    """The demo renter (DANTE_USERNAME/DANTE_PASSWORD, else demo-user/demo-pass) and the demo
+    provider account, opened server-side so the demo works with logins enforced. Opening
+    them again on a restart is a harmless repeat; the provider's password lives only in
+    this process (the platform keeps its hash), so a new one is set on each start."""
+    import secrets as random
+
+    from dante.handlers.rejection import Rejected
+
+    renter, password = os.environ.get(USERNAME_VAR), os.environ.get(PASSWORD_VAR)
+    if not renter or not password:
+        renter, password = DEMO_RENTER
+    try:
+        await identity.open_account(renter, password, "renter")
+    except Rejected as rejected:
+        # Someone's real account, or the demo's with another password: leave it as it is.
+        print(f"demo renter {renter}: {rejected.info.message}", file=sys.stderr)
+    provider_password = random.token_urlsafe(24)
+    await identity.set_password(DEMO_PROVIDER, provider_password, "provider")
+    return DemoAccounts(
+        renter=Credential(username=renter, secret=password, role="renter"),
+        provider=Credential(username=DEMO_PROVIDER, secret=provider_password, role="provider"),
+    )
+
+
+async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path, identity: Identity) -> None:
+    del tg, data_dir
+    accounts = await open_demo_accounts(identity)
+    print(
+        f"demo renter: {accounts.renter.username} "
+        f"(DANTE_USERNAME={accounts.renter.username} DANTE_PASSWORD=... DANTE_NATS_URL={url})",
+        flush=True,
+    )
     print("--demo needs the provider agent, which is not built yet", file=sys.stderr)

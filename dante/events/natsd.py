@@ -70,6 +70,9 @@ class NatsServer:
     cluster_port: int | None = None
     routes: list[str] = field(default_factory=list)
     extra_args: list[str] = field(default_factory=list)
+    #: Added to the child's environment: nats.conf reads per-installation secrets from it
+    #: (`$DANTE_AUTH_ISSUER`, `$DANTE_PLATFORM_PASSWORD`), so they never enter the file.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     ready_timeout: float = 20.0
 
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -117,6 +120,7 @@ class NatsServer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
+                env={**os.environ, **self.env},
                 start_new_session=True,
             )
         deadline = time.monotonic() + self.ready_timeout

@@ -30,8 +30,15 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from dante.events.codec import Recorded, decode_event
+from dante.events.direct import MAX_BATCH, DirectReader, StoredMessage
 from dante.events.errors import AppendRejected, AppendTimeout, ConcurrencyConflict, EventStoreError
-from dante.events.streams import EVENT_PREFIX, STREAM, subject_for, subject_of
+from dante.events.streams import (
+    DEFAULT_API_PREFIX,
+    EVENT_PREFIX,
+    STREAM,
+    subject_for,
+    subject_of,
+)
 from dante.schemas.codec import encode
 
 if TYPE_CHECKING:
@@ -44,17 +51,20 @@ log = structlog.get_logger(__name__)
 
 WRONG_LAST_SEQUENCE: Final = 10071
 BATCH_DUPLICATE: Final = 10201
-_NO_MESSAGE: Final = "404"
-_END_OF_BATCH: Final = "204"
-_DIRECT_BATCH: Final = 1000
 _json: Final = msgspec.json.Decoder(dict[str, Any])
+
+#: Headers nats-server (2.12+) keeps on every stored message of an atomic batch; the last
+#: one also keeps the commit marker.
+BATCH_ID: Final = "Nats-Batch-Id"
+BATCH_SEQUENCE: Final = "Nats-Batch-Sequence"
+BATCH_COMMIT: Final = "Nats-Batch-Commit"
 
 #: What `read_chunks` yields per message: (sequence, subject, store time, payload).
 RawMessage = tuple[int, str, datetime | None, bytes]
 
 
-class StoredMessage(NamedTuple):
-    """A message as the log stores it, headers included (`read_messages`)."""
+class LogMessage(NamedTuple):
+    """A message read off the log in order, with its stored headers (`read_messages`)."""
 
     seq: int
     subject: str
@@ -74,12 +84,6 @@ class StoredMessage(NamedTuple):
         any reader)."""
         return BATCH_ID not in self.headers or BATCH_COMMIT in self.headers
 
-
-#: Headers nats-server (2.12+) keeps on every stored message of an atomic batch; the last
-#: one also keeps the commit marker.
-BATCH_ID: Final = "Nats-Batch-Id"
-BATCH_SEQUENCE: Final = "Nats-Batch-Sequence"
-BATCH_COMMIT: Final = "Nats-Batch-Commit"
 
 _Item = TypeVar("_Item", bound=tuple[Any, ...])
 
@@ -138,16 +142,17 @@ class EventStore:
         stream: str = STREAM,
         timeout: float = 5.0,
         retries: int = 3,
+        api_prefix: str = DEFAULT_API_PREFIX,
     ) -> None:
+        """`api_prefix`: `CLIENT_API_PREFIX` for a reader outside the `DANTE` account (the
+        operator), which may read with direct gets only: `read` then polls with them."""
         self._nc = nc
-        self._js = nc.jetstream(timeout=timeout)
+        self._api = api_prefix
+        self._js = nc.jetstream(timeout=timeout, prefix=api_prefix)
         self.stream = stream
         self._timeout = timeout
         self._retries = retries
-        self._inbox_prefix: str | None = None
-        self._inbox_lock = asyncio.Lock()
-        self._waiters: dict[str, asyncio.Queue[Msg]] = {}
-        self._next_token = 0
+        self._direct = DirectReader(nc, stream, timeout=timeout, api_prefix=api_prefix)
 
     # ── appending ───────────────────────────────────────────────────────────────────────
 
@@ -276,87 +281,18 @@ class EventStore:
                 event=decode_event(data),
             )
 
-    async def scan_raw(
+    def scan_raw(
         self, subjects: str, start: int = 1, *, limit: int | None = None
-    ) -> AsyncIterator[tuple[int, dict[str, str], bytes]]:
+    ) -> AsyncIterator[StoredMessage]:
         """Like `scan`, undecoded: (sequence, stored headers, payload), at most `limit`."""
-        async for item in self._direct_batch(subjects, start, limit=limit):
-            yield item
+        return self._direct.messages(subjects, start, limit=limit)
 
-    async def _last_message(self, subject: str) -> tuple[int, dict[str, str], bytes] | None:
-        try:
-            msg = await self._nc.request(
-                f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=self._timeout
-            )
-        except NoRespondersError:
-            raise EventStoreError(f"stream {self.stream} does not answer direct gets") from None
-        headers = msg.headers or {}
-        if headers.get("Status") == _NO_MESSAGE:
-            return None
-        if "Status" in headers:
-            raise EventStoreError(f"direct get of {subject} failed: {headers}")
-        return int(headers["Nats-Sequence"]), headers, msg.data
+    async def _last_message(self, subject: str) -> StoredMessage | None:
+        return await self._direct.last(subject)
 
-    async def _inbox(self) -> str:
-        async with self._inbox_lock:
-            if self._inbox_prefix is None:
-                prefix = self._nc.new_inbox()
-
-                async def route(msg: Msg) -> None:
-                    queue = self._waiters.get(msg.subject)
-                    if queue is not None:
-                        queue.put_nowait(msg)
-
-                await self._nc.subscribe(f"{prefix}.*", cb=route)
-                self._inbox_prefix = prefix
-            self._next_token += 1
-            return f"{self._inbox_prefix}.{self._next_token}"
-
-    async def _direct_batch(
-        self, subject: str, start: int, *, limit: int | None = None
-    ) -> AsyncIterator[tuple[int, dict[str, str], bytes]]:
-        """Stored messages of `subject` from sequence `start` on (at most `limit` of them),
-        with their headers.
-
-        Uses batched direct gets: one request returns up to a thousand messages, ending with
-        an end-of-batch marker that says how many are still pending.
-        """
-        if limit is not None and limit <= 0:
-            return
-        inbox = await self._inbox()
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        self._waiters[inbox] = queue
-        left = limit
-        try:
-            seq = start
-            while True:
-                size = _DIRECT_BATCH if left is None else min(_DIRECT_BATCH, left)
-                request = encode({"seq": seq, "next_by_subj": subject, "batch": size})
-                await self._nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
-                pending = 0
-                while True:
-                    try:
-                        msg = await asyncio.wait_for(queue.get(), self._timeout)
-                    except TimeoutError:
-                        raise EventStoreError(f"direct get of {subject} timed out") from None
-                    headers = msg.headers or {}
-                    status = headers.get("Status")
-                    if status == _NO_MESSAGE:
-                        return
-                    if status == _END_OF_BATCH:
-                        pending = int(headers.get("Nats-Num-Pending", "0"))
-                        break
-                    if status is not None:
-                        raise EventStoreError(f"direct get of {subject} failed: {headers}")
-                    seq = int(headers["Nats-Sequence"])
-                    yield seq, headers, msg.data
-                    seq += 1
-                    if left is not None:
-                        left -= 1
-                if pending <= 0 or left == 0:
-                    return
-        finally:
-            del self._waiters[inbox]
+    def _direct_batch(self, subject: str, start: int) -> AsyncIterator[StoredMessage]:
+        """Stored messages of `subject` from sequence `start` on, with their headers."""
+        return self._direct.messages(subject, start)
 
     # ── reading the whole log ───────────────────────────────────────────────────────────
 
@@ -392,11 +328,16 @@ class EventStore:
     ) -> AsyncIterator[tuple[int, str, datetime | None, bytes]]:
         """Like `read`, without decoding: (sequence, subject, store time, payload).
 
-        Uses an ordered consumer, the fastest way nats-py offers to stream a log in order.
+        Uses an ordered consumer, the fastest way nats-py offers to stream a log in order;
+        outside the `DANTE` account, where no consumer may be created, batched direct gets.
         """
         if not follow and stop is None:
             stop = await self.last_seq()
         if stop is not None and stop < start:
+            return
+        if self._api != DEFAULT_API_PREFIX:
+            async for item in self._poll(start, stop=stop, subjects=subjects):
+                yield item
             return
         sub = await self._js.subscribe(
             subjects,
@@ -433,15 +374,27 @@ class EventStore:
         costs a task and a wait per message; the callback does not, so this reads about twice
         as fast, and a reader that handles many events at once (a projection catching up)
         gets them many at a time. At most `max_waiting` messages wait for the reader: the
-        subscription pauses until it takes them.
+        subscription pauses until it takes them. Outside the `DANTE` account (the operator),
+        where no consumer may be made, the lists are batches of direct gets.
         """
 
         def raw(msg: Msg) -> RawMessage:
             meta = msg.metadata
             return (meta.sequence.stream, msg.subject, meta.timestamp, msg.data)
 
+        def raw_stored(found: StoredMessage) -> RawMessage:
+            headers = found.headers
+            subject = headers.get("Nats-Subject", subjects)
+            return (found.seq, subject, _parse_time(headers.get("Nats-Time-Stamp")), found.data)
+
         async for chunk in self._chunks(
-            start, stop, follow=follow, subjects=subjects, max_waiting=max_waiting, convert=raw
+            start,
+            stop,
+            follow=follow,
+            subjects=subjects,
+            max_waiting=max_waiting,
+            convert=raw,
+            convert_stored=raw_stored,
         ):
             yield chunk
 
@@ -453,19 +406,31 @@ class EventStore:
         follow: bool = False,
         subjects: str = f"{EVENT_PREFIX}.>",
         max_waiting: int = 10_000,
-    ) -> AsyncIterator[list[StoredMessage]]:
+    ) -> AsyncIterator[list[LogMessage]]:
         """Like `read_chunks`, with each message's stored headers (atomic batch membership,
         message id): what an auditor needs to tell committed positions from the inside of a
         batch."""
 
-        def stored(msg: Msg) -> StoredMessage:
+        def stored(msg: Msg) -> LogMessage:
             meta = msg.metadata
-            return StoredMessage(
+            return LogMessage(
                 meta.sequence.stream, msg.subject, meta.timestamp, msg.headers or {}, msg.data
             )
 
+        def from_direct(found: StoredMessage) -> LogMessage:
+            headers = found.headers
+            subject = headers.get("Nats-Subject", subjects)
+            at = _parse_time(headers.get("Nats-Time-Stamp"))
+            return LogMessage(found.seq, subject, at, headers, found.data)
+
         async for chunk in self._chunks(
-            start, stop, follow=follow, subjects=subjects, max_waiting=max_waiting, convert=stored
+            start,
+            stop,
+            follow=follow,
+            subjects=subjects,
+            max_waiting=max_waiting,
+            convert=stored,
+            convert_stored=from_direct,
         ):
             yield chunk
 
@@ -478,12 +443,17 @@ class EventStore:
         subjects: str,
         max_waiting: int,
         convert: Callable[[Msg], _Item],
+        convert_stored: Callable[[StoredMessage], _Item],
     ) -> AsyncIterator[list[_Item]]:
-        """The ordered consumer behind `read_chunks` and `read_messages`; an item's first
-        field is its stream sequence."""
+        """The reader behind `read_chunks` and `read_messages`; an item's first field is its
+        stream sequence."""
         if not follow and stop is None:
             stop = await self.last_seq()
         if stop is not None and stop < start:
+            return
+        if self._api != DEFAULT_API_PREFIX:
+            async for chunk in self._polled_chunks(start, stop, subjects, convert_stored):
+                yield chunk
             return
         arrived: list[_Item] = []
         ready = asyncio.Event()
@@ -522,6 +492,48 @@ class EventStore:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _polled_chunks(
+        self,
+        start: int,
+        stop: int | None,
+        subjects: str,
+        convert: Callable[[StoredMessage], _Item],
+        interval: float = 0.5,
+    ) -> AsyncIterator[list[_Item]]:
+        """Chunks of batched direct gets (a thousand messages each), polling at the end when
+        following."""
+        seq = max(1, start)
+        chunk: list[_Item] = []
+        while True:
+            limit = None if stop is None else stop - seq + 1
+            async for found in self._direct.messages(subjects, seq, limit=limit):
+                chunk.append(convert(found))
+                seq = found.seq + 1
+                if len(chunk) >= MAX_BATCH:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+                chunk = []
+            if stop is not None:
+                return  # up to `stop`, or as far as messages match the subjects
+            await asyncio.sleep(interval)
+
+    async def _poll(
+        self, start: int, *, stop: int | None, subjects: str, interval: float = 0.5
+    ) -> AsyncIterator[tuple[int, str, datetime | None, bytes]]:
+        seq = max(1, start)
+        while True:
+            async for found, headers, data in self._direct_batch(subjects, seq):
+                subject = headers.get("Nats-Subject", subjects)
+                yield found, subject, _parse_time(headers.get("Nats-Time-Stamp")), data
+                seq = found + 1
+                if stop is not None and found >= stop:
+                    return
+            if stop is not None:
+                return
+            await asyncio.sleep(interval)
 
 
 class Pipeline:

@@ -5,9 +5,16 @@
 - `DANTE_DISPATCH`: instructions to agents (`dante.agent.<owner>.<provider_id>.<job_id>`),
   derived from the log by the handlers; an agent's durable consumer sees only its own.
 - `DANTE_OUTPUT`: job output lines (`dante.out.<job_id>`), kept for a limited time and size.
-- KV `dante_heartbeats`: one key per provider (`<owner>.<provider_id>`), written every few
-  seconds by its agent.
+- `DANTE_UPLOADS`: chunks of uploads in progress (`dante.upload.<key>.chunk`) and who is
+  assembling them (`dante.upload.<key>.claim`); staging only, forgotten after a day.
+- KV `dante_heartbeats`: one key per provider machine, `<owner>.<provider_id>`, written every
+  few seconds by its agent (so nats-server can let an account write only its own keys).
 - Object store `dante_files`: job inputs and results.
+- KV `dante_accounts`: accounts and their password hashes; only the platform reads it.
+
+Every asset lives in the `DANTE` account. Clients in the `PUBLIC` account reach the few
+JetStream subjects they may use through service imports, the API ones under
+`CLIENT_API_PREFIX` (see nats.conf).
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from typing import TYPE_CHECKING, Final
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
@@ -40,8 +50,15 @@ DISPATCH_STREAM: Final = "DANTE_DISPATCH"
 DISPATCH_PREFIX: Final = "dante.agent"
 OUTPUT_STREAM: Final = "DANTE_OUTPUT"
 OUTPUT_PREFIX: Final = "dante.out"
+UPLOAD_STREAM: Final = "DANTE_UPLOADS"
+UPLOAD_PREFIX: Final = "dante.upload"
 HEARTBEAT_BUCKET: Final = "dante_heartbeats"
 FILES_BUCKET: Final = "dante_files"
+ACCOUNTS_BUCKET: Final = "dante_accounts"
+#: Where a client outside the `DANTE` account reaches its JetStream API (nats.conf imports
+#: `$JS.API.…` subjects there): `nc.jetstream(prefix=CLIENT_API_PREFIX)`.
+CLIENT_API_PREFIX: Final = "$JS.DANTE.API"
+DEFAULT_API_PREFIX: Final = "$JS.API"
 
 _DAY: Final = 86_400.0
 
@@ -58,14 +75,44 @@ def dispatch_subject(owner: str, provider_id: str, job_id: str) -> str:
     return f"{DISPATCH_PREFIX}.{owner}.{provider_id}.{job_id}"
 
 
+def output_subject(job_id: str) -> str:
+    return f"{OUTPUT_PREFIX}.{job_id}"
+
+
 def heartbeat_key(owner: str, provider_id: str) -> str:
-    """The KV key an agent heartbeats under: its account first, so permissions can be
-    granted per account (`$KV.dante_heartbeats.<owner>.>`)."""
+    """The heartbeat KV key of a provider machine."""
     return f"{owner}.{provider_id}"
 
 
-def output_subject(job_id: str) -> str:
-    return f"{OUTPUT_PREFIX}.{job_id}"
+def heartbeat_subject(owner: str, provider_id: str) -> str:
+    """What a KV put of that key publishes to; an agent may publish here and nowhere else."""
+    return f"$KV.{HEARTBEAT_BUCKET}.{heartbeat_key(owner, provider_id)}"
+
+
+def agent_consumer_name(owner: str, provider_id: str) -> str:
+    """The durable consumer through which a provider machine's agent gets its instructions.
+
+    `~` separates the parts because neither account names nor provider ids may contain it,
+    so no two (owner, provider) pairs share a name; a `-` would let `bob` + `x-1` and
+    `bob-x` + `1` collide, and with them their permissions.
+    """
+    return f"agent~{owner}~{provider_id}"
+
+
+def agent_consumer_config(owner: str, provider_id: str) -> ConsumerConfig:
+    """Created by the platform, never by the agent: a client that may create consumers may
+    also point one's deliveries at any subject of the account, the log's included."""
+    name = agent_consumer_name(owner, provider_id)
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        description=f"instructions for {owner}'s provider {provider_id}",
+        filter_subject=f"{DISPATCH_PREFIX}.{owner}.{provider_id}.>",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        max_ack_pending=1000,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +125,10 @@ class LogSettings:
     output_max_age_s: float = 7 * _DAY
     output_max_bytes: int = 1 << 30
     dispatch_max_age_s: float = 7 * _DAY
+    #: An upload not finished within this time is forgotten (its chunks expire).
+    upload_max_age_s: float = _DAY
+    #: Room for uploads in progress; a chunk beyond it is refused, never an older one dropped.
+    upload_max_bytes: int = 4 << 30
     #: Heartbeat keys of vanished providers are forgotten after this long.
     heartbeat_ttl_s: float = 7 * _DAY
 
@@ -131,6 +182,22 @@ def _output_config(settings: LogSettings) -> StreamConfig:
     )
 
 
+def _upload_config(settings: LogSettings) -> StreamConfig:
+    return StreamConfig(
+        name=UPLOAD_STREAM,
+        description="Chunks of uploads in progress, until they are assembled into files",
+        subjects=[f"{UPLOAD_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=settings.upload_max_age_s,
+        max_bytes=settings.upload_max_bytes,
+        discard=DiscardPolicy.NEW,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_s,
+        allow_direct=True,
+    )
+
+
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     assert config.name is not None
     try:
@@ -167,12 +234,22 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
     await _ensure_stream(js, event_stream_config(settings))
     await _ensure_stream(js, _dispatch_config(settings))
     await _ensure_stream(js, _output_config(settings))
+    await _ensure_stream(js, _upload_config(settings))
     await js.create_key_value(
         KeyValueConfig(
             bucket=HEARTBEAT_BUCKET,
             description="Agent heartbeats",
             history=1,
             ttl=settings.heartbeat_ttl_s,
+            storage=StorageType.FILE,
+            replicas=settings.replicas,
+        )
+    )
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=ACCOUNTS_BUCKET,
+            description="Accounts: role, password hash, login token digests",
+            history=1,
             storage=StorageType.FILE,
             replicas=settings.replicas,
         )
@@ -185,3 +262,8 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
             replicas=settings.replicas,
         ),
     )
+
+
+async def ensure_agent_consumer(js: JetStreamContext, owner: str, provider_id: str) -> None:
+    """Create (or bring up to date) a provider machine's dispatch consumer."""
+    await js.add_consumer(DISPATCH_STREAM, config=agent_consumer_config(owner, provider_id))

@@ -3,12 +3,19 @@
 Used by the CLI, the agent and the tests. A command that gets no answer in time is sent
 again with the same command id, which the service treats as the same command, so retrying
 is always safe.
+
+nats-server refuses a publish the connection may not make (acting as someone else) with an
+asynchronous error and no reply. On a connection opened by `dante.cli.connect.connect`
+(which watches those errors, see `Refusals`), such a command fails at once with a
+`forbidden` `CommandError` instead of waiting for a reply that will never come.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+import weakref
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import msgspec
 from nats.errors import NoRespondersError
@@ -19,6 +26,7 @@ from dante.schemas.commands import Command, ErrorInfo, Role
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
 T = TypeVar("T")
 
@@ -37,6 +45,80 @@ class CommandError(Exception):
 
 class PlatformUnavailable(Exception):
     """Nothing answered: the platform is not running or not reachable."""
+
+
+_VIOLATION: Final = "permissions violation for publish to "
+
+
+class Refusals:
+    """The publishes nats-server refused on one connection, for whoever waits on them.
+
+    Pass `on_error` as the connection's `error_cb` and register the connection with
+    `watch_refusals`; nats-py reports a refused publish as an error naming its subject.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+
+    async def on_error(self, error: Exception) -> None:
+        text = str(error)
+        at = text.lower().find(_VIOLATION)
+        if at < 0:
+            return
+        subject = text[at + len(_VIOLATION) :].strip().strip("\"'").lower()
+        for future in self._waiting.pop(subject, set()):
+            if not future.done():
+                future.set_result(None)
+
+    def expect(self, subject: str) -> asyncio.Future[None]:
+        """A future that completes if a publish to `subject` is refused; `forget` it after."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(subject.lower(), set()).add(future)
+        return future
+
+    def forget(self, subject: str, future: asyncio.Future[None]) -> None:
+        waiting = self._waiting.get(subject.lower())
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiting[subject.lower()]
+        future.cancel()
+
+
+_refusals: weakref.WeakKeyDictionary[NATS, Refusals] = weakref.WeakKeyDictionary()
+
+
+def watch_refusals(nc: NATS, refusals: Refusals) -> None:
+    _refusals[nc] = refusals
+
+
+def refused(subject: str) -> CommandError:
+    return CommandError(
+        ErrorInfo(
+            code="forbidden",
+            message=f"the server refused to let this connection publish to {subject}: "
+            "you may act only as the account you logged in as",
+        )
+    )
+
+
+async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg:
+    """`nc.request`, failing at once with `refused` when the server refuses the publish."""
+    refusals = _refusals.get(nc)
+    if refusals is None:
+        return await nc.request(subject, payload, timeout=timeout)
+    denied = refusals.expect(subject)
+    asking = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout))
+    try:
+        either: set[asyncio.Future[Any]] = {asking, denied}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not asking.done():
+            raise refused(subject)
+        return asking.result()
+    finally:
+        refusals.forget(subject, denied)
+        if not asking.done():
+            asking.cancel()
 
 
 def new_command_id() -> str:
@@ -72,7 +154,7 @@ class Client:
         last: Exception | None = None
         for _ in range(self._tries):
             try:
-                msg = await self._nc.request(subject, payload, timeout=self._timeout)
+                msg = await request(self._nc, subject, payload, self._timeout)
             except NoRespondersError:
                 raise PlatformUnavailable(
                     "no Dante command service answers: is the platform running (`dante up`)?"

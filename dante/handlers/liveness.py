@@ -1,9 +1,14 @@
 """Liveness: a provider whose agent stops heartbeating goes offline; a heartbeat brings it back.
 
-Agents write a heartbeat every few seconds to the `dante_heartbeats` KV bucket. We watch the
-bucket, so each heartbeat costs one update of a deadline (O(changes)), and a heap of
-deadlines tells in O(log n) which providers fell silent; we never scan every provider.
-`ProviderWentOffline` makes the scheduler requeue the provider's jobs.
+Agents write a heartbeat every few seconds to the `dante_heartbeats` KV bucket, under the
+key `<owner>.<provider_id>`. We watch the bucket, so each heartbeat costs one update of a
+deadline (O(changes)), and a heap of deadlines tells in O(log n) which providers fell
+silent; we never scan every provider. `ProviderWentOffline` makes the scheduler requeue the
+provider's jobs.
+
+nats-server lets an account write only keys that start with its own name, so the owner in
+the key is authentic; a heartbeat counts only for a registered provider of that owner,
+and one account can never keep another's machine looking alive.
 """
 
 from __future__ import annotations
@@ -49,9 +54,18 @@ class Liveness:
         self.last_seen[provider_id] = seen
         heapq.heappush(self._deadlines, (seen + self._silence, provider_id))
 
-    def heartbeat(self, world: World, provider_id: str, now: datetime) -> Iterator[Step]:
-        self._expect(provider_id, now)
+    def heartbeat(
+        self, world: World, provider_id: str, now: datetime, owner: str | None = None
+    ) -> Iterator[Step]:
+        """A heartbeat from `provider_id`, written under `owner`'s key (None: not checked)."""
         provider = world.provider(provider_id)
+        if owner is not None and not provider.exists:
+            log.debug("liveness.unregistered_heartbeat", provider_id=provider_id, owner=owner)
+            return
+        if owner is not None and provider.owner != owner:
+            log.warning("liveness.foreign_heartbeat", provider_id=provider_id, owner=owner)
+            return
+        self._expect(provider_id, now)
         if provider.status == "offline":
             event = ev.ProviderCameOnline(
                 event_id=f"{NAME}:online:{provider_id}:{provider.version}",
@@ -116,13 +130,12 @@ async def watch_heartbeats(
             except msgspec.DecodeError:
                 log.warning("liveness.bad_heartbeat", key=entry.key)
                 continue
-            if heartbeat_key(beat.owner, beat.provider_id) != entry.key:
+            if entry.key != heartbeat_key(beat.owner, beat.provider_id):
                 log.warning("liveness.mismatched_heartbeat", key=entry.key)
                 continue
-            provider_id = beat.provider_id
 
-            def decide(pid: str = provider_id) -> Iterator[Step]:
-                return liveness.heartbeat(executor.world, pid, clock())
+            def decide(pid: str = beat.provider_id, owner: str = beat.owner) -> Iterator[Step]:
+                return liveness.heartbeat(executor.world, pid, clock(), owner)
 
             await executor.carry_out(decide)
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
+from dante.handlers.agent_consumers import AgentConsumers
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
+from dante.handlers.files import Files
 from dante.handlers.liveness import Liveness, watch_heartbeats
 from dante.handlers.queries import ReadModels
 from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
@@ -76,25 +79,37 @@ class Platform:
         self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
         self.views = ProjectionRunner(self.store, options.data_dir / "views.sqlite3")
         self.read_models = ReadModels(self.views, settings)
+        # Uploads are assembled in a local spool before they reach the object store.
+        self.files = Files(nc, scratch_dir=options.data_dir / "spool")
+        self.agent_consumers = AgentConsumers(nc, self.store)
         self.service = CommandService(
             nc,
             self.store,
             settings=settings,
-            extensions=[self.read_models, Statements(self.store), *(extensions or [])],
+            extensions=[
+                self.read_models,
+                self.files,
+                Statements(self.store),
+                *(extensions or []),
+            ],
             clock=options.clock,
         )
         self.ready = asyncio.Event()
 
     async def run(self, *, extra: list[Callable[[], Any]] | None = None) -> None:
-        """Set up the log, then run everything until cancelled."""
+        """Set up the log, then run everything until cancelled.
+
+        `extra` are more tasks to run alongside, once the log is set up (`dante up` runs the
+        identity service, `dante.auth.service.Identity.run`, so)."""
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
         await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
-            await tg.start(self.views.run)
-            tg.start_soon(self.tail.run)
+            await tg.start(self._run_views)
+            tg.start_soon(self._supervise, "world", self.tail.run)
             for runner in self.runners:
-                tg.start_soon(runner.run)
-            tg.start_soon(self._watch_heartbeats)
+                tg.start_soon(self._supervise, runner.durable, runner.run)
+            tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
+            tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
             for task in extra or []:
                 tg.start_soon(task)
             await self.service.start()
@@ -106,6 +121,35 @@ class Platform:
                 with anyio.CancelScope(shield=True):
                     await self.service.stop()
                     await self.read_models.close()
+                    await self.files.close()
+
+    @staticmethod
+    async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a part of the platform, restarting it with backoff if it fails.
+
+        A part fails on what it cannot handle (a lost connection it gave up on, a bug); the
+        rest of the platform keeps serving meanwhile. Cancellation ends it for good.
+        """
+        delay = 1.0
+        while True:
+            try:
+                await run()
+            except Exception:
+                log.exception("platform.part_failed", part=name, restart_in=delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            else:
+                return
+
+    async def _run_views(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await self.views.run(task_status=task_status)
+        except Exception:
+            log.exception("platform.part_failed", part="views", restart_in=1.0)
+            await anyio.sleep(1.0)
+            await self._supervise("views", self.views.run)
 
     async def _watch_heartbeats(self) -> None:
         await watch_heartbeats(self.nc, self._heartbeats, self.liveness, clock=self.options.clock)

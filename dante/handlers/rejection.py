@@ -22,6 +22,7 @@ STATUS_OF: Final[dict[str, int]] = {
     "job_finished": 409,
     "wrong_state": 409,
     "conflict": 409,
+    "name_taken": 409,
     "unavailable": 503,
     "internal": 500,
 }

@@ -373,6 +373,7 @@ ErrorCode = Literal[
     "no_matching_offer",
     "price_cap_too_low",
     "conflict",  # lost a race on the aggregate too many times; safe to retry
+    "name_taken",  # sign-up: an account of that name exists
     "unavailable",
     "internal",
 ]

@@ -5,7 +5,8 @@ log by the dispatcher: an `Assignment` when a job attempt is placed, a `Stop` wh
 end (cancelled, out of funds, past its time, or moved away). An agent's durable consumer
 sees only its own subjects.
 
-Heartbeats go to the `dante_heartbeats` KV bucket, one key per provider.
+Heartbeats go to the `dante_heartbeats` KV bucket, one key per provider machine:
+`<owner>.<provider_id>` (`dante.events.streams.heartbeat_key`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ Instruction = Assignment | Stop
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
-    """Written by an agent every few seconds under its provider id."""
+    """Written by an agent every few seconds under `<owner>.<provider_id>`; both must match
+    the key, and the provider must be registered to that owner, for it to count."""
 
     provider_id: str
     owner: str

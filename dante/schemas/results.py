@@ -41,6 +41,12 @@ class ProviderResult(msgspec.Struct, frozen=True, kw_only=True):
     status: str
 
 
+class OutputResult(msgspec.Struct, frozen=True, kw_only=True):
+    """After `RecordOutput`: the lines stored (once, even when a batch is sent again)."""
+
+    stored: int
+
+
 class LogLine(msgspec.Struct, frozen=True, kw_only=True):
     at: Timestamp
     stream: Literal["stdout", "stderr"]
@@ -51,7 +57,8 @@ class LogLine(msgspec.Struct, frozen=True, kw_only=True):
 class LogPage(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     lines: list[LogLine]
-    #: Pass as `after` to get the next page.
+    #: Pass as `after` to get the next page. An opaque position (the stream sequence of a
+    #: batch of lines times 4096, plus how many of its lines were already returned).
     next: int
     #: The job has ended: once a page comes back empty, there will be no more lines.
     ended: bool

@@ -65,6 +65,10 @@ class UpProcess:
         self.stop()
         raise AssertionError("dante up did not become ready:\n" + "".join(self.output))
 
+    def dante(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run a `dante` command as the user who started this platform."""
+        return dante(*args, env={**self.env, "DANTE_NATS_URL": self.url, **env}, clean=True)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.process is not None
         if self.process.poll() is None:
@@ -79,13 +83,18 @@ class UpProcess:
 
 
 def dante(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60, stdin: str | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    stdin: str | None = None,
+    clean: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """Run `dante …`; with `clean`, `env` is the whole environment, else it adds to ours."""
     return subprocess.run(
         [sys.executable, "-m", "dante", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env=(env or {}) if clean else {**os.environ, **(env or {})},
         timeout=timeout,
         check=False,
         input=stdin,

@@ -372,3 +372,35 @@ async def test_submit_checks_the_market_and_the_funds(as_, store: EventStore) ->
     submitted = [e for e in await events(store) if isinstance(e, ev.JobSubmitted)]
     assert len(submitted) == 1 and submitted[0].job_id == result.job_id
     assert len(await events(store)) == before + 2
+
+
+async def test_another_provider_cannot_report_on_an_ended_job(as_, store: EventStore) -> None:
+    job_id = await assigned_job(store, as_)
+    bob, eve = as_("provider", "bob"), as_("provider", "eve")
+    await eve.send(register_cmd("prv-e"))
+    common: dict[str, Any] = {"provider_id": "prv-a", "job_id": job_id, "attempt": 1}
+    await bob.send(cmd.ReportJobStarted(command_id=cid(), **common))
+    await bob.send(cmd.ReportJobFinished(command_id=cid(), **common, exit_code=0))
+    before = len(await events(store))
+    from dante.schemas.values import FileRef
+
+    forged = FileRef(object=f"results/{job_id}/1.tar.gz", path="out", size=1, sha256="0" * 64)
+    error = await rejected(
+        eve,
+        cmd.ReportJobFinished(
+            command_id=cid(),
+            provider_id="prv-e",
+            job_id=job_id,
+            attempt=1,
+            exit_code=0,
+            results=forged,
+        ),
+    )
+    assert error.code == "wrong_state"
+    # Results that were not uploaded for this job are refused too.
+    elsewhere = FileRef(object="inputs/alice/x/data.bin", path="out", size=1, sha256="0" * 64)
+    error = await rejected(
+        bob, cmd.ReportJobFinished(command_id=cid(), **common, exit_code=0, results=elsewhere)
+    )
+    assert (error.code, error.info.field) == ("invalid", "results")
+    assert len(await events(store)) == before

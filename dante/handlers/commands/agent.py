@@ -32,7 +32,7 @@ def _assigned_job(world: World, ctx: Context, command: AgentCommand) -> JobState
     job = world.job(command.job_id)
     if not job.exists:
         raise Rejected("unknown_job", f"there is no job {command.job_id}", "job_id")
-    if job.ended and job.attempt == command.attempt:
+    if job.ended and job.attempt == command.attempt and job.provider_id == command.provider_id:
         return job
     if job.provider_id != command.provider_id or job.attempt != command.attempt:
         raise Rejected(
@@ -147,6 +147,11 @@ def usage(world: World, ctx: Context, command: cmd.RecordUsage) -> Decision:
 
 def finished(world: World, ctx: Context, command: cmd.ReportJobFinished) -> Decision:
     job = _assigned_job(world, ctx, command)
+    if command.results is not None and not command.results.object.startswith(
+        f"results/{job.job_id}/"
+    ):
+        # Results are uploaded through the service, which names them after the job.
+        raise Rejected("invalid", "these results were not uploaded for this job", "results")
     envelope = ctx.envelope()
     job_id, attempt = job.job_id, command.attempt
     event: ev.Event

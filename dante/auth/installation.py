@@ -1,0 +1,102 @@
+"""The secrets of one installation, generated once into its data directory.
+
+`secrets.json` (mode 0600) holds the callout's issuer seed, the platform service user's
+password and the operator's login token; `nats.env` (0600) holds what nats.conf reads from
+the environment (the issuer's public key and the platform password), for running the
+server by hand or on a cluster. `dante up` hands the same values to its nats-server child
+through its environment. Whoever can read these files controls the platform.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from dante.auth.jwt import Signer, new_account_seed
+from dante.auth.passwords import new_token
+
+SECRETS_FILE: Final = "secrets.json"
+ENV_FILE: Final = "nats.env"
+ISSUER_VAR: Final = "DANTE_AUTH_ISSUER"
+PLATFORM_PASSWORD_VAR: Final = "DANTE_PLATFORM_PASSWORD"  # noqa: S105 (a name, not a secret)
+
+
+class _Stored(msgspec.Struct, kw_only=True):
+    issuer_seed: str
+    platform_password: str
+    operator_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstallationSecrets:
+    issuer_seed: str
+    platform_password: str
+    operator_token: str
+
+    @property
+    def signer(self) -> Signer:
+        return Signer(self.issuer_seed)
+
+    def server_env(self) -> dict[str, str]:
+        """The variables nats.conf references."""
+        return {
+            ISSUER_VAR: self.signer.public_key,
+            PLATFORM_PASSWORD_VAR: self.platform_password,
+        }
+
+    @classmethod
+    def generate(cls) -> InstallationSecrets:
+        return cls(
+            issuer_seed=new_account_seed(),
+            # nats-server parses a variable's value like config text: a leading digit or '-'
+            # would make it a number (or an error), so a letter first, then hex only.
+            platform_password="p" + secrets.token_hex(32),
+            operator_token=new_token(),
+        )
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> InstallationSecrets:
+        """The installation's secrets, generated and written (0600) on first use."""
+        path = data_dir / SECRETS_FILE
+        if path.exists():
+            stored = msgspec.json.decode(path.read_bytes(), type=_Stored)
+            found = cls(
+                issuer_seed=stored.issuer_seed,
+                platform_password=stored.platform_password,
+                operator_token=stored.operator_token,
+            )
+        else:
+            found = cls.generate()
+            stored = _Stored(
+                issuer_seed=found.issuer_seed,
+                platform_password=found.platform_password,
+                operator_token=found.operator_token,
+            )
+            write_private(path, msgspec.json.format(msgspec.json.encode(stored)) + b"\n")
+        env = "".join(f"{key}={value}\n" for key, value in found.server_env().items())
+        write_private(data_dir / ENV_FILE, env.encode())
+        return found
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `path` readable by its owner only, atomically (never briefly wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.chmod(0o600)  # whatever the umask
+        temporary.replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from dante.auth.accounts import AccountRecord, LoginToken, check_secret
+from dante.auth.passwords import (
+    ScryptCost,
+    WeakPassword,
+    check_password_rules,
+    hash_password,
+    is_token,
+    new_token,
+    token_digest,
+    verify_password,
+)
+from tests.factories import NOW
+
+FAST = ScryptCost(log2_n=10)
+
+
+def test_a_hash_is_salted_scrypt_and_verifies_only_its_password() -> None:
+    first, second = hash_password("correct horse", FAST), hash_password("correct horse", FAST)
+    assert first != second  # salted
+    assert first.startswith("scrypt$10$8$1$")
+    assert "correct horse" not in first
+    assert verify_password("correct horse", first)
+    assert not verify_password("correct horsE", first)
+
+
+def test_the_default_cost_is_slow() -> None:
+    assert hash_password("pw-pw-pw-pw").startswith("scrypt$15$8$1$")
+
+
+@pytest.mark.parametrize("stored", ["", "bcrypt$1$2$3$4$5", "scrypt$99$8$1$AA==$AA==", "x$y"])
+def test_a_damaged_or_foreign_hash_never_verifies(stored: str) -> None:
+    assert not verify_password("anything", stored)
+
+
+@pytest.mark.parametrize("password", ["short", "dtk_looks-like-a-token", "x" * 1025])
+def test_password_rules(password: str) -> None:
+    with pytest.raises(WeakPassword):
+        check_password_rules(password)
+
+
+def test_tokens_are_random_and_kept_as_digests() -> None:
+    token = new_token()
+    assert is_token(token) and token != new_token()
+    record = AccountRecord(
+        name="alice",
+        role="renter",
+        password=hash_password("alice-pass", FAST),
+        tokens=[LoginToken(digest=token_digest(token), created_at=NOW)],
+        created_at=NOW,
+    )
+    assert check_secret(record, token) == "token"
+    assert check_secret(record, new_token()) is None
+    assert check_secret(record, "alice-pass") == "password"
+    assert check_secret(record, "wrong-pass") is None
+    assert check_secret(None, "alice-pass") is None
+    assert check_secret(None, token) is None
