@@ -18,6 +18,9 @@ app.command("dante.cli.agent:app", name="agent")
 app.command("dante.cli.account:app", name="account")
 app.command("dante.cli.account:login", name="login")
 app.command("dante.cli.account:logout", name="logout")
+app.command("dante.cli.replay:replay", name="replay")
+app.command("dante.cli.audit:audit", name="audit")
+app.command("dante.cli.events:events", name="events")
 
 
 def main() -> None:

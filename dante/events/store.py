@@ -449,12 +449,29 @@ class EventStore:
         stream sequence."""
         if not follow and stop is None:
             stop = await self.last_seq()
+        if not follow and subjects != f"{EVENT_PREFIX}.>":
+            # A consumer on a filter cannot tell that nothing more will match: stop at the
+            # last message that does.
+            stop = min(stop or 0, await self.version(subjects))
         if stop is not None and stop < start:
             return
-        if self._api != DEFAULT_API_PREFIX:
-            async for chunk in self._polled_chunks(start, stop, subjects, convert_stored):
-                yield chunk
-            return
+        chunks = (
+            self._polled_chunks(start, stop, subjects, convert_stored)
+            if self._api != DEFAULT_API_PREFIX
+            else self._consumed_chunks(start, stop, subjects, max_waiting, convert)
+        )
+        async for chunk in chunks:
+            yield chunk
+
+    async def _consumed_chunks(
+        self,
+        start: int,
+        stop: int | None,
+        subjects: str,
+        max_waiting: int,
+        convert: Callable[[Msg], _Item],
+    ) -> AsyncIterator[list[_Item]]:
+        """Chunks of an ordered consumer's deliveries, collected by a callback."""
         arrived: list[_Item] = []
         ready = asyncio.Event()
         room = asyncio.Event()

@@ -23,10 +23,10 @@ from typing import Final
 
 import msgspec
 
+from dante.events.describe import describe
 from dante.events.store import EventStore
 from dante.projections.job_events import Stored, job_events
 from dante.schemas import events as ev
-from dante.schemas.money import format_dgpu
 from dante.schemas.values import GpuSample
 
 DIGEST_PREFIX: Final = b"dante-statement-v1:"
@@ -144,66 +144,6 @@ def digest_of(job_id: str, entries: Iterable[tuple[int, str]]) -> str:
 # ── folding a job's events into its statement ───────────────────────────────────────────
 
 
-def _gpu_s(ms: int) -> str:
-    whole, frac = divmod(ms, 1000)
-    return f"{whole}.{frac:03d}".rstrip("0").rstrip(".") + " GPU-s"
-
-
-def summary(event: ev.Event) -> str:
-    """One line saying what an event of a job's life did."""
-    match event:
-        case ev.JobSubmitted():
-            req = event.requirements
-            cap = "" if req.max_price is None else f", at most {format_dgpu(req.max_price)}/h"
-            return f"submitted by {event.renter}: {req.gpu_count} GPU{cap}"
-        case ev.JobQueued():
-            return f"queued ({event.code}) {event.reason}".rstrip()
-        case ev.GpusReserved():
-            return f"GPUs {event.gpu_indices} of {event.provider_id} reserved"
-        case ev.GpusReleased():
-            return f"GPUs {event.gpu_indices} of {event.provider_id} released"
-        case ev.JobAssigned():
-            return (
-                f"assigned to {event.provider_id} ({event.provider_owner}), GPUs "
-                f"{event.gpu_indices}, at {format_dgpu(event.price)} dGPU/GPU-h, fee "
-                f"{event.fee_bps / 100:g}%"
-            )
-        case ev.FundsHeld():
-            return f"{format_dgpu(event.amount)} dGPU held"
-        case ev.JobStarted():
-            return "started"
-        case ev.UsageRecorded():
-            return f"{len(event.ticks)} usage tick(s), {_gpu_s(event.gpu_ms)}"
-        case ev.FundsCharged():
-            short = f", {format_dgpu(event.uncovered)} uncovered" if event.uncovered else ""
-            return (
-                f"charged {format_dgpu(event.amount)} dGPU (total {_gpu_s(event.total_gpu_ms)})"
-                + short
-            )
-        case ev.ProviderCredited():
-            return f"{event.wallet_id} credited {format_dgpu(event.amount)} dGPU"
-        case ev.FeeCollected():
-            return f"platform fee {format_dgpu(event.amount)} dGPU"
-        case ev.HoldReleased():
-            return f"{format_dgpu(event.amount)} dGPU released"
-        case ev.LowFundsWarned():
-            return (
-                f"low funds: {format_dgpu(event.needed)} dGPU needed, "
-                f"{format_dgpu(event.available)} available; stops at {event.stop_at:%H:%M:%S}"
-            )
-        case ev.JobDeclined() | ev.JobRequeued() | ev.JobFailed() | ev.JobCancelled():
-            verb = type(event).__name__.removeprefix("Job").lower()
-            return f"{verb}: {event.reason}" if event.reason else verb
-        case ev.JobStopped():
-            return f"stopped ({event.code}) {event.reason}".rstrip()
-        case ev.JobCompleted():
-            return f"completed (exit code {event.exit_code})"
-        case ev.JobResultsStored():
-            return f"results stored ({event.results.size} bytes)"
-        case _:
-            return type(event).__name__.removeprefix("Job").lower()
-
-
 @dataclass(slots=True)
 class _Attempt:
     assigned: ev.JobAssigned
@@ -270,7 +210,7 @@ class _Fold:
                 type=type(event).__name__,
                 subject=record.subject,
                 attempt=getattr(event, "attempt", None),
-                summary=summary(event),
+                summary=describe(event),
                 payload_sha256=payload_sha256.hex(),
                 chain=self.link.hex(),
             )
