@@ -67,3 +67,18 @@ def test_any_history_the_platform_makes_audits_clean(steps: list[tuple[Any, ...]
     sim.tick()
     auditor = audit_sim(sim)
     assert auditor.finish() == [], [v.message for v in auditor.finish()]
+
+
+def test_the_benchmarks_synthetic_log_is_legal() -> None:
+    from bench.replay import SyntheticLog
+
+    log = SyntheticLog(providers=3, gpus=2, renters=5, ticks_per_job=4)
+    auditor = Auditor()
+    seq = 0
+    for n, decision in enumerate(log.decisions(2_000)):
+        for i, event in enumerate(decision, start=1):
+            seq += 1
+            batch = f"d{n}" if len(decision) > 1 else None
+            auditor.apply(seq, event, batch_id=batch, committed=i == len(decision))
+    assert auditor.finish() == []
+    assert auditor.events == log.seq >= 2_000 and auditor.pending == []
