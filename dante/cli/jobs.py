@@ -35,6 +35,11 @@ app.command(
 app.command(
     "dante.cli.job_output:results", name="results", help="Download a job's results and unpack them."
 )
+app.command(
+    "dante.cli.statement:statement",
+    name="statement",
+    help="A job's bill: every event, tick and charge, and a digest both sides can compare.",
+)
 
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled", "stopped"})
 #: States in which a job ended without completing: `jobs wait` exits 1.

@@ -31,6 +31,7 @@ from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
 from dante.handlers.scheduler import Scheduler
 from dante.handlers.service import CommandService, Extension
 from dante.handlers.settings import Settings
+from dante.handlers.statements import Statements
 from dante.projections.runner import ProjectionRunner
 
 if TYPE_CHECKING:
@@ -85,7 +86,12 @@ class Platform:
             nc,
             self.store,
             settings=settings,
-            extensions=[self.read_models, self.files, *(extensions or [])],
+            extensions=[
+                self.read_models,
+                self.files,
+                Statements(self.store),
+                *(extensions or []),
+            ],
             clock=options.clock,
         )
         self.ready = asyncio.Event()
