@@ -47,6 +47,8 @@ class Liveness:
         self.settings = settings or Settings()
         self._silence = timedelta(seconds=self.settings.offline_after_s)
         self.last_seen: dict[str, datetime] = {}
+        #: The bucket revision of the last heartbeat entry handled (accepted or not).
+        self.handled = 0
         self._deadlines: list[tuple[datetime, str]] = []
         self._seeded = False
 
@@ -138,6 +140,7 @@ async def watch_heartbeats(
                 return liveness.heartbeat(executor.world, pid, clock(), owner)
 
             await executor.carry_out(decide)
+            liveness.handled = entry.revision or liveness.handled
     finally:
         with contextlib.suppress(Exception):
             await watcher.stop()  # type: ignore[no-untyped-call]

@@ -70,9 +70,13 @@ class Agent:
         )
         assert ack.seq > 0
         if secured is not None:
-            seen = secured.platform.liveness.last_seen
+            # last_seen may hold clock.now already (liveness expects a provider from its
+            # registration on): wait until the watcher has handled this very entry.
+            liveness = secured.platform.liveness
             for _ in range(500):
-                if seen.get(self.provider_id) == clock.now:
+                if liveness.handled >= ack.seq and liveness.last_seen.get(self.provider_id) == (
+                    clock.now
+                ):
                     return
                 await asyncio.sleep(0.01)
             raise AssertionError("liveness did not hear the heartbeat")

@@ -61,9 +61,15 @@ class Agent:
         """Heartbeat now, and wait until liveness heard it."""
         kv = await self.nc.jetstream().key_value("dante_heartbeats")
         beat = dispatch.Heartbeat(provider_id=self.provider_id, owner=self.owner, at=clock.now)
-        await kv.put(heartbeat_key(self.owner, self.provider_id), msgspec.json.encode(beat))
+        revision = await kv.put(
+            heartbeat_key(self.owner, self.provider_id), msgspec.json.encode(beat)
+        )
         for _ in range(200):
-            if platform.liveness.last_seen.get(self.provider_id) == clock.now:
+            # This very entry handled: last_seen may hold clock.now since the registration.
+            if (
+                platform.liveness.handled >= revision
+                and platform.liveness.last_seen.get(self.provider_id) == clock.now
+            ):
                 return
             await asyncio.sleep(0.01)
         raise AssertionError("liveness did not hear the heartbeat")
