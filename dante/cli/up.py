@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Final
 import anyio
 from cyclopts import Parameter
 
-from dante.auth.installation import InstallationSecrets
 from dante.cli.connect import ConnectFailed, connect
 from dante.cli.credentials import (
     PASSWORD_VAR,
@@ -25,12 +24,13 @@ from dante.cli.credentials import (
 from dante.cli.logs import configure_logging
 from dante.events.natsd import NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
+from dante.handlers.auth.installation import InstallationSecrets
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from dante.auth.service import Identity
     from dante.cli.demo import DemoAgent
+    from dante.handlers.auth.service import Identity
 
 DEMO_RENTER: Final = ("demo-user", "demo-pass")
 DEMO_PROVIDER: Final = "demo-provider"
@@ -75,8 +75,8 @@ async def up(
     to your config folder, for you only. With --nats-url, it uses that NATS server or cluster
     (comma-separated URLs) instead of starting one.
     """
-    from dante.auth.service import Identity
     from dante.cli.common import shared
+    from dante.handlers.auth.service import Identity
     from dante.handlers.platform import Platform, PlatformOptions
 
     nats_url = shared().nats_url

@@ -100,7 +100,7 @@ class Platform:
         """Set up the log, then run everything until cancelled.
 
         `extra` are more tasks to run alongside, once the log is set up (`dante up` runs the
-        identity service, `dante.auth.service.Identity.run`, so)."""
+        identity service, `dante.handlers.auth.service.Identity.run`, so)."""
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
         await self.tail.catch_up()
         async with anyio.create_task_group() as tg:

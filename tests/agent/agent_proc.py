@@ -158,7 +158,7 @@ class Platform(UpProcess):
 
     @property
     def platform_password(self) -> str:
-        from dante.auth.installation import InstallationSecrets
+        from dante.handlers.auth.installation import InstallationSecrets
 
         return InstallationSecrets.load_or_create(self.data_dir).platform_password
 
