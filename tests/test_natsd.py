@@ -5,8 +5,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from dante.auth.installation import InstallationSecrets
 from dante.events.natsd import NatsServer, NatsServerError, default_config
+from dante.handlers.auth.installation import InstallationSecrets
 
 
 def test_server_reports_its_port_and_stops(tmp_path: Path) -> None:

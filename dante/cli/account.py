@@ -53,7 +53,7 @@ def _ask(*, confirm: bool) -> tuple[str, str]:
 
 async def _login(url: str, username: str, password: str) -> str:
     """Check the password with the platform and store a login token; where it is kept."""
-    from dante.auth.client import issue_token
+    from dante.handlers.auth.client import issue_token
 
     nc = await connect(
         url, name="dante-login", credential=Credential(username=username, secret=password)
@@ -78,7 +78,7 @@ async def create(
     """Open an account: asks for a name and a password (twice), or takes DANTE_USERNAME and
     DANTE_PASSWORD. Names have 2 to 32 characters (a-z, 0-9, '-', '_'), passwords 8 or more.
     """
-    from dante.auth.client import new_nonce, sign_up
+    from dante.handlers.auth.client import new_nonce, sign_up
     from dante.handlers.client import CommandError, PlatformUnavailable
 
     url = resolve_url(nats_url)
@@ -130,7 +130,7 @@ async def login(*, nats_url: NatsUrl = None) -> int:
 
 async def logout(*, nats_url: NatsUrl = None) -> int:
     """Log out: revoke the stored login token on the platform and forget it here."""
-    from dante.auth.client import revoke_token
+    from dante.handlers.auth.client import revoke_token
     from dante.handlers.client import CommandError, PlatformUnavailable
 
     url = resolve_url(nats_url)

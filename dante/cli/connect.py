@@ -155,7 +155,7 @@ async def connect(
     """Connect and log in; with `forever`, keep reconnecting with backoff (services, agents).
 
     `machine`: log in as the agent of that provider machine of the account (which may then
-    also heartbeat and read its instructions; see dante/auth/permissions.py).
+    also heartbeat and read its instructions; see dante/handlers/auth/permissions.py).
 
     Raises `LoginRefused` when the server refuses the credential (at once, without retrying
     it: every retry would count as one more failed login) and `Unreachable` when no server

@@ -24,8 +24,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from dante.auth.installation import write_private
-from dante.auth.permissions import (
+from dante.handlers.auth.installation import write_private
+from dante.handlers.auth.permissions import (
     MACHINE_SEPARATOR,
     OPERATOR,
     PLATFORM_USER,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Annotated, Any
 
 import msgspec
 from cyclopts import Parameter
 
-from dante.cli.connect import EXIT_REJECTED, ConnectFailed, api_prefix, connect, resolve_url
+from dante.cli.common import Json, nats_url, with_session
+from dante.cli.connect import EXIT_REJECTED, api_prefix, connect
 from dante.cli.credentials import operator_credential
+from dante.cli.render import emit, pairs
 from dante.events.streams import DEFAULT_API_PREFIX, STREAM
+from dante.projections.results import PlatformSummary
 
 
 async def _ping(nc: Any, timeout: float = 0.5) -> list[dict[str, Any]]:
@@ -51,7 +53,7 @@ async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dic
     if report["services"]:
         try:
             summary = await Client(nc, "operator", "operator", timeout=3, tries=1).send(
-                GetPlatformStatus()
+                GetPlatformStatus(), PlatformSummary
             )
             report["summary"] = summary
         except (CommandError, PlatformUnavailable) as exc:
@@ -59,53 +61,70 @@ async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dic
     return report
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none"
+
+
 def _print_human(report: dict[str, Any]) -> None:
     services = report["services"]
-    print(
-        f"command service: {len(services)} instance(s) answering"
-        if services
-        else "command service: not answering"
-    )
+    lines = [
+        (
+            "command service",
+            f"{len(services)} instance(s) answering" if services else "not answering",
+        )
+    ]
     stream = report.get("stream", {})
     if "error" in stream:
-        print(f"event log:       unavailable ({stream['error']})")
+        lines.append(("event log", f"unavailable ({stream['error']})"))
     else:
-        print(f"event log:       {stream['messages']} events, last sequence {stream['last_seq']}")
+        lines.append(
+            ("event log", f"{stream['messages']} events, last sequence {stream['last_seq']}")
+        )
     summary = report.get("summary")
-    if isinstance(summary, dict) and "error" not in summary:
-        for key, value in summary.items():
-            print(f"{key + ':':<17}{value}")
+    if isinstance(summary, PlatformSummary):
+        lines += [
+            ("providers", _counts(summary.providers)),
+            (
+                "GPUs",
+                f"{summary.gpus_total} in all: {summary.gpus_free} free, {summary.gpus_busy} busy",
+            ),
+            ("jobs", _counts(summary.jobs)),
+            ("wallets", str(summary.wallets)),
+        ]
+    elif isinstance(summary, dict):
+        lines.append(("summary", f"unavailable ({summary.get('error')})"))
+    print(pairs(lines))
 
 
 async def status(
+    job_id: Annotated[
+        str | None, Parameter(help="A job id: show that job (as `dante jobs status ID`).")
+    ] = None,
+    /,
     *,
-    nats_url: Annotated[str | None, Parameter(help="The platform's NATS URL.")] = None,
-    json: Annotated[bool, Parameter(help="Print one JSON document.")] = False,
+    json_output: Json = False,
 ) -> int:
-    """Show whether the platform answers, its event log, providers and jobs.
+    """Show whether the platform answers, its event log, providers and jobs; or one job.
 
     Exit code 0 when the command service answers, 1 when NATS answers but the service does
     not (or refuses the login: the platform may still be starting), 3 when NATS cannot be
     reached. Scripts use it to wait for readiness. Uses the operator credential `dante up`
     wrote for the user who started it.
     """
-    url = resolve_url(nats_url)
-    try:
-        nc = await connect(url, name="dante-status", credential="operator")
-    except ConnectFailed as exc:
-        if json:
-            print(msgspec.json.encode({"ok": False, "error": str(exc)}).decode())
-        else:
-            print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    if job_id is not None:
+        from dante.cli.jobs import show_job
+
+        return await with_session(lambda s: show_job(s, job_id, json=json_output))
+    url = nats_url()
+    nc = await connect(url, name="dante-status", credential="operator")
     prefix = api_prefix(operator_credential(url))
     try:
         report = await asyncio.wait_for(gather_status(nc, api_prefix=prefix), 15)
     finally:
         await nc.close()
     report["ok"] = bool(report["services"])
-    if json:
-        print(msgspec.json.encode(report).decode())
+    if json_output:
+        emit(report)
     else:
         _print_human(report)
     return 0 if report["ok"] else EXIT_REJECTED

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Final
 import anyio
 from cyclopts import Parameter
 
-from dante.auth.installation import InstallationSecrets
 from dante.cli.connect import ConnectFailed, connect
 from dante.cli.credentials import (
     PASSWORD_VAR,
@@ -25,9 +24,13 @@ from dante.cli.credentials import (
 from dante.cli.logs import configure_logging
 from dante.events.natsd import NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
+from dante.handlers.auth.installation import InstallationSecrets
 
 if TYPE_CHECKING:
-    from dante.auth.service import Identity
+    from collections.abc import Awaitable, Callable
+
+    from dante.cli.demo import DemoAgent
+    from dante.handlers.auth.service import Identity
 
 DEMO_RENTER: Final = ("demo-user", "demo-pass")
 DEMO_PROVIDER: Final = "demo-provider"
@@ -47,10 +50,14 @@ def default_data_dir() -> Path:
     return Path(base) / "dante"
 
 
-async def _stop_on_signals(scope: anyio.CancelScope) -> None:
+async def _stop_on_signals(
+    scope: anyio.CancelScope, first: list[Callable[[], Awaitable[None]]]
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
             print(f"\nstopping ({signal.Signals(received).name}) ...", file=sys.stderr, flush=True)
+            for stop in first:
+                await stop()
             scope.cancel()
             return
 
@@ -60,12 +67,6 @@ async def up(
     data_dir: Annotated[Path | None, Parameter(help="Where the log and the views live.")] = None,
     port: Annotated[int, Parameter(help="Port of the embedded nats-server.")] = 4222,
     monitor_port: Annotated[int, Parameter(help="Its monitoring port (-1: any free one).")] = 8222,
-    nats_url: Annotated[
-        str | None,
-        Parameter(
-            help="Use this NATS server or cluster (comma-separated URLs) instead of starting one."
-        ),
-    ] = None,
     replicas: Annotated[int, Parameter(help="Stream replicas (3 on a three-node cluster).")] = 1,
     demo: Annotated[
         bool, Parameter(help="Also start a simulated provider and a funded demo renter.")
@@ -76,11 +77,14 @@ async def up(
     Runs until Ctrl-C or SIGTERM, then stops cleanly. A restart on the same data directory
     resumes where it stopped. Logins are checked by the platform (nats.conf's auth callout);
     the operator credential for `dante status` (and the other operator commands) is written
-    to your config folder, for you only.
+    to your config folder, for you only. With --nats-url, it uses that NATS server or cluster
+    (comma-separated URLs) instead of starting one.
     """
-    from dante.auth.service import Identity
+    from dante.cli.common import shared
+    from dante.handlers.auth.service import Identity
     from dante.handlers.platform import Platform, PlatformOptions
 
+    nats_url = shared().nats_url
     configure_logging()
     data_dir = data_dir or default_data_dir()
     # Its secrets.json controls the platform: a new data folder is its owner's only.
@@ -89,18 +93,8 @@ async def up(
     server: NatsServer | None = None
     url = nats_url
     if url is None:
-        server = NatsServer(
-            store_dir=data_dir / "nats",
-            port=port,
-            config=default_config(),
-            monitor_port=monitor_port,
-            env=installation.server_env(),
-        )
-        try:
-            server.start()
-        except NatsServerError as exc:
-            print(f"error: the embedded nats-server did not start: {exc}", file=sys.stderr)
-            print(f"hint: is port {port} taken (another `dante up`)? Try --port.", file=sys.stderr)
+        server = _embedded_server(data_dir, port, monitor_port, installation)
+        if server is None:
             return 1
         url = server.url
     try:
@@ -120,9 +114,11 @@ async def up(
     identity = Identity(
         nc, platform.store, installation.signer, operator_token=installation.operator_token
     )
+    # Stopped first, while the platform still serves them (the demo agent gives jobs back).
+    stopping: list[Callable[[], Awaitable[None]]] = []
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signals, tg.cancel_scope)
+            tg.start_soon(_stop_on_signals, tg.cancel_scope, stopping)
             tg.start_soon(functools.partial(platform.run, extra=[identity.run]))
             with anyio.fail_after(READY_TIMEOUT_S):
                 await platform.ready.wait()
@@ -131,7 +127,7 @@ async def up(
             print(f"Dante is up on {url} (data in {data_dir}). Ctrl-C stops it.", flush=True)
             print(f"operator credential for {url}: {written} (yours only)", flush=True)
             if demo:
-                await _demo(tg, url, data_dir, identity)
+                stopping.append((await _demo(tg, url, data_dir, identity)).stop)
             print("ready", flush=True)
     finally:
         with anyio.CancelScope(shield=True):
@@ -142,6 +138,26 @@ async def up(
             if server is not None:
                 server.stop()
     return 0
+
+
+def _embedded_server(
+    data_dir: Path, port: int, monitor_port: int, installation: InstallationSecrets
+) -> NatsServer | None:
+    """The nats-server `dante up` runs itself, started; None (said why) when it fails."""
+    server = NatsServer(
+        store_dir=data_dir / "nats",
+        port=port,
+        config=default_config(),
+        monitor_port=monitor_port,
+        env=installation.server_env(),
+    )
+    try:
+        server.start()
+    except NatsServerError as exc:
+        print(f"error: the embedded nats-server did not start: {exc}", file=sys.stderr)
+        print(f"hint: is port {port} taken (another `dante up`)? Try --port.", file=sys.stderr)
+        return None
+    return server
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +191,20 @@ async def open_demo_accounts(identity: Identity) -> DemoAccounts:
     )
 
 
-async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path, identity: Identity) -> None:
-    del tg, data_dir
+async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path, identity: Identity) -> DemoAgent:
+    """Open the demo accounts, fund the renter, start the provider's agent, say what next."""
+    from dante.cli.demo import DemoAgent, fund, next_steps, wait_until_offered
+
     accounts = await open_demo_accounts(identity)
-    print(
-        f"demo renter: {accounts.renter.username} "
-        f"(DANTE_USERNAME={accounts.renter.username} DANTE_PASSWORD=... DANTE_NATS_URL={url})",
-        flush=True,
-    )
-    print("--demo needs the provider agent, which is not built yet", file=sys.stderr)
+    funded = await fund(url, accounts.renter)
+    agent = DemoAgent(url, data_dir, accounts.provider)
+    await tg.start(agent.run)
+    if funded and not await wait_until_offered(url, accounts.renter, DEMO_PROVIDER):
+        print(
+            f"the demo provider is not on the market yet; see {agent.log_path}",
+            file=sys.stderr,
+            flush=True,
+        )
+    default = (accounts.renter.username, accounts.renter.secret) == DEMO_RENTER
+    print(next_steps(url, accounts.renter, default_password=default), flush=True)
+    return agent

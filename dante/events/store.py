@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import msgspec
 import structlog
@@ -30,7 +30,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from dante.events.codec import Recorded, decode_event
-from dante.events.direct import DirectReader, StoredMessage
+from dante.events.direct import MAX_BATCH, DirectReader, StoredMessage
 from dante.events.errors import AppendRejected, AppendTimeout, ConcurrencyConflict, EventStoreError
 from dante.events.streams import (
     DEFAULT_API_PREFIX,
@@ -52,6 +52,40 @@ log = structlog.get_logger(__name__)
 WRONG_LAST_SEQUENCE: Final = 10071
 BATCH_DUPLICATE: Final = 10201
 _json: Final = msgspec.json.Decoder(dict[str, Any])
+
+#: Headers nats-server (2.12+) keeps on every stored message of an atomic batch; the last
+#: one also keeps the commit marker.
+BATCH_ID: Final = "Nats-Batch-Id"
+BATCH_SEQUENCE: Final = "Nats-Batch-Sequence"
+BATCH_COMMIT: Final = "Nats-Batch-Commit"
+
+#: What `read_chunks` yields per message: (sequence, subject, store time, payload).
+RawMessage = tuple[int, str, datetime | None, bytes]
+
+
+class LogMessage(NamedTuple):
+    """A message read off the log in order, with its stored headers (`read_messages`)."""
+
+    seq: int
+    subject: str
+    stored_at: datetime | None
+    headers: dict[str, str]
+    data: bytes
+
+    @property
+    def batch_id(self) -> str | None:
+        """The atomic batch it was appended in; None for a single append."""
+        return self.headers.get(BATCH_ID)
+
+    @property
+    def committed(self) -> bool:
+        """Whether the log is at a committed position after this message: a single append,
+        or the last message of an atomic batch (positions inside a batch never existed for
+        any reader)."""
+        return BATCH_ID not in self.headers or BATCH_COMMIT in self.headers
+
+
+_Item = TypeVar("_Item", bound=tuple[Any, ...])
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +193,12 @@ class EventStore:
         last = len(items)
         for index, (item, payload) in enumerate(zip(items, payloads, strict=True), start=1):
             headers = _headers(item)
-            headers["Nats-Batch-Id"] = batch_id
-            headers["Nats-Batch-Sequence"] = str(index)
+            headers[BATCH_ID] = batch_id
+            headers[BATCH_SEQUENCE] = str(index)
             if index < last:
                 await self._nc.publish(item.subject, payload, headers=headers)
             else:
-                headers["Nats-Batch-Commit"] = "1"
+                headers[BATCH_COMMIT] = "1"
                 msg = await self._nc.request(
                     item.subject, payload, timeout=self._timeout, headers=headers
                 )
@@ -247,6 +281,12 @@ class EventStore:
                 event=decode_event(data),
             )
 
+    def scan_raw(
+        self, subjects: str, start: int = 1, *, limit: int | None = None
+    ) -> AsyncIterator[StoredMessage]:
+        """Like `scan`, undecoded: (sequence, stored headers, payload), at most `limit`."""
+        return self._direct.messages(subjects, start, limit=limit)
+
     async def _last_message(self, subject: str) -> StoredMessage | None:
         return await self._direct.last(subject)
 
@@ -327,27 +367,118 @@ class EventStore:
         follow: bool = False,
         subjects: str = f"{EVENT_PREFIX}.>",
         max_waiting: int = 10_000,
-    ) -> AsyncIterator[list[tuple[int, str, datetime | None, bytes]]]:
+    ) -> AsyncIterator[list[RawMessage]]:
         """Like `read_raw`, in lists: every message that arrived since the last list.
 
         An ordered consumer with a callback collects the messages. nats-py's message iterator
         costs a task and a wait per message; the callback does not, so this reads about twice
         as fast, and a reader that handles many events at once (a projection catching up)
         gets them many at a time. At most `max_waiting` messages wait for the reader: the
-        subscription pauses until it takes them.
+        subscription pauses until it takes them. Outside the `DANTE` account (the operator),
+        where no consumer may be made, the lists are batches of direct gets.
         """
+
+        def raw(msg: Msg) -> RawMessage:
+            meta = msg.metadata
+            return (meta.sequence.stream, msg.subject, meta.timestamp, msg.data)
+
+        def raw_stored(found: StoredMessage) -> RawMessage:
+            headers = found.headers
+            subject = headers.get("Nats-Subject", subjects)
+            return (found.seq, subject, _parse_time(headers.get("Nats-Time-Stamp")), found.data)
+
+        async for chunk in self._chunks(
+            start,
+            stop,
+            follow=follow,
+            subjects=subjects,
+            max_waiting=max_waiting,
+            convert=raw,
+            convert_stored=raw_stored,
+        ):
+            yield chunk
+
+    async def read_messages(
+        self,
+        start: int = 1,
+        *,
+        stop: int | None = None,
+        follow: bool = False,
+        subjects: str = f"{EVENT_PREFIX}.>",
+        max_waiting: int = 10_000,
+    ) -> AsyncIterator[list[LogMessage]]:
+        """Like `read_chunks`, with each message's stored headers (atomic batch membership,
+        message id): what an auditor needs to tell committed positions from the inside of a
+        batch."""
+
+        def stored(msg: Msg) -> LogMessage:
+            meta = msg.metadata
+            return LogMessage(
+                meta.sequence.stream, msg.subject, meta.timestamp, msg.headers or {}, msg.data
+            )
+
+        def from_direct(found: StoredMessage) -> LogMessage:
+            headers = found.headers
+            subject = headers.get("Nats-Subject", subjects)
+            at = _parse_time(headers.get("Nats-Time-Stamp"))
+            return LogMessage(found.seq, subject, at, headers, found.data)
+
+        async for chunk in self._chunks(
+            start,
+            stop,
+            follow=follow,
+            subjects=subjects,
+            max_waiting=max_waiting,
+            convert=stored,
+            convert_stored=from_direct,
+        ):
+            yield chunk
+
+    async def _chunks(
+        self,
+        start: int,
+        stop: int | None,
+        *,
+        follow: bool,
+        subjects: str,
+        max_waiting: int,
+        convert: Callable[[Msg], _Item],
+        convert_stored: Callable[[StoredMessage], _Item],
+    ) -> AsyncIterator[list[_Item]]:
+        """The reader behind `read_chunks` and `read_messages`; an item's first field is its
+        stream sequence."""
         if not follow and stop is None:
             stop = await self.last_seq()
+        if not follow and subjects != f"{EVENT_PREFIX}.>":
+            # A consumer on a filter cannot tell that nothing more will match: stop at the
+            # last message that does.
+            stop = min(stop or 0, await self.version(subjects))
         if stop is not None and stop < start:
             return
-        arrived: list[tuple[int, str, datetime | None, bytes]] = []
+        chunks = (
+            self._polled_chunks(start, stop, subjects, convert_stored)
+            if self._api != DEFAULT_API_PREFIX
+            else self._consumed_chunks(start, stop, subjects, max_waiting, convert)
+        )
+        async for chunk in chunks:
+            yield chunk
+
+    async def _consumed_chunks(
+        self,
+        start: int,
+        stop: int | None,
+        subjects: str,
+        max_waiting: int,
+        convert: Callable[[Msg], _Item],
+    ) -> AsyncIterator[list[_Item]]:
+        """Chunks of an ordered consumer's deliveries, collected by a callback."""
+        arrived: list[_Item] = []
         ready = asyncio.Event()
         room = asyncio.Event()
         room.set()
 
         async def collect(msg: Msg) -> None:
-            meta = msg.metadata
-            arrived.append((meta.sequence.stream, msg.subject, meta.timestamp, msg.data))
+            arrived.append(convert(msg))
             ready.set()
             if len(arrived) >= max_waiting:
                 room.clear()
@@ -378,6 +509,33 @@ class EventStore:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _polled_chunks(
+        self,
+        start: int,
+        stop: int | None,
+        subjects: str,
+        convert: Callable[[StoredMessage], _Item],
+        interval: float = 0.5,
+    ) -> AsyncIterator[list[_Item]]:
+        """Chunks of batched direct gets (a thousand messages each), polling at the end when
+        following."""
+        seq = max(1, start)
+        chunk: list[_Item] = []
+        while True:
+            limit = None if stop is None else stop - seq + 1
+            async for found in self._direct.messages(subjects, seq, limit=limit):
+                chunk.append(convert(found))
+                seq = found.seq + 1
+                if len(chunk) >= MAX_BATCH:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+                chunk = []
+            if stop is not None:
+                return  # up to `stop`, or as far as messages match the subjects
+            await asyncio.sleep(interval)
 
     async def _poll(
         self, start: int, *, stop: int | None, subjects: str, interval: float = 0.5

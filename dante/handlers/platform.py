@@ -31,6 +31,7 @@ from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
 from dante.handlers.scheduler import Scheduler
 from dante.handlers.service import CommandService, Extension
 from dante.handlers.settings import Settings
+from dante.handlers.statements import Statements
 from dante.projections.runner import ProjectionRunner
 
 if TYPE_CHECKING:
@@ -85,7 +86,12 @@ class Platform:
             nc,
             self.store,
             settings=settings,
-            extensions=[self.read_models, self.files, *(extensions or [])],
+            extensions=[
+                self.read_models,
+                self.files,
+                Statements(self.store),
+                *(extensions or []),
+            ],
             clock=options.clock,
         )
         self.ready = asyncio.Event()
@@ -94,7 +100,7 @@ class Platform:
         """Set up the log, then run everything until cancelled.
 
         `extra` are more tasks to run alongside, once the log is set up (`dante up` runs the
-        identity service, `dante.auth.service.Identity.run`, so)."""
+        identity service, `dante.handlers.auth.service.Identity.run`, so)."""
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
         await self.tail.catch_up()
         async with anyio.create_task_group() as tg:

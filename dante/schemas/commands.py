@@ -219,6 +219,26 @@ class GetPlatformStatus(Query, frozen=True, kw_only=True, forbid_unknown_fields=
     VERB: ClassVar[str] = "status"
 
 
+class GetJobStatement(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A job's statement: every event of its life, its usage, charges and fee, and a digest
+    chained over those events that the renter and the provider can compare."""
+
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "statement"
+    job_id: Id
+    #: As of this stream sequence (default: now), so both sides can compare at one position.
+    to_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class GetProviderJobStatement(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The same statement, for the account whose provider ran (or runs) an attempt of it."""
+
+    ROLE: ClassVar[Role] = "provider"
+    VERB: ClassVar[str] = "statement"
+    job_id: Id
+    to_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
 # ── job output and files ────────────────────────────────────────────────────────────────
 #
 # Job output and files travel through the command service, which checks that the job is the
@@ -327,6 +347,8 @@ QUERIES: tuple[type[Command], ...] = (
     GetJob,
     ListJobs,
     GetPlatformStatus,
+    GetJobStatement,
+    GetProviderJobStatement,
     GetJobLogs,
     DownloadResults,
     FetchInput,

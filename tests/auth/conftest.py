@@ -13,9 +13,6 @@ from typing import Literal
 import pytest
 from nats.aio.client import Client as NATS
 
-from dante.auth.client import new_nonce, sign_up
-from dante.auth.installation import InstallationSecrets
-from dante.auth.service import Identity
 from dante.cli.connect import connect
 from dante.cli.credentials import (
     PASSWORD_VAR,
@@ -25,6 +22,9 @@ from dante.cli.credentials import (
     signup_credential,
 )
 from dante.events.natsd import NatsServer, default_config
+from dante.handlers.auth.client import new_nonce, sign_up
+from dante.handlers.auth.installation import InstallationSecrets
+from dante.handlers.auth.service import Identity
 from dante.handlers.platform import Platform, PlatformOptions
 from tests.handlers.conftest import Clock
 

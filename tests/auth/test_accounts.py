@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from dante.auth.client import new_nonce, sign_up
 from dante.cli.connect import connect
 from dante.cli.credentials import signup_credential
+from dante.handlers.auth.client import new_nonce, sign_up
 from dante.handlers.client import Client, CommandError, new_command_id, request
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev

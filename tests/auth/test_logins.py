@@ -11,12 +11,12 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from structlog.testing import capture_logs
 
-from dante.auth.client import issue_token, new_nonce, revoke_token
 from dante.cli.connect import LoginRefused, connect
 from dante.cli.credentials import Credential, signup_credential
 from dante.cli.status import gather_status
 from dante.events.natsd import NatsServer
 from dante.events.streams import CLIENT_API_PREFIX
+from dante.handlers.auth.client import issue_token, new_nonce, revoke_token
 from dante.handlers.client import Client, CommandError, new_command_id
 from dante.schemas import commands as cmd
 from tests.auth.conftest import Secured

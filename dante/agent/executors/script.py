@@ -69,11 +69,19 @@ class ScriptExecutor:
     """Runs `ScriptPayload` jobs as local processes.
 
     `search_path` is where interpreters are looked up and the PATH the job gets (a provider
-    can put a conda environment first).
+    can put a conda environment first). `on_spawn(spec, pgid)` is called as soon as the
+    process exists, with its process group id, so the daemon can journal it and kill the
+    group should the agent itself die before the job.
     """
 
-    def __init__(self, *, search_path: str = DEFAULT_PATH) -> None:
+    def __init__(
+        self,
+        *,
+        search_path: str = DEFAULT_PATH,
+        on_spawn: Callable[[RunSpec, int], None] | None = None,
+    ) -> None:
         self._search_path = search_path
+        self._on_spawn = on_spawn
 
     async def run(
         self,
@@ -110,6 +118,12 @@ class ScriptExecutor:
             # e.g. a memory limit too small for the interpreter even to load
             return _not_run(f"could not start {payload.interpreter}: {exc}")
         started_at = utc_now()
+        if self._on_spawn is not None:
+            try:
+                # A new session: the process group id is the process id.
+                self._on_spawn(spec, process.pid)
+            except Exception as exc:
+                bound.warning("on_spawn failed", error=repr(exc))
         try:
             result = await self._follow(
                 process,

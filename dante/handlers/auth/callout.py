@@ -28,10 +28,10 @@ import anyio
 import msgspec
 import structlog
 
-from dante.auth.accounts import AccountBook, AccountRecord, check_secret
-from dante.auth.jwt import REQUEST_AUDIENCE, JwtError, Signer, claims_of
-from dante.auth.passwords import is_token
-from dante.auth.permissions import (
+from dante.handlers.auth.accounts import AccountBook, AccountRecord, check_secret
+from dante.handlers.auth.jwt import REQUEST_AUDIENCE, JwtError, Signer, claims_of
+from dante.handlers.auth.passwords import is_token
+from dante.handlers.auth.permissions import (
     MACHINE_SEPARATOR,
     OPERATOR,
     PUBLIC_ACCOUNT,
@@ -43,7 +43,7 @@ from dante.auth.permissions import (
     valid_machine,
     valid_nonce,
 )
-from dante.auth.throttle import Throttle
+from dante.handlers.auth.throttle import Throttle
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS

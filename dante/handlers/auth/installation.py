@@ -18,8 +18,8 @@ from typing import Final
 
 import msgspec
 
-from dante.auth.jwt import Signer, new_account_seed
-from dante.auth.passwords import new_token
+from dante.handlers.auth.jwt import Signer, new_account_seed
+from dante.handlers.auth.passwords import new_token
 
 SECRETS_FILE: Final = "secrets.json"
 ENV_FILE: Final = "nats.env"

@@ -21,7 +21,10 @@ import msgspec
 import structlog
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from dante.auth.passwords import (
+from dante.events.errors import ConcurrencyConflict
+from dante.events.store import Append, EventStore
+from dante.events.streams import ACCOUNTS_BUCKET, subject_of
+from dante.handlers.auth.passwords import (
     WeakPassword,
     check_password_rules,
     dummy_hash,
@@ -31,10 +34,7 @@ from dante.auth.passwords import (
     token_digest,
     verify_password,
 )
-from dante.auth.permissions import OPERATOR, Proof, valid_account_name
-from dante.events.errors import ConcurrencyConflict
-from dante.events.store import Append, EventStore
-from dante.events.streams import ACCOUNTS_BUCKET, subject_of
+from dante.handlers.auth.permissions import OPERATOR, Proof, valid_account_name
 from dante.handlers.rejection import Rejected
 from dante.schemas import events as ev
 

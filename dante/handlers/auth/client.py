@@ -14,7 +14,7 @@ import msgspec
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from dante.auth.permissions import SIGNUP_SUBJECT, account_subject
+from dante.handlers.auth.permissions import SIGNUP_SUBJECT, account_subject
 from dante.handlers.client import CommandError, PlatformUnavailable, request
 from dante.schemas.accounts import (
     AccountResult,

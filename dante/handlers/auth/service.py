@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import anyio
 import structlog
 
-from dante.auth.accounts import AccountBook, AccountRecord, open_account, set_password
-from dante.auth.callout import AuthCallout
-from dante.auth.permissions import ACCOUNT_PREFIX, SIGNUP_SUBJECT
-from dante.auth.throttle import Throttle
+from dante.handlers.auth.accounts import AccountBook, AccountRecord, open_account, set_password
+from dante.handlers.auth.callout import AuthCallout
+from dante.handlers.auth.permissions import ACCOUNT_PREFIX, SIGNUP_SUBJECT
+from dante.handlers.auth.throttle import Throttle
 from dante.handlers.rejection import Rejected
 from dante.schemas.accounts import (
     AccountResult,
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
-    from dante.auth.jwt import Signer
     from dante.events.store import EventStore
+    from dante.handlers.auth.jwt import Signer
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,7 @@ class Identity:
     async def open_account(
         self, name: str, password: str, role: Literal["renter", "provider"]
     ) -> AccountRecord:
-        """Open an account server-side (see `dante.auth.accounts.open_account`)."""
+        """Open an account server-side (see `dante.handlers.auth.accounts.open_account`)."""
         return await open_account(self.book, self._store, name, password, role)
 
     async def set_password(

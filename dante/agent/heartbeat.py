@@ -1,0 +1,77 @@
+"""Telling the platform this agent is alive: a `Heartbeat` in the KV bucket every few seconds.
+
+Written as plain JetStream publishes to `$KV.dante_heartbeats.<owner>.<provider_id>` (what
+nats-py's KV `put` and `delete` do underneath): the one subject nats-server lets the agent
+write there, and no bucket lookup through the JetStream API, which it may not use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import msgspec
+import structlog
+
+from dante import __version__
+from dante.events.streams import heartbeat_subject
+from dante.schemas.dispatch import Heartbeat
+
+if TYPE_CHECKING:
+    from nats.js.client import JetStreamContext
+
+log = structlog.get_logger(__name__)
+
+INTERVAL_S: Final = 5.0
+
+
+class Heartbeats:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        owner: str,
+        provider_id: str,
+        running: Callable[[], list[str]],
+        *,
+        interval_s: float = INTERVAL_S,
+    ) -> None:
+        self._js = js
+        self._owner = owner
+        self._provider_id = provider_id
+        self._running = running
+        self._interval = interval_s
+        self._subject = heartbeat_subject(owner, provider_id)
+        self.sent = 0
+
+    async def beat(self) -> None:
+        beat = Heartbeat(
+            provider_id=self._provider_id,
+            owner=self._owner,
+            at=datetime.now(UTC),
+            running=self._running(),
+            agent_version=__version__,
+        )
+        await self._js.publish(self._subject, msgspec.json.encode(beat), timeout=5)
+        self.sent += 1
+
+    async def run(self) -> None:
+        """Beat every interval until cancelled; failures are logged and the next beat tried."""
+        failing = False
+        while True:
+            try:
+                await self.beat()
+            except Exception as exc:
+                if not failing:
+                    log.warning("heartbeat failed", error=repr(exc))
+                failing = True
+            else:
+                if failing:
+                    log.info("heartbeat sent again")
+                failing = False
+            await anyio.sleep(self._interval)
+
+    async def clear(self) -> None:
+        """Delete this agent's heartbeat key: it has stopped."""
+        await self._js.publish(self._subject, b"", headers={"KV-Operation": "DEL"}, timeout=5)

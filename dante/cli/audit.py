@@ -1,0 +1,115 @@
+"""`dante audit`: replay the log and prove every invariant, or name each violation with the
+sequences involved. Exit 0 when all hold, 1 otherwise."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import msgspec
+from cyclopts import Parameter
+
+from dante.cli.connect import EXIT_REJECTED, EXIT_USAGE, resolve_url
+from dante.cli.operator_log import LogUnavailable, error, operator_log
+from dante.cli.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from dante.projections.audit import AuditReport
+
+VIEWS_FILE = "views.sqlite3"
+
+
+def _seqs(seqs: list[int]) -> str:
+    return ",".join(str(s) for s in seqs)
+
+
+def _print_human(report: AuditReport) -> None:
+    from dante.projections.audit import CHECKS
+
+    print(
+        f"audited {report.events:,} events to sequence {report.position:,} in "
+        f"{report.seconds:.2f} s ({report.events_per_second:,} events/s)"
+    )
+    views = report.views
+    if views is not None:
+        if views.compared:
+            verdict = "differ from" if views.differing_rows else "equal"
+            print(f"live views {views.file} at sequence {views.position:,}: {verdict} the replay")
+        else:
+            print(f"live views {views.file} not compared: {views.note or 'see below'}")
+    if report.violations:
+        width = max(len(v.code) for v in report.violations)
+        print("violations (code, sequences, what):")
+        for violation in report.violations:
+            print(f"  {violation.code:<{width}}  {_seqs(violation.seqs):<12}  {violation.message}")
+    for pending in report.pending:
+        print(
+            f"pending settlement: {pending.hold_udgpu} µdGPU still held for attempt "
+            f"{pending.attempt} of {pending.job_id}, which ended at seq {pending.ended_seq}"
+        )
+    total = sum(report.counts.values())
+    if total == 0:
+        print(f"every invariant holds ({len(CHECKS)} checks)")
+        return
+    by_code = Counter({code: n for code, n in report.counts.items() if n})
+    counts = ", ".join(f"{code} {n}" for code, n in sorted(by_code.items()))
+    shown = " (the first of each are listed)" if report.truncated else ""
+    print(f"{total} violation(s): {counts}{shown}")
+
+
+async def audit(
+    *,
+    to_seq: Annotated[int | None, Parameter(help="Audit up to this sequence.")] = None,
+    views: Annotated[
+        Path | None,
+        Parameter(help="The live views file to compare (default: the data dir's, if any)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, Parameter(help="The `dante up` data folder whose views to compare.")
+    ] = None,
+    skip_views: Annotated[bool, Parameter(help="Do not compare any live views.")] = False,
+    json: Annotated[bool, Parameter(help="Print the report as one JSON document.")] = False,
+    max_listed: Annotated[int, Parameter(help="List at most this many of each violation.")] = 100,
+    nats_url: Annotated[str | None, Parameter(help="The platform's NATS URL.")] = None,
+) -> int:
+    """Replay the log and check every invariant, naming each violation with its sequences.
+
+    Money is conserved at every committed position, no balance or hold goes negative, every
+    charge is its recorded GPU time at its attempt's price with the fee split exact and
+    comes while the attempt runs, every ended attempt's hold is consumed or released, no GPU
+    serves two placed attempts, every job transition is legal, and the live views equal a
+    replay to their position. Exit 0 when all hold, 1 otherwise, 2 for a usage error, 3
+    when the platform cannot be reached.
+    """
+    from dante.cli.up import default_data_dir
+    from dante.projections.audit import audit as run_audit
+
+    if max_listed < 1:
+        error("--max-listed must be 1 or more")
+        return EXIT_USAGE
+    live = views
+    if live is None and not skip_views:
+        candidate = (data_dir or default_data_dir()) / VIEWS_FILE
+        live = candidate if candidate.exists() else None
+    elif skip_views:
+        live = None
+    if live is not None and not live.exists():
+        error(f"there is no views file {live}")
+        return EXIT_USAGE
+    bar = ProgressBar("auditing")
+    try:
+        async with operator_log(resolve_url(nats_url), name="dante-audit") as store:
+            report = await run_audit(
+                store, to_seq=to_seq, views=live, progress=bar, max_per_code=max_listed
+            )
+    except LogUnavailable as exc:
+        bar.close()
+        error(str(exc))
+        return exc.exit_code
+    bar.close()
+    if json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        _print_human(report)
+    return 0 if report.ok else EXIT_REJECTED

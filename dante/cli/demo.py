@@ -1,0 +1,170 @@
+"""`dante up --demo`: a simulated provider and a funded demo renter, for trying Dante at once.
+
+The provider is the real agent, `dante agent run --simulate … --executor script`, as a child
+process logged in as the demo provider account; its log goes to `<data dir>/demo-agent.log`.
+The renter gets 100 dGPU the first time (a restart does not add more).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio.abc import Process, TaskStatus
+
+from dante.schemas.money import UDGPU_PER_DGPU
+
+if TYPE_CHECKING:
+    from dante.cli.credentials import Credential
+
+#: Two simulated GPUs, as `dante agent run --simulate` takes them.
+DEMO_GPUS: Final = "2xNVIDIA GeForce RTX 4090:24"
+DEMO_FUNDS: Final = 100 * UDGPU_PER_DGPU
+#: Where the demo provider's (pretend) earnings would be paid.
+DEMO_PAYOUT: Final = "DanteDemoProviderPayoutAddress1111111111"
+DEMO_NAME: Final = "demo-provider"
+#: How long the agent may take to give its jobs back and stop when `dante up` stops.
+_STOP_S: Final = 20.0
+_ONLINE_S: Final = 60.0
+
+
+class DemoAgent:
+    """The demo provider's agent, a child process that `dante up` starts and stops."""
+
+    def __init__(self, url: str, data_dir: Path, account: Credential) -> None:
+        self.url = url
+        self.work_dir = data_dir / "demo-agent"
+        self.log_path = data_dir / "demo-agent.log"
+        self._account = account
+        self._process: Process | None = None
+        self._stopping = False
+
+    def _argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "dante", "agent", "run",
+            "--simulate", DEMO_GPUS, "--executor", "script",
+            "--name", DEMO_NAME, "--location", "demo", "--wallet", DEMO_PAYOUT,
+            "--work-dir", str(self.work_dir), "--drain-timeout", "5",
+        ]  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        from dante.cli.credentials import PASSWORD_VAR, USERNAME_VAR
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DANTE_")}
+        env.update(
+            {
+                USERNAME_VAR: self._account.username,
+                PASSWORD_VAR: self._account.secret,
+                "DANTE_NATS_URL": self.url,
+            }
+        )
+        return env
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start the agent and wait for it; it is stopped when this is cancelled."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            # Its own session: Ctrl-C in the terminal reaches `dante up`, which stops it.
+            self._process = await anyio.open_process(
+                self._argv(),
+                stdin=None,
+                stdout=log,
+                stderr=log,
+                env=self._env(),
+                cwd=self.work_dir,
+                start_new_session=True,
+            )
+            task_status.started()
+            try:
+                code = await self._process.wait()
+                if not self._stopping:
+                    print(
+                        f"the demo provider's agent stopped (exit code {code}); "
+                        f"see {self.log_path}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.stop()
+
+    async def stop(self) -> None:
+        """Ask the agent to stop (it gives its running jobs back), then insist."""
+        self._stopping = True
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        with anyio.move_on_after(_STOP_S):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def fund(url: str, renter: Credential) -> bool:
+    """Give the demo renter its 100 dGPU, once; False when it cannot log in."""
+    from dante.cli.connect import ConnectFailed, connect
+    from dante.handlers.client import Client, new_command_id
+    from dante.projections.results import Balance
+    from dante.schemas.commands import Deposit, GetBalance
+
+    try:
+        nc = await connect(url, name="dante-demo", credential=renter)
+    except ConnectFailed as exc:
+        print(f"demo renter {renter.username}: not funded: {exc}", file=sys.stderr, flush=True)
+        return False
+    try:
+        client = Client(nc, "renter", renter.username)
+        balance = await client.send(GetBalance(), Balance)
+        if balance.deposited_udgpu == 0:
+            await client.send(
+                Deposit(command_id=new_command_id(), amount=DEMO_FUNDS, reference="demo")
+            )
+    finally:
+        await nc.close()
+    return True
+
+
+async def wait_until_offered(url: str, renter: Credential, provider: str) -> bool:
+    """Wait until the demo provider's GPUs are on the market (it registered and is online)."""
+    from dante.cli.connect import connect
+    from dante.handlers.client import Client
+    from dante.projections.results import OfferRow
+    from dante.schemas.commands import ListOffers
+
+    nc = await connect(url, name="dante-demo", credential=renter)
+    try:
+        client = Client(nc, "renter", renter.username)
+        with anyio.move_on_after(_ONLINE_S):
+            while True:
+                offers = await client.send(ListOffers(), list[OfferRow])
+                if any(offer.owner == provider for offer in offers):
+                    return True
+                await anyio.sleep(0.5)
+    finally:
+        await nc.close()
+    return False
+
+
+def next_steps(url: str, renter: Credential, *, default_password: bool) -> str:
+    password = renter.secret if default_password else "<your DANTE_PASSWORD>"
+    return "\n".join(
+        [
+            (
+                f"Demo: {DEMO_NAME} offers two simulated RTX 4090 GPUs; "
+                f"{renter.username} has {DEMO_FUNDS // UDGPU_PER_DGPU} dGPU to spend."
+            ),
+            "Try, in another terminal:",
+            (
+                f"  export DANTE_NATS_URL={url} DANTE_USERNAME={renter.username} "
+                f"DANTE_PASSWORD={password}"
+            ),
+            "  dante market          # the GPUs on offer",
+            "  dante submit hello    # a first job: it prints how to follow it",
+            "  dante                 # the menu: balance, jobs, logs, cancel, estimates",
+        ]
+    )

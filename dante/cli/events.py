@@ -1,0 +1,110 @@
+"""`dante events`: browse the log, one line per event (or the full events as JSON lines)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Final
+
+import msgspec
+from cyclopts import Parameter
+
+from dante.cli.connect import EXIT_USAGE, resolve_url
+from dante.cli.operator_log import LogUnavailable, error, operator_log
+from dante.events.store import RawMessage
+from dante.events.streams import EVENT_PREFIX, subject_of
+
+_TIME: Final = "%Y-%m-%d %H:%M:%S"
+
+
+class _Line(msgspec.Struct, frozen=True):
+    seq: int
+    subject: str
+    stored_at: str | None
+    event: msgspec.Raw
+
+
+class _Shown:
+    """Which events to show, and how: a line each, or the stored event as JSON."""
+
+    def __init__(self, field: str, value: str | None, *, json: bool) -> None:
+        self._field, self._value, self._json = field, value, json
+        self._mark = f'"{field}":'.encode() + msgspec.json.encode(value) if value else None
+        self._encoder = msgspec.json.Encoder()
+
+    def lines(self, chunk: list[RawMessage]) -> list[str]:
+        from dante.events.codec import decode_event
+        from dante.events.describe import describe
+        from dante.schemas.codec import DecodeError
+
+        out: list[str] = []
+        for seq, subject, stored_at, data in chunk:
+            # A quick test of the stored form first; the decoded event is checked again.
+            if self._mark is not None and self._mark not in data:
+                continue
+            try:
+                event = decode_event(data)
+            except DecodeError as exc:
+                out.append(f"{seq:>9}  {'':19}  {'(unreadable)':<20}  {exc.reason}")
+                continue
+            if self._value and getattr(event, self._field, None) != self._value:
+                continue
+            if self._json:
+                at = stored_at.isoformat() if stored_at else None
+                out.append(
+                    self._encoder.encode(_Line(seq, subject, at, msgspec.Raw(data))).decode()
+                )
+            else:
+                where = subject.removeprefix(f"{EVENT_PREFIX}.")
+                out.append(
+                    f"{seq:>9}  {event.at:{_TIME}}  {type(event).__name__:<20}  {where:<28}  "
+                    f"{describe(event)}"
+                )
+        return out
+
+
+async def events(
+    *,
+    job: Annotated[str | None, Parameter(help="Only events that name this job.")] = None,
+    provider: Annotated[
+        str | None, Parameter(help="Only events that name this provider machine.")
+    ] = None,
+    wallet: Annotated[str | None, Parameter(help="Only events of this wallet.")] = None,
+    from_seq: Annotated[int, Parameter(help="Start at this sequence.")] = 1,
+    follow: Annotated[bool, Parameter(help="Keep showing new events as they come.")] = False,
+    json: Annotated[
+        bool, Parameter(help="One JSON document per event: seq, subject, stored_at, event.")
+    ] = False,
+    nats_url: Annotated[str | None, Parameter(help="The platform's NATS URL.")] = None,
+) -> int:
+    """Show the log's events in order, one line each, from --from-seq on.
+
+    --job shows every event that names the job (its own, its GPU reservations, the money
+    moved for it), --provider every event that names the machine (its own and its
+    assignments), --wallet the wallet's events. With --follow, new events are shown as they
+    are appended, until Ctrl-C.
+    """
+    given = {"--job": job, "--provider": provider, "--wallet": wallet}
+    chosen = [name for name, value in given.items() if value]
+    if len(chosen) > 1:
+        error(f"filter by one of --job, --provider or --wallet, not {' and '.join(chosen)}")
+        return EXIT_USAGE
+    if from_seq < 1:
+        error("--from-seq must be 1 or more")
+        return EXIT_USAGE
+    subjects = f"{EVENT_PREFIX}.>" if wallet is None else subject_of("wallet", wallet)
+    shown = _Shown("job_id" if job else "provider_id", job or provider, json=json)
+    try:
+        async with operator_log(resolve_url(nats_url), name="dante-events") as store:
+            async for chunk in store.read_chunks(from_seq, follow=follow, subjects=subjects):
+                lines = shown.lines(chunk)
+                if lines:
+                    print("\n".join(lines), flush=True)
+    except LogUnavailable as exc:
+        error(str(exc))
+        return exc.exit_code
+    except BrokenPipeError:
+        # `dante events | head`: the reader has had enough; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0

@@ -1,0 +1,231 @@
+"""`dante wallet …`: deposit, balance, history and (for providers) withdraw.
+
+Amounts on the command line are decimal dGPU strings, parsed exactly (`parse_dgpu`); anything
+that is not a positive whole number of µdGPU is a usage error, refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from cyclopts import App, Parameter
+
+from dante.cli.common import Hinted, Json, Session, with_session
+from dante.cli.render import dgpu, emit, pairs, table, to_builtins, when
+
+app = App(name="wallet", help="Your money on Dante: deposit, check, read the history, withdraw.")
+
+
+def _signed(udgpu: int) -> str:
+    return ("+" if udgpu > 0 else "") + dgpu(udgpu) if udgpu else ""
+
+
+def _amounts(items: list[tuple[str, int]]) -> str:
+    """Labels and amounts, the amounts right-aligned."""
+    width = max(len(dgpu(amount)) for _, amount in items)
+    return pairs((label, f"{dgpu(amount):>{width}} dGPU") for label, amount in items)
+
+
+# ── actions (the verbs and the menu share them) ─────────────────────────────────────────
+
+
+async def show_balance(s: Session, *, json: bool = False) -> int:
+    from dante.projections.results import Balance
+    from dante.schemas.commands import GetBalance
+
+    balance = await s.renter().send(GetBalance(), Balance)
+    if json:
+        emit(balance)
+        return 0
+    lines: list[tuple[str, int]] = [
+        ("available", balance.available_udgpu),
+        ("held", balance.held_udgpu),
+        ("total", balance.total_udgpu),
+    ]
+    if balance.pending_withdrawal_udgpu:
+        lines.append(("withdrawing", balance.pending_withdrawal_udgpu))
+    if balance.earned_udgpu:
+        lines.append(("earned", balance.earned_udgpu))
+    print(f"wallet {balance.wallet_id}")
+    print(_amounts(lines))
+    for hold in balance.holds:
+        print(f"  {dgpu(hold.held_udgpu)} dGPU held for job {hold.job_id} (attempt {hold.attempt})")
+    for warning in balance.warnings:
+        print(
+            f"warning: job {warning.job_id} needs {dgpu(warning.needed_udgpu)} dGPU more and "
+            f"stops at {when(warning.stop_at)} unless you deposit (dante wallet deposit AMOUNT)"
+        )
+    return 0
+
+
+async def make_deposit(s: Session, amount: int, *, reference: str = "", json: bool = False) -> int:
+    from dante.handlers.client import new_command_id
+    from dante.schemas.commands import Deposit
+    from dante.schemas.results import WalletResult
+
+    command = Deposit(command_id=new_command_id(), amount=amount, reference=reference)
+    result = await s.renter().send(command, WalletResult)
+    if json:
+        emit({**to_builtins(result), "deposited_udgpu": amount})
+        return 0
+    print(f"Deposited {dgpu(amount)} dGPU into {result.wallet_id}.")
+    print(
+        _amounts(
+            [
+                ("available", result.available_udgpu),
+                ("held", result.held_udgpu),
+                ("total", result.total_udgpu),
+            ]
+        )
+    )
+    return 0
+
+
+async def show_history(
+    s: Session, *, limit: int = 50, before: int | None = None, json: bool = False
+) -> int:
+    from dante.projections.results import LedgerEntry
+    from dante.schemas.commands import GetWalletHistory
+
+    command = GetWalletHistory(limit=limit, before_seq=before)
+    entries = await s.renter().send(command, list[LedgerEntry])
+    if json:
+        emit({"wallet_id": s.renter().identity, "entries": entries})
+        return 0
+    if not entries:
+        print("No money has moved in this wallet yet.")
+        return 0
+    rows = [
+        (
+            str(e.seq),
+            when(e.at),
+            e.kind,
+            dgpu(e.amount_udgpu),
+            _signed(e.available_delta_udgpu),
+            _signed(e.held_delta_udgpu),
+            e.job_id or "",
+            # Charges and holds carry the platform's own references; people wrote these.
+            e.reference if e.kind.startswith(("deposit", "withdrawal")) else "",
+        )
+        for e in entries
+    ]
+    print(
+        table(
+            ("SEQ", "WHEN", "KIND", "AMOUNT", "AVAILABLE", "HELD", "JOB", "REFERENCE"),
+            rows,
+            right=(0, 3, 4, 5),
+        )
+    )
+    if len(entries) == limit:
+        print(f"(older entries: dante wallet history --before {entries[-1].seq})")
+    return 0
+
+
+async def make_withdrawal(
+    s: Session, amount: int, *, to: str | None = None, json: bool = False
+) -> int:
+    from dante.handlers.client import CommandError, new_command_id
+    from dante.schemas.commands import Withdraw
+    from dante.schemas.results import WalletResult
+
+    command = Withdraw(command_id=new_command_id(), amount=amount, payout_address=to)
+    try:
+        result = await s.provider().send(command, WalletResult)
+    except CommandError as exc:
+        if exc.code == "insufficient_funds":
+            raise Hinted(exc, "providers withdraw what their GPUs earned") from None
+        raise
+    if json:
+        emit({**to_builtins(result), "requested_udgpu": amount})
+        return 0
+    print(
+        f"Withdrawal {result.withdrawal_id} of {dgpu(amount)} dGPU requested; it is paid out "
+        "once the platform confirms it."
+    )
+    print(
+        _amounts(
+            [
+                ("available", result.available_udgpu),
+                ("withdrawing", result.pending_withdrawal_udgpu),
+            ]
+        )
+    )
+    return 0
+
+
+# ── the verbs ───────────────────────────────────────────────────────────────────────────
+
+
+@app.command
+async def deposit(amount: str, /, *, reference: str = "", json_output: Json = False) -> int:
+    """Add money to your wallet.
+
+    Parameters
+    ----------
+    amount
+        dGPU to add, as a decimal: 10, 0.5, 1.000001 (at most 6 decimals).
+    reference
+        A note kept with the deposit (a payment id, say).
+    """
+    from dante.schemas.money import parse_dgpu
+
+    udgpu = parse_dgpu(amount)
+    return await with_session(
+        lambda s: make_deposit(s, udgpu, reference=reference, json=json_output)
+    )
+
+
+@app.command
+async def balance(*, json_output: Json = False) -> int:
+    """Show your wallet: what is available, what is held for running jobs, the total."""
+    return await with_session(lambda s: show_balance(s, json=json_output))
+
+
+@app.command
+async def history(
+    *,
+    limit: Annotated[int, Parameter(help="How many entries, newest first.")] = 50,
+    before: Annotated[
+        int | None, Parameter(help="Only entries before this sequence (to page back).")
+    ] = None,
+    json_output: Json = False,
+) -> int:
+    """List every movement of your money: deposits, holds, charges, releases, payouts."""
+    from dante.cli.common import UsageError
+
+    if not 1 <= limit <= 10_000:
+        raise UsageError(f"--limit must be between 1 and 10000, not {limit}")
+    if before is not None and before < 1:
+        raise UsageError(f"--before must be a positive sequence number, not {before}")
+    return await with_session(
+        lambda s: show_history(s, limit=limit, before=before, json=json_output)
+    )
+
+
+@app.command
+async def withdraw(
+    amount: str,
+    /,
+    *,
+    to: Annotated[
+        str | None,
+        Parameter(help="Pay to this Solana address (default: your provider's payout address)."),
+    ] = None,
+    json_output: Json = False,
+) -> int:
+    """Withdraw your earnings as a provider.
+
+    Parameters
+    ----------
+    amount
+        dGPU to withdraw, as a decimal (at most 6 decimals).
+    """
+    import re
+
+    from dante.cli.common import UsageError
+    from dante.schemas.money import parse_dgpu
+
+    udgpu = parse_dgpu(amount)
+    if to is not None and not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{32,44}", to):
+        raise UsageError(f"--to {to!r} is not a Solana address (32 to 44 base58 characters)")
+    return await with_session(lambda s: make_withdrawal(s, udgpu, to=to, json=json_output))

@@ -1,0 +1,134 @@
+"""`dante wallet …` and `dante balance` against a running platform."""
+
+from __future__ import annotations
+
+import pytest
+
+from dante.handlers.client import Client, new_command_id
+from dante.schemas import commands as cmd
+from tests.cli.cli import run_dante
+from tests.cli.conftest import Market
+from tests.factories import SOLANA
+from tests.handlers.harness import DGPU
+
+NOWHERE = "nats://127.0.0.1:1"
+
+
+@pytest.mark.anyio
+async def test_deposit_balance_and_history(market: Market) -> None:
+    ran = await market.dante("wallet", "deposit", "12.5", "--reference", "pay-1")
+    assert ran.code == 0, ran
+    assert "Deposited 12.50 dGPU into alice." in ran.out
+    assert "available  12.50 dGPU" in ran.out
+
+    ran = await market.dante("wallet", "deposit", "0.000001", "--json")
+    assert ran.code == 0, ran
+    deposited = ran.json()
+    assert deposited["deposited_udgpu"] == 1
+    assert deposited["available_udgpu"] == 12_500_001
+
+    balance = (await market.dante("wallet", "balance", "--json")).json()
+    assert (balance["available_udgpu"], balance["held_udgpu"], balance["total_udgpu"]) == (
+        12_500_001,
+        0,
+        12_500_001,
+    )
+    # The original client's verb is a shortcut for the same thing.
+    shortcut = await market.dante("balance")
+    assert shortcut.code == 0, shortcut
+    assert "total      12.500001 dGPU" in shortcut.out
+
+    history = (await market.dante("wallet", "history", "--json")).json()
+    assert history["wallet_id"] == "alice"
+    assert [(e["kind"], e["amount_udgpu"]) for e in history["entries"]] == [
+        ("deposit", 1),
+        ("deposit", 12_500_000),
+    ]
+    table = await market.dante("wallet", "history")
+    header, newest, oldest = table.out.splitlines()
+    assert header.split() == [
+        "SEQ",
+        "WHEN",
+        "KIND",
+        "AMOUNT",
+        "AVAILABLE",
+        "HELD",
+        "JOB",
+        "REFERENCE",
+    ]
+    assert "+0.000001" in newest
+    assert oldest.split()[-1] == "pay-1"
+
+
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [
+        ("0", "zero"),
+        ("1.0000001", "more than 6 decimals"),
+        ("-3", "not an amount"),
+        ("1e3", "not an amount"),
+        ("1,5", "not an amount"),
+        ("ten", "not an amount"),
+    ],
+)
+def test_amounts_that_are_not_a_positive_whole_number_of_udgpu_are_refused(
+    amount: str, why: str
+) -> None:
+    # Refused before connecting: no platform answers there, which would be exit code 3.
+    ran = run_dante("wallet", "deposit", amount, url=NOWHERE, user="alice")
+    assert ran.code == 2, ran
+    assert why in ran.err and ran.err.startswith("error: ")
+    assert len(ran.err.strip().splitlines()) == 1 and "Traceback" not in ran.err
+
+
+@pytest.mark.anyio
+async def test_withdraw_is_for_providers_with_earnings(market: Market) -> None:
+    ran = await market.dante("wallet", "withdraw", "20", user="bob")
+    assert ran.code == 1, ran
+    assert ran.err.startswith("error: only 0 dGPU is available to withdraw")
+    assert "dante wallet deposit" not in ran.err  # a provider earns; it does not deposit
+    assert ran.err.strip().endswith("providers withdraw what their GPUs earned")
+
+    ran = await market.dante("wallet", "withdraw", "20", "--json", user="bob")
+    assert ran.code == 1
+    assert ran.json()["error"]["code"] == "insufficient_funds"
+    assert ran.json()["error"]["field"] == "amount"
+
+    # Earnings arrive as credits; a deposit stands in for them here.
+    await Client(market.nc, "renter", "bob").send(
+        cmd.Deposit(command_id=new_command_id(), amount=30 * DGPU)
+    )
+    ran = await market.dante("wallet", "withdraw", "20", "--to", SOLANA, "--json", user="bob")
+    assert ran.code == 0, ran
+    result = ran.json()
+    assert result["requested_udgpu"] == 20 * DGPU
+    assert result["available_udgpu"] == 10 * DGPU
+    assert result["pending_withdrawal_udgpu"] == 20 * DGPU
+
+    ran = await market.dante("wallet", "withdraw", "1", "--to", "not-an-address", user="bob")
+    assert ran.code == 2 and "Solana address" in ran.err
+
+
+@pytest.mark.anyio
+async def test_who_and_where_are_needed(market: Market) -> None:
+    ran = await market.dante("wallet", "balance", user=None)
+    assert ran.code == 2
+    assert ran.err.strip() == (
+        "error: you are not logged in: run `dante login` (or `dante account create`), "
+        "or set DANTE_USERNAME and DANTE_PASSWORD"
+    )
+    # --user anywhere on the line names the account, and wins over the environment.
+    ran = await market.dante("wallet", "deposit", "1", "--user", "carol", user="alice")
+    assert ran.code == 0 and "into carol" in ran.out
+    ran = await market.dante("--user", "Bad Name", "balance", user=None)
+    assert ran.code == 2 and "is not an account name" in ran.err
+
+    ran = await market.dante("balance", "--json", "--nats-url", NOWHERE)
+    assert ran.code == 3, ran
+    error = ran.json()["error"]
+    assert error["code"] == "unreachable"
+    assert "cannot reach the platform at nats://127.0.0.1:1" in error["message"]
+    ran = await market.dante("balance", "--nats-url", NOWHERE)
+    assert ran.code == 3 and ran.out == ""
+    assert ran.err.startswith("error: cannot reach the platform at nats://127.0.0.1:1")
+    assert "dante up" in ran.err
