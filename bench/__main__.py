@@ -25,6 +25,8 @@ BENCHES = {
     "scheduling": "bench.scheduling",
     "fleet": "bench.fleet",
     "memory": "bench.memory",
+    "agent": "bench.agent",
+    "replay": "bench.replay_report",
 }
 
 
