@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from dante.agent.executors.sandbox import SANDBOX_MODES, SandboxMode
 from dante.schemas.money import MoneyError, parse_dgpu
 from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
 
@@ -54,6 +55,7 @@ class AgentOptions:
     memory_limit_mb: int | None = None
     cpu_limit: float | None = None
     stop_grace: float | None = None
+    script_sandbox: SandboxMode | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +83,12 @@ class AgentConfig:
     stop_grace_s: float
     log_level: str | None
     host: str
+    #: How script jobs are confined (see dante.agent.executors.sandbox).
+    script_sandbox: SandboxMode
+    #: The `.env` file read (whether or not it exists): a job must never read it.
+    dotenv: Path | None
+    #: `$DANTE_DATA_DIR` when set: the platform's data on a machine that runs both.
+    data_dir: Path | None
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -188,6 +196,20 @@ def load_config(
         stop_grace_s=_seconds("--stop-grace", options.stop_grace, DEFAULT_STOP_GRACE_S, 0),
         log_level=env.get("LOG_LEVEL") or None,
         host=host[:200],
+        script_sandbox=_sandbox_mode(
+            options.script_sandbox or env.get("DANTE_SCRIPT_SANDBOX", "").strip() or "auto"
+        ),
+        dotenv=dotenv.absolute() if dotenv is not None else None,
+        data_dir=Path(env["DANTE_DATA_DIR"]).absolute() if env.get("DANTE_DATA_DIR") else None,
+    )
+
+
+def _sandbox_mode(wanted: str) -> SandboxMode:
+    for mode in SANDBOX_MODES:
+        if mode == wanted:
+            return mode
+    raise ConfigError(
+        f"--script-sandbox (DANTE_SCRIPT_SANDBOX) must be auto, require or off, not {wanted!r}"
     )
 
 

@@ -33,12 +33,21 @@ from dante.agent.attempt import (
 )
 from dante.agent.config import AgentConfig
 from dante.agent.executors import RunSpec
+from dante.agent.executors.sandbox import landlock_abi, protect_agent_process
 from dante.agent.heartbeat import Heartbeats
 from dante.agent.identity import locked_work_dir, provider_id_for
 from dante.agent.instructions import consume
 from dante.agent.journal import RAN, AttemptRecord, Journal, Key, Outcome
 from dante.agent.sending import Backoff, Unreachable, attempt_call
-from dante.agent.setup import Executors, Limits, build_executors, machine_memory_mb, telemetry_for
+from dante.agent.setup import (
+    Executors,
+    Limits,
+    SetupError,
+    build_executors,
+    machine_memory_mb,
+    script_sandbox,
+    telemetry_for,
+)
 from dante.agent.transfers import CommandTransfers, Transfers
 from dante.cli.credentials import Credential, stored_login
 from dante.events.streams import DEFAULT_API_PREFIX
@@ -122,7 +131,10 @@ class Agent:
         self.api_prefix = api_prefix
         self.client = Client(nc, "provider", config.owner, timeout=5, tries=2)
         self.executors = executors or build_executors(
-            config.executor, agent_id=machine.provider_id, on_spawn=pgid_recorder(journal)
+            config.executor,
+            agent_id=machine.provider_id,
+            on_spawn=pgid_recorder(journal),
+            sandbox=script_sandbox(config),
         )
         self.telemetry = telemetry_for(machine.gpus)
         self.deps = AttemptDeps(
@@ -437,8 +449,24 @@ async def serve(config: AgentConfig, gpus: Sequence[Gpu]) -> None:
         stopping, hurry = anyio.Event(), anyio.Event()
         try:
             # Before connecting: a machine that cannot run jobs as asked says so at once.
+            # Its jobs run as its own user: they must not read its memory or environment.
+            protect_agent_process()
+            sandbox = script_sandbox(config)
+            if sandbox.mode != "off" and landlock_abi() == 0:
+                if sandbox.mode == "require":
+                    raise SetupError(
+                        "--script-sandbox require, but this kernel has no Landlock (Linux "
+                        "5.13 or later with landlock among its LSMs): run jobs in Docker, or "
+                        "allow unconfined scripts with --script-sandbox auto"
+                    )
+                log.warning("script jobs are not sandboxed", why=sandbox.describe())
+            else:
+                log.info("script sandbox", how=sandbox.describe())
             executors = build_executors(
-                config.executor, agent_id=provider_id, on_spawn=pgid_recorder(journal)
+                config.executor,
+                agent_id=provider_id,
+                on_spawn=pgid_recorder(journal),
+                sandbox=sandbox,
             )
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(watch_signals, stopping, hurry)

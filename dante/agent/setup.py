@@ -9,8 +9,9 @@ from typing import Any
 
 import structlog
 
-from dante.agent.config import ExecutorChoice
+from dante.agent.config import AgentConfig, ExecutorChoice
 from dante.agent.executors import ByPayload, DockerExecutor, Executor, RunSpec, ScriptExecutor
+from dante.agent.executors.sandbox import Sandbox
 from dante.agent.gpus.telemetry import GpuTelemetry, NvmlTelemetry, Reading, SimulatedTelemetry
 from dante.schemas.values import Gpu
 
@@ -67,17 +68,29 @@ class Executors:
     docker: DockerExecutor | None
 
 
+def script_sandbox(config: AgentConfig) -> Sandbox:
+    """How script jobs are confined, hiding what is the agent's own: its credentials (the
+    config folder), its `.env`, its work folder (journal, provider id, other jobs) and the
+    platform's data folder where one machine runs both."""
+    from dante.cli.credentials import config_dir
+
+    hidden = [config_dir(), config.work_dir]
+    hidden += [path for path in (config.dotenv, config.data_dir) if path is not None]
+    return Sandbox(mode=config.script_sandbox, hidden=tuple(hidden))
+
+
 def build_executors(
     choice: ExecutorChoice | None,
     *,
     agent_id: str,
     on_spawn: Callable[[RunSpec, int], None],
+    sandbox: Sandbox | None = None,
 ) -> Executors:
     """Docker (with scripts beside it) when an engine answers or is asked for, else scripts.
 
     `--executor docker` without an engine is an error: the provider asked for containers.
     """
-    scripts = ScriptExecutor(on_spawn=on_spawn)
+    scripts = ScriptExecutor(on_spawn=on_spawn, sandbox=sandbox)
     if choice == "script":
         return Executors(executor=scripts, kind="script", docker=None)
     client, why = docker_engine()

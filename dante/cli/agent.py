@@ -88,6 +88,7 @@ async def run(
     memory_limit_mb: int | None = None,
     cpu_limit: float | None = None,
     stop_grace: float | None = None,
+    script_sandbox: Literal["auto", "require", "off"] | None = None,
 ) -> int:
     """Serve this machine's GPUs: register, take jobs, run them, report usage and results.
 
@@ -130,6 +131,10 @@ async def run(
         CPU cores a container may use [default: a share in proportion to its GPUs].
     stop_grace
         Seconds between asking a job to stop (SIGTERM) and killing it [default: 10].
+    script_sandbox
+        Confine script jobs with Landlock to the system folders, /tmp and their own folder,
+        away from the agent's credentials and data: auto (where the kernel can), require
+        (refuse to start without it) or off [DANTE_SCRIPT_SANDBOX; default: auto].
     """
     from dante.agent.config import AgentOptions, ConfigError, load_config
     from dante.cli.connect import EXIT_USAGE
@@ -150,6 +155,7 @@ async def run(
         memory_limit_mb=memory_limit_mb,
         cpu_limit=cpu_limit,
         stop_grace=stop_grace,
+        script_sandbox=script_sandbox,
     )
     try:
         config = load_config(options)

@@ -224,11 +224,20 @@ async def test_inputs_are_fetched_into_the_job_folder(
     assert [line.text for line in page.lines] == ["1,2"]
 
 
+def witness(tmp_path: Path) -> Path:
+    """A folder beside the agent's where a test's job leaves its marks. It exists before
+    the job starts: script jobs may write into existing folders here, never create entries
+    beside the agent's work folder (the sandbox grants that folder child by child)."""
+    folder = tmp_path / "witness"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 async def test_an_instruction_delivered_again_is_not_acted_on_again(
     nc: NATS, start_agent: object, tmp_path: Path
 ) -> None:
     agent: Running = await start_agent()  # type: ignore[operator]
-    runs = tmp_path / "runs.txt"
+    runs = witness(tmp_path) / "runs.txt"
     renter = Renter(nc)
     await renter.deposit()
     job_id = await renter.submit(f"open({str(runs)!r}, 'a').write('ran\\n')")
@@ -250,7 +259,7 @@ async def test_a_revoked_attempt_is_stopped_and_not_reported(
     agent: Running = await start_agent()  # type: ignore[operator]
     renter = Renter(nc)
     await renter.deposit()
-    marker = tmp_path / "ended.txt"
+    marker = witness(tmp_path) / "ended.txt"
     job_id = await renter.submit(
         "import signal, sys, time\n"
         f"signal.signal(signal.SIGTERM, lambda *_: (open({str(marker)!r}, 'w').write('term'),"

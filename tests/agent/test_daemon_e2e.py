@@ -5,7 +5,10 @@ the platform going away and coming back mid-job; a Docker job."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import tarfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from dante.agent.daemon import JOURNAL_FILE
+from dante.agent.executors.sandbox import landlock_abi
 from dante.agent.journal import Journal
 from dante.cli.connect import connect
 from dante.cli.credentials import Credential, platform_credential
@@ -25,7 +29,7 @@ from dante.handlers.client import Client
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.values import DockerPayload
-from tests.agent.agent_proc import PASSWORDS, AgentProcess, Platform
+from tests.agent.agent_proc import PASSWORDS, REPO, AgentProcess, Platform
 from tests.agent.daemon_helpers import (
     Renter,
     check_usage,
@@ -35,6 +39,7 @@ from tests.agent.daemon_helpers import (
     usage_by_attempt,
     wait_for,
 )
+from tests.factories import SOLANA
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -134,7 +139,8 @@ async def test_a_renters_job_runs_on_the_agent_and_is_paid_for(
 async def test_killed_mid_job_and_restarted_the_attempt_is_not_run_again(
     platform: Platform, nc: NATS, renter: Renter, tmp_path: Path
 ) -> None:
-    runs = tmp_path / "runs.txt"
+    (tmp_path / "witness").mkdir()  # exists before the job: the sandbox lets it write there
+    runs = tmp_path / "witness" / "runs.txt"
     work = tmp_path / "work"
     agent = AgentProcess(platform.url, work).start()
     await renter.deposit(100)
@@ -261,3 +267,65 @@ async def test_a_wrong_password_is_refused_at_once(platform: Platform, tmp_path:
     with pytest.raises(AssertionError, match="refused 'bob/prv-"):
         agent.start(timeout=30)
     assert agent.stop() == 1
+
+
+ESCAPE_ATTEMPTS = """
+import os
+def attempt(name, action):
+    try:
+        action()
+        print(name, "read")
+    except OSError:
+        print(name, "denied")
+attempt("credential-file", lambda: open(CONFIG + "/dante/credentials.json").read())
+attempt("dotenv", lambda: open(CWD + "/.env").read())
+attempt("agent-environ", lambda: open("/proc/%d/environ" % os.getppid(), "rb").read())
+attempt("journal", lambda: open(WORK + "/journal.sqlite3", "rb").read())
+attempt("write-up", lambda: open("../escape.txt", "w").write("x"))
+print("env-leak", "read" if "AWS_SECRET_ACCESS_KEY" in os.environ else "denied")
+"""
+
+
+@pytest.mark.skipif(landlock_abi() == 0, reason="this kernel has no Landlock to confine scripts")
+async def test_a_script_job_cannot_read_the_agents_secrets_or_write_outside(
+    platform: Platform, nc: NATS, renter: Renter, tmp_path: Path
+) -> None:
+    """Issue 9: the agent logged in with a stored token (its credential file), settings in a
+    .env and a secret in its environment; the renter's script tries to get at all of it."""
+    login_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DANTE_")},
+        "DANTE_USERNAME": "bob",
+        "DANTE_PASSWORD": PASSWORDS["bob"],
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "PYTHONPATH": str(REPO),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "dante", "login", "--nats-url", platform.url],
+        env=login_env, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    (tmp_path / ".env").write_text(f"SOLANA_WALLET_ADDRESS={SOLANA}\nPROVIDER_NAME=rig-1\n")
+    agent = AgentProcess(
+        platform.url, tmp_path / "work", env={"AWS_SECRET_ACCESS_KEY": "very-secret"}
+    )
+    del agent.env["DANTE_PASSWORD"]  # it logs in with the stored token
+    del agent.env["SOLANA_WALLET_ADDRESS"]  # from .env
+    agent.start()
+    await renter.deposit(100)
+    paths = f"CONFIG = {str(tmp_path / 'config')!r}\nCWD = {str(tmp_path)!r}\n"
+    paths += f"WORK = {str(tmp_path / 'work')!r}\n"
+    job_id = await renter.submit(paths + ESCAPE_ATTEMPTS)
+
+    world = await wait_for(nc, settled(job_id), what="the escaping job")
+    assert (world.job(job_id).status, world.job(job_id).exit_code) == ("completed", 0)
+    page = await transfer.read_logs(renter.client, job_id)
+    verdicts = dict(line.text.split(" ") for line in page.lines)
+    assert verdicts == {
+        "credential-file": "denied",
+        "dotenv": "denied",
+        "agent-environ": "denied",
+        "journal": "denied",
+        "write-up": "denied",
+        "env-leak": "denied",
+    }, agent.output
+    assert not list((tmp_path / "work").rglob("escape.txt"))
+    assert agent.stop() == 0

@@ -199,9 +199,10 @@ async def test_the_agent_environment_never_reaches_the_script(
     assert env["CUDA_VISIBLE_DEVICES"] == "0,2"
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert env["DANTE_OUTPUT_DIR"] == str(tmp_path / "out")
+    assert env["TMPDIR"] == str(tmp_path / ".tmp")
     allowed = {
         "PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "LEARNING_RATE", "CUDA_VISIBLE_DEVICES",
-        "CUDA_DEVICE_ORDER", "DANTE_OUTPUT_DIR",
+        "CUDA_DEVICE_ORDER", "DANTE_OUTPUT_DIR", "TMPDIR",
     }  # fmt: skip
     # The interpreter itself may add a variable or two (LC_CTYPE); nothing from the agent.
     assert set(env) - allowed <= {"LC_CTYPE"}

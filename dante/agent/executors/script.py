@@ -2,9 +2,11 @@
 
 The script sees only its own environment: the job's variables, a minimal PATH, HOME (the work
 folder), LANG and CUDA_VISIBLE_DEVICES; nothing of the agent's environment (tokens, keys)
-reaches it. Memory is limited with RLIMIT_AS. Stopping signals the whole process group, so
-children the script started go too; a process that leaves the group (setsid) escapes this,
-which only a container can prevent.
+reaches it. Memory is limited with RLIMIT_AS. Files are confined with Landlock where the
+kernel has it (see `sandbox`): the job reads the system and writes its own folder, and never
+sees the agent's credentials, configuration or other jobs. Stopping signals the whole process
+group, so children the script started go too; a process that leaves the group (setsid)
+escapes this, which only a container can prevent.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import anyio
 import structlog
 
 from dante.agent.executors.output import LineSplitter, OutputBatcher, batched_output
+from dante.agent.executors.sandbox import Confinement, Sandbox, SandboxUnavailable
 from dante.agent.executors.spec import (
     OutputSink,
     RunResult,
@@ -40,6 +43,8 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SCRIPT_NAMES: Final = {"python3": "job.py", "bash": "job.sh"}
+#: TMPDIR of the job, in its folder (an input of that name wins: tempfile then looks on).
+TMP_DIR: Final = ".tmp"
 #: After the job ends, how long its output pipes may take to close before they are abandoned
 #: (a process that escaped the group could hold them open forever).
 DRAIN_S: Final = 5.0
@@ -62,6 +67,9 @@ def script_environment(spec: RunSpec, payload: ScriptPayload, search_path: str) 
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in spec.gpu_indices)
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     env["DANTE_OUTPUT_DIR"] = str(spec.work_dir / "out")
+    # Temporary files of its own, removed with its folder (and out of the way of a /tmp
+    # the sandbox grants only around the agent's folders).
+    env["TMPDIR"] = str(spec.work_dir / TMP_DIR)
     return env
 
 
@@ -71,7 +79,8 @@ class ScriptExecutor:
     `search_path` is where interpreters are looked up and the PATH the job gets (a provider
     can put a conda environment first). `on_spawn(spec, pgid)` is called as soon as the
     process exists, with its process group id, so the daemon can journal it and kill the
-    group should the agent itself die before the job.
+    group should the agent itself die before the job. `sandbox` says how jobs are confined
+    and which paths (the agent's credentials, configuration, data) they must never see.
     """
 
     def __init__(
@@ -79,9 +88,11 @@ class ScriptExecutor:
         *,
         search_path: str = DEFAULT_PATH,
         on_spawn: Callable[[RunSpec, int], None] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self._search_path = search_path
         self._on_spawn = on_spawn
+        self.sandbox = sandbox or Sandbox()
 
     async def run(
         self,
@@ -99,8 +110,16 @@ class ScriptExecutor:
         if interpreter is None:
             return _not_run(f"{payload.interpreter} is not installed on this provider")
         prepare_work_dir(spec.work_dir)
+        with contextlib.suppress(FileExistsError):
+            (spec.work_dir / TMP_DIR).mkdir()
         script = script_path(spec)
         script.write_text(payload.script)
+        try:
+            confinement = self.sandbox.prepare(
+                work_dir=spec.work_dir, search_path=self._search_path, interpreter=interpreter
+            )
+        except (SandboxUnavailable, OSError) as exc:
+            return _not_run(f"could not sandbox the script: {exc}")
         try:
             process = await asyncio.create_subprocess_exec(
                 interpreter,
@@ -112,11 +131,14 @@ class ScriptExecutor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_limits(spec.memory_limit_mb),
+                preexec_fn=_in_child(spec.memory_limit_mb, confinement),
             )
         except (OSError, subprocess.SubprocessError) as exc:
             # e.g. a memory limit too small for the interpreter even to load
             return _not_run(f"could not start {payload.interpreter}: {exc}")
+        finally:
+            if confinement is not None:
+                confinement.close()
         started_at = utc_now()
         if self._on_spawn is not None:
             try:
@@ -246,14 +268,19 @@ async def _pump(
         drained.set()
 
 
-def _limits(memory_limit_mb: int | None) -> Callable[[], None] | None:
-    if memory_limit_mb is None:
+def _in_child(
+    memory_limit_mb: int | None, confinement: Confinement | None
+) -> Callable[[], None] | None:
+    """What the child does between fork and exec: only system calls, no locks, no imports."""
+    if memory_limit_mb is None and confinement is None:
         return None
-    limit = memory_limit_mb * 1024 * 1024
+    limit = None if memory_limit_mb is None else memory_limit_mb * 1024 * 1024
 
     def apply() -> None:
-        # Runs in the child between fork and exec: only a system call, no locks, no imports.
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if confinement is not None:
+            confinement.apply()
 
     return apply
 
