@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import resource
 import shutil
@@ -115,9 +116,17 @@ class ScriptExecutor:
         script = script_path(spec)
         script.write_text(payload.script)
         try:
-            confinement = self.sandbox.prepare(
-                work_dir=spec.work_dir, search_path=self._search_path, interpreter=interpreter
-            )
+            # Opens a file per rule, and may list a folder or two: off the event loop (and
+            # shielded: a ruleset built and then dropped by a cancel would leak its fd).
+            with anyio.CancelScope(shield=True):
+                confinement = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        self.sandbox.prepare,
+                        work_dir=spec.work_dir,
+                        search_path=self._search_path,
+                        interpreter=interpreter,
+                    )
+                )
         except (SandboxUnavailable, OSError) as exc:
             return _not_run(f"could not sandbox the script: {exc}")
         try:
