@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
@@ -32,6 +33,24 @@ NatsUrl = Annotated[str | None, Parameter(help="The platform's NATS URL.")]
 
 class _Usage(Exception):
     pass
+
+
+async def _exit_code(step: Callable[[], Awaitable[None]]) -> int:
+    """Run one account step; a refusal is a message on stderr and the CLI's exit code."""
+    from dante.handlers.client import CommandError, PlatformUnavailable
+
+    try:
+        await step()
+    except _Usage as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (CommandError, PlatformUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    return 0
 
 
 def _ask(*, confirm: bool) -> tuple[str, str]:
@@ -79,10 +98,10 @@ async def create(
     DANTE_PASSWORD. Names have 2 to 32 characters (a-z, 0-9, '-', '_'), passwords 8 or more.
     """
     from dante.handlers.auth.client import new_nonce, sign_up
-    from dante.handlers.client import CommandError, PlatformUnavailable
 
     url = resolve_url(nats_url)
-    try:
+
+    async def open_account() -> None:
         username, password = _ask(confirm=True)
         nc = await connect(url, name="dante-signup", credential=signup_credential(new_nonce()))
         try:
@@ -92,16 +111,8 @@ async def create(
         print(f"account {opened.username} ({opened.role}) is open on {url}")
         if login and from_environment() is None:
             print(await _login(url, username, password))
-    except _Usage as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ConnectFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (CommandError, PlatformUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REJECTED
-    return 0
+
+    return await _exit_code(open_account)
 
 
 async def login(*, nats_url: NatsUrl = None) -> int:
@@ -110,22 +121,13 @@ async def login(*, nats_url: NatsUrl = None) -> int:
 
     Takes DANTE_USERNAME and DANTE_PASSWORD when set, else asks.
     """
-    from dante.handlers.client import CommandError, PlatformUnavailable
-
     url = resolve_url(nats_url)
-    try:
+
+    async def log_in() -> None:
         username, password = _ask(confirm=False)
         print(await _login(url, username, password))
-    except _Usage as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ConnectFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (CommandError, PlatformUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REJECTED
-    return 0
+
+    return await _exit_code(log_in)
 
 
 async def logout(*, nats_url: NatsUrl = None) -> int:

@@ -58,3 +58,22 @@ def docker_spec(work_dir: Path, image: str, command: list[str], **fields: Any) -
     fields.setdefault("job_id", "job-1")
     fields.setdefault("attempt", 1)
     return RunSpec(payload=payload, work_dir=work_dir, **fields)
+
+
+#: The start of a python3 script job that tries things: `attempt(name, action)` prints
+#: "<name> ok", or "<name> denied" when the action raises OSError (one refusal does not hide
+#: the next). `verdicts` reads them back.
+PROBE = """
+import os
+def attempt(name, action):
+    try:
+        action()
+        print(name, "ok")
+    except OSError:
+        print(name, "denied")
+"""
+
+
+def verdicts(lines: Sequence[str]) -> dict[str, str]:
+    """What a `PROBE` script printed: {name: "ok" or "denied"}."""
+    return dict(line.rsplit(" ", 1) for line in lines)

@@ -18,24 +18,13 @@ from dante.agent.executors import sandbox as sandbox_module
 from dante.agent.executors.sandbox import Sandbox, landlock_abi
 from dante.agent.executors.script import ScriptExecutor
 from dante.agent.executors.spec import RunResult
-from tests.agent.runs import Collected, script_spec
+from tests.agent.runs import PROBE, Collected, script_spec, verdicts
 
 pytestmark = pytest.mark.anyio
 
 needs_landlock = pytest.mark.skipif(
     landlock_abi() == 0, reason="this kernel has no Landlock to confine scripts with"
 )
-
-# Each probe prints "<name> ok" or "<name> denied"; a crash in one does not hide the others.
-PROBE = """
-import os, sys
-def attempt(name, action):
-    try:
-        action()
-        print(name, "ok")
-    except OSError:
-        print(name, "denied")
-"""
 
 
 def layout(tmp_path: Path) -> dict[str, Path]:
@@ -70,8 +59,7 @@ async def probe(
         on_output=out,
         stop=anyio.Event(),
     )
-    verdicts = dict(line.rsplit(" ", 1) for line in out.texts("stdout"))
-    return result, verdicts
+    return result, verdicts(out.texts("stdout"))
 
 
 ESCAPES = """
@@ -93,10 +81,10 @@ attempt("tempfile", lambda: tempfile.NamedTemporaryFile().write(b"x"))
 
 @needs_landlock
 async def test_a_script_cannot_reach_the_agents_files(tmp_path: Path) -> None:
-    result, verdicts = await probe(tmp_path, ESCAPES)
+    result, seen = await probe(tmp_path, ESCAPES)
 
     assert result.exit_code == 0, result
-    assert verdicts == {
+    assert seen == {
         "credentials": "denied",
         "dotenv": "denied",
         "journal": "denied",
@@ -118,10 +106,10 @@ async def test_a_script_cannot_reach_the_agents_files(tmp_path: Path) -> None:
 
 async def test_without_the_sandbox_the_same_script_gets_out(tmp_path: Path) -> None:
     """What the sandbox is for: mode off, and every escape above succeeds."""
-    result, verdicts = await probe(tmp_path, ESCAPES, mode="off")
+    result, seen = await probe(tmp_path, ESCAPES, mode="off")
 
     assert result.exit_code == 0
-    assert set(verdicts.values()) == {"ok"}
+    assert set(seen.values()) == {"ok"}
     assert (tmp_path / "escape.txt").exists()
 
 
@@ -136,9 +124,9 @@ async def test_children_of_the_script_are_confined_too(tmp_path: Path) -> None:
         "print('sh', 'ok' if code == 0 else 'denied')\n"
     )
 
-    _, verdicts = await probe(tmp_path, checks)
+    _, seen = await probe(tmp_path, checks)
 
-    assert verdicts == {"cat": "denied", "sh": "denied"}
+    assert seen == {"cat": "denied", "sh": "denied"}
 
 
 @pytest.mark.skipif(landlock_abi() < 6, reason="signal scoping needs Landlock ABI 6")
@@ -147,11 +135,11 @@ async def test_a_script_cannot_signal_the_agent(tmp_path: Path) -> None:
     received: list[int] = []
     previous = signal.signal(signal.SIGUSR1, lambda number, _: received.append(number))
     try:
-        _, verdicts = await probe(tmp_path, checks)
+        _, seen = await probe(tmp_path, checks)
     finally:
         signal.signal(signal.SIGUSR1, previous)
 
-    assert verdicts == {"signal": "denied"}
+    assert seen == {"signal": "denied"}
     assert received == []
 
 
@@ -166,9 +154,9 @@ async def test_a_root_agents_script_has_no_capabilities(tmp_path: Path) -> None:
         "print('uid', os.geteuid())\n"
     )
 
-    _, verdicts = await probe(tmp_path, checks)
+    _, seen = await probe(tmp_path, checks)
 
-    assert verdicts == {"effective": "0" * 16, "bounding": "0" * 16, "uid": "0"}
+    assert seen == {"effective": "0" * 16, "bounding": "0" * 16, "uid": "0"}
 
 
 async def test_require_without_landlock_refuses_to_run(
@@ -177,12 +165,12 @@ async def test_require_without_landlock_refuses_to_run(
     """A kernel without Landlock (stood in for by the ABI probe answering 0)."""
     monkeypatch.setattr(sandbox_module, "landlock_abi", lambda: 0)
 
-    result, verdicts = await probe(tmp_path, "print('ran ok')\n", mode="require")
+    result, seen = await probe(tmp_path, "print('ran ok')\n", mode="require")
 
     assert result.exit_code is None
     assert "could not sandbox the script" in result.error
     assert "Landlock" in result.error
-    assert verdicts == {}
+    assert seen == {}
 
 
 async def test_auto_without_landlock_runs_unconfined(
@@ -190,10 +178,10 @@ async def test_auto_without_landlock_runs_unconfined(
 ) -> None:
     monkeypatch.setattr(sandbox_module, "landlock_abi", lambda: 0)
 
-    result, verdicts = await probe(tmp_path, ESCAPES, mode="auto")
+    result, seen = await probe(tmp_path, ESCAPES, mode="auto")
 
     assert result.exit_code == 0
-    assert verdicts["dotenv"] == "ok"
+    assert seen["dotenv"] == "ok"
 
 
 def test_the_sandbox_mode_is_checked(tmp_path: Path) -> None:
