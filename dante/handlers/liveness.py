@@ -9,10 +9,18 @@ provider's jobs.
 nats-server lets an account write only keys that start with its own name, so the owner in
 the key is authentic; a heartbeat counts only for a registered provider of that owner,
 and one account can never keep another's machine looking alive.
+
+Silence is judged against what has been *heard*, not the clock alone: a platform that falls
+behind reading heartbeats (overloaded, or just started) would otherwise take machines whose
+beats wait unread in its queue for dead ones, and requeue their jobs. The watcher says when
+it has nothing left to read (the server has nothing pending for it and its own queues are
+empty); only then is "now" heard. While it is behind, silence is measured up to the last
+moment it was caught up, so a backlog delays going offline instead of causing it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
 from collections.abc import Callable, Iterator
@@ -33,6 +41,7 @@ from dante.schemas.dispatch import Heartbeat
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+    from nats.js.kv import KeyValue
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +64,11 @@ class Liveness:
         self.handled = 0
         self._deadlines: list[tuple[datetime, str]] = []
         self._seeded = False
+        #: Whether every heartbeat written so far has been handled; None: nothing watches
+        #: the bucket here (heartbeats are handed in directly), so yes.
+        self.caught_up: Callable[[], bool] | None = None
+        #: The last moment every heartbeat written had been handled (None: not yet).
+        self.heard_until: datetime | None = None
 
     def _expect(self, provider_id: str, seen: datetime) -> None:
         self.last_seen[provider_id] = seen
@@ -98,10 +112,13 @@ class Liveness:
             for provider in world.providers.values():
                 if provider.online and provider.provider_id not in self.last_seen:
                     self._expect(provider.provider_id, now)
-        while self._deadlines and self._deadlines[0][0] <= now:
+        heard = self._heard(now)
+        if heard is None:
+            return
+        while self._deadlines and self._deadlines[0][0] <= heard:
             _, provider_id = heapq.heappop(self._deadlines)
             seen = self.last_seen.get(provider_id)
-            if seen is None or seen + self._silence > now:
+            if seen is None or seen + self._silence > heard:
                 continue  # heard from since: a newer deadline is in the heap
             provider = world.provider(provider_id)
             if not provider.online:
@@ -116,6 +133,20 @@ class Liveness:
             )
             yield Step(appends=[Append(event=event, expected=provider.version)])
 
+    def _heard(self, now: datetime) -> datetime | None:
+        """Until when every heartbeat has been heard: now, or when the watcher last was
+        caught up (None: it has not been since it started)."""
+        if self.caught_up is None or self.caught_up():
+            self.heard_until = now
+            return now
+        if self.heard_until is not None and now - self.heard_until > self._silence:
+            log.warning(
+                "liveness.behind",
+                heard_until=self.heard_until.isoformat(),
+                behind_s=round((now - self.heard_until).total_seconds(), 1),
+            )
+        return self.heard_until
+
 
 async def watch_heartbeats(
     nc: NATS,
@@ -127,24 +158,50 @@ async def watch_heartbeats(
     """Feed every heartbeat written to the KV bucket into `liveness`."""
     kv = await nc.jetstream().key_value(HEARTBEAT_BUCKET)
     watcher = await kv.watchall(include_history=False)
+    # How many heartbeats the server still had for us when it sent the last one handled.
+    server_pending: list[int | None] = [None]
+    liveness.heard_until = None
+    liveness.caught_up = lambda: server_pending[0] == 0 and _backlog(watcher) == 0
+
+    async def handle(entry: KeyValue.Entry) -> None:
+        if entry.value is None or entry.operation is not None:
+            return  # a delete or purge
+        try:
+            beat = _heartbeat.decode(entry.value)
+        except msgspec.DecodeError:
+            log.warning("liveness.bad_heartbeat", key=entry.key)
+            return
+        if entry.key != heartbeat_key(beat.owner, beat.provider_id):
+            log.warning("liveness.mismatched_heartbeat", key=entry.key)
+            return
+
+        def decide(pid: str = beat.provider_id, owner: str = beat.owner) -> Iterator[Step]:
+            return liveness.heartbeat(executor.world, pid, clock(), owner)
+
+        await executor.carry_out(decide)
+        liveness.handled = entry.revision or liveness.handled
+
     try:
         async for entry in watcher:
-            if entry is None or entry.value is None or entry.operation is not None:
-                continue  # end of the initial values, or a delete/purge
-            try:
-                beat = _heartbeat.decode(entry.value)
-            except msgspec.DecodeError:
-                log.warning("liveness.bad_heartbeat", key=entry.key)
+            if entry is None:
+                server_pending[0] = 0  # the initial values are all in
                 continue
-            if entry.key != heartbeat_key(beat.owner, beat.provider_id):
-                log.warning("liveness.mismatched_heartbeat", key=entry.key)
-                continue
-
-            def decide(pid: str = beat.provider_id, owner: str = beat.owner) -> Iterator[Step]:
-                return liveness.heartbeat(executor.world, pid, clock(), owner)
-
-            await executor.carry_out(decide)
-            liveness.handled = entry.revision or liveness.handled
+            server_pending[0] = None  # one in hand: not caught up before it is handled
+            await handle(entry)
+            server_pending[0] = entry.delta
     finally:
+        # Nobody hears heartbeats now: nobody goes offline until a watcher catches up again.
+        liveness.caught_up = lambda: False
         with contextlib.suppress(Exception):
             await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+def _backlog(watcher: object) -> int:
+    """Heartbeats delivered to this process and not yet handled: in the watcher's queue and
+    its subscription's (nats-py keeps both private; were they renamed, 0: the server's
+    pending count still tells whether it had more)."""
+    queued = getattr(watcher, "_updates", None)
+    subscription = getattr(watcher, "_sub", None)
+    backlog = queued.qsize() if isinstance(queued, asyncio.Queue) else 0
+    pending = getattr(subscription, "pending_msgs", 0)
+    return backlog + (pending if isinstance(pending, int) else 0)
