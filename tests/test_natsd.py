@@ -40,6 +40,7 @@ def test_shipped_config_does_not_start_without_the_installations_secrets(
     # Secure by default: no issuer key and platform password, no server (never an open one).
     monkeypatch.delenv("DANTE_AUTH_ISSUER", raising=False)
     monkeypatch.delenv("DANTE_PLATFORM_PASSWORD", raising=False)
+    monkeypatch.delenv("DANTE_SYSTEM_PASSWORD", raising=False)
     with pytest.raises(NatsServerError, match="DANTE_"):
         NatsServer(store_dir=tmp_path / "s", config=default_config(), monitor_port=-1).start()
 

@@ -30,6 +30,7 @@ from dante.handlers.auth.permissions import (
     OPERATOR,
     PLATFORM_USER,
     SIGNUP_USER,
+    SYSTEM_USER,
     inbox_prefix,
 )
 
@@ -88,6 +89,11 @@ class Credential:
 def platform_credential(password: str) -> Credential:
     """The platform's own service user (from the installation's secrets)."""
     return Credential(username=PLATFORM_USER, secret=password, source="platform")
+
+
+def system_credential(password: str) -> Credential:
+    """The platform's user in the system account (from the installation's secrets)."""
+    return Credential(username=SYSTEM_USER, secret=password, source="platform")
 
 
 def signup_credential(nonce: str) -> Credential:

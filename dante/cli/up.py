@@ -20,6 +20,7 @@ from dante.cli.credentials import (
     Credential,
     platform_credential,
     save_operator,
+    system_credential,
 )
 from dante.cli.logs import configure_logging
 from dante.events.natsd import NatsServer, NatsServerError, default_config
@@ -28,6 +29,8 @@ from dante.handlers.auth.installation import InstallationSecrets
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from nats.aio.client import Client as NATS
 
     from dante.cli.demo import DemoAgent
     from dante.handlers.auth.service import Identity
@@ -82,6 +85,7 @@ async def up(
     """
     from dante.cli.common import shared
     from dante.handlers.auth.service import Identity
+    from dante.handlers.auth.sessions import Sessions
     from dante.handlers.platform import Platform, PlatformOptions
 
     nats_url = shared().nats_url
@@ -98,12 +102,7 @@ async def up(
             return 1
         url = server.url
     try:
-        nc = await connect(
-            url,
-            name="dante-platform",
-            forever=True,
-            credential=platform_credential(installation.platform_password),
-        )
+        nc, system = await _connect_platform(url, installation)
     except ConnectFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         if server is not None:
@@ -112,7 +111,11 @@ async def up(
     options = PlatformOptions(data_dir=data_dir, log_settings=LogSettings(replicas=replicas))
     platform = Platform(nc, options)
     identity = Identity(
-        nc, platform.store, installation.signer, operator_token=installation.operator_token
+        nc,
+        platform.store,
+        installation.signer,
+        operator_token=installation.operator_token,
+        sessions=Sessions(system),
     )
     # Stopped first, while the platform still serves them (the demo agent gives jobs back).
     stopping: list[Callable[[], Awaitable[None]]] = []
@@ -131,13 +134,36 @@ async def up(
             print("ready", flush=True)
     finally:
         with anyio.CancelScope(shield=True):
-            try:
-                await nc.drain()
-            except Exception:  # already closed or the server went first
-                await nc.close()
+            for client in (system, nc):
+                try:
+                    await client.drain()
+                except Exception:  # already closed or the server went first
+                    await client.close()
             if server is not None:
                 server.stop()
     return 0
+
+
+async def _connect_platform(url: str, installation: InstallationSecrets) -> tuple[NATS, NATS]:
+    """The platform's connection, and its system user's (which closes the connections of a
+    revoked login)."""
+    nc = await connect(
+        url,
+        name="dante-platform",
+        forever=True,
+        credential=platform_credential(installation.platform_password),
+    )
+    try:
+        system = await connect(
+            url,
+            name="dante-system",
+            forever=True,
+            credential=system_credential(installation.system_password),
+        )
+    except BaseException:
+        await nc.close()
+        raise
+    return nc, system
 
 
 def _embedded_server(

@@ -18,7 +18,11 @@ ACCOUNT_PATTERN: Final = r"^[a-z][a-z0-9_-]{1,31}$"
 PLATFORM_WALLET: Final = "platform"
 #: `signup` is the user name of connections that open accounts (dante/handlers/auth/permissions.py).
 RESERVED_ACCOUNTS: Final = frozenset(
-    {PLATFORM_WALLET, "operator", "system", "dante", "admin", "signup"}
+    {
+        PLATFORM_WALLET, "operator", "system", "dante", "admin", "signup",
+        # nats.conf's static users: the server checks them before the callout
+        "dante-platform", "dante-system",
+    }  # fmt: skip
 )
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="a subject-safe identifier")]

@@ -20,11 +20,13 @@ from dante.cli.credentials import (
     Credential,
     platform_credential,
     signup_credential,
+    system_credential,
 )
 from dante.events.natsd import NatsServer, default_config
 from dante.handlers.auth.client import new_nonce, sign_up
 from dante.handlers.auth.installation import InstallationSecrets
 from dante.handlers.auth.service import Identity
+from dante.handlers.auth.sessions import Sessions
 from dante.handlers.platform import Platform, PlatformOptions
 from tests.handlers.conftest import Clock
 
@@ -118,10 +120,20 @@ async def secured(
         forever=True,
         credential=platform_credential(installation.platform_password),
     )
+    system = await connect(
+        auth_server.url,
+        name="dante-system",
+        forever=True,
+        credential=system_credential(installation.system_password),
+    )
     options = PlatformOptions(data_dir=tmp_path, clock=clock, timer_interval=3600)
     platform = Platform(nc, options)
     identity = Identity(
-        nc, platform.store, installation.signer, operator_token=installation.operator_token
+        nc,
+        platform.store,
+        installation.signer,
+        operator_token=installation.operator_token,
+        sessions=Sessions(system),
     )
     task = asyncio.create_task(platform.run(extra=[identity.run]))
     await asyncio.wait_for(platform.ready.wait(), 20)
@@ -139,3 +151,4 @@ async def secured(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await nc.close()
+        await system.close()

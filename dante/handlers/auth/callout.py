@@ -221,7 +221,8 @@ class AuthCallout:
             "aud": PUBLIC_ACCOUNT,
             "name": scope.user_name,
             # No expiry: nats-py 2.16 closes a client for good when its user JWT expires,
-            # which would stop agents. A revoked login is refused at the next connect.
+            # which would stop agents. A revoked login's connections are closed instead
+            # (`dante.handlers.auth.sessions`), and refused when they reconnect.
             "nats": {
                 "type": "user",
                 "version": 2,

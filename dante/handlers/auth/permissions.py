@@ -27,6 +27,8 @@ from dante.schemas.values import ACCOUNT_PATTERN, ID_PATTERN, RESERVED_ACCOUNTS
 PUBLIC_ACCOUNT: Final = "PUBLIC"
 #: The platform's static service user in the `DANTE` account; the callout never sees it.
 PLATFORM_USER: Final = "dante-platform"
+#: The platform's static user in the system account (closing revoked logins' connections).
+SYSTEM_USER: Final = "dante-system"
 #: The user name of the operator, whose credential `dante up` writes.
 OPERATOR: Final = "operator"
 #: The user name a client without an account signs up as; its password is a random nonce

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
@@ -36,12 +38,21 @@ if TYPE_CHECKING:
 
     from dante.events.store import EventStore
     from dante.handlers.auth.jwt import Signer
+    from dante.handlers.auth.sessions import Sessions
 
 log = structlog.get_logger(__name__)
 
 QUEUE: Final = "dante-accounts"
 #: Sign-ups handled at once by one process (each costs a scrypt).
 _SIGNUPS: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Then:
+    """An answer, and what to do once it is sent."""
+
+    result: Any
+    action: Callable[[], Awaitable[None]]
 
 
 class Identity:
@@ -55,12 +66,16 @@ class Identity:
         *,
         operator_token: str | None = None,
         throttle: Throttle | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self._nc = nc
         self._store = store
         self.book = AccountBook(nc.jetstream())
         self.callout = AuthCallout(nc, self.book, signer, throttle=throttle)
         self._operator_token = operator_token
+        #: Closes the connections of an account whose login is revoked (None: they stay up
+        #: until they reconnect, when the revoked token is refused).
+        self.sessions = sessions
         self._signups = asyncio.Semaphore(_SIGNUPS)
         self._tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
@@ -105,8 +120,11 @@ class Identity:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, msg: Msg) -> None:
+        then: _Then | None = None
         try:
             result = await self._handle(msg.subject, msg.data)
+            if isinstance(result, _Then):
+                result, then = result.result, result
             body = ok_reply(result)
         except Rejected as rejected:
             body = error_reply(rejected.info)
@@ -118,6 +136,14 @@ class Identity:
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(body)
+        if then is not None:
+            # After the answer: the connection that asked may be one of those it closes.
+            with contextlib.suppress(Exception):
+                await self._nc.flush()
+            try:
+                await then.action()
+            except Exception:
+                log.exception("accounts.after_failed", subject=msg.subject)
 
     async def _handle(self, subject: str, data: bytes) -> Any:
         if subject == SIGNUP_SUBJECT:
@@ -143,5 +169,12 @@ class Identity:
             if not await self.book.revoke_token(name, revoke.token):
                 raise Rejected("forbidden", "that login token is not one of this account's")
             log.info("login.token_revoked", account=name)
-            return None
+            sessions = self.sessions
+            if sessions is None:
+                return None
+
+            async def close_connections() -> None:
+                await sessions.close_all(name)
+
+            return _Then(result=None, action=close_connections)
         raise Rejected("unknown_verb", f"there is no account operation {verb!r}")
