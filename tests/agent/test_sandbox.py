@@ -15,7 +15,7 @@ import pytest
 
 from dante.agent.config import AgentOptions, ConfigError, load_config
 from dante.agent.executors import sandbox as sandbox_module
-from dante.agent.executors.sandbox import Sandbox, landlock_abi
+from dante.agent.executors.sandbox import Sandbox, job_grants, landlock_abi
 from dante.agent.executors.script import ScriptExecutor
 from dante.agent.executors.spec import RunResult
 from tests.agent.runs import PROBE, Collected, script_spec, verdicts
@@ -193,3 +193,19 @@ def test_the_sandbox_mode_is_checked(tmp_path: Path) -> None:
     assert load_config(AgentOptions(script_sandbox="off"), required, None).script_sandbox == "off"
     with pytest.raises(ConfigError, match="must be auto, require or off, not 'strict'"):
         load_config(AgentOptions(), {**env, "DANTE_SCRIPT_SANDBOX": "strict"}, None)
+
+
+def test_a_program_folder_grants_its_installation_but_never_a_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conda, bare, home = tmp_path / "conda", tmp_path / "bare", tmp_path / "home" / "ada"
+    for folder in (conda / "bin", conda / "lib", bare / "bin", home / "bin", home / "lib"):
+        folder.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    search_path = os.pathsep.join(str(p / "bin") for p in (conda, bare, home))
+
+    granted = {folder for folder, _ in job_grants(search_path, "/usr/bin/python3")}
+
+    assert {conda, conda / "bin", bare / "bin", home / "bin"} <= granted
+    assert bare not in granted  # no lib beside its bin: not an installation
+    assert home not in granted  # ~/bin must not open ~/.ssh

@@ -37,10 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-import structlog
-
-log = structlog.get_logger(__name__)
-
 SandboxMode = Literal["auto", "require", "off"]
 SANDBOX_MODES: Final[tuple[SandboxMode, ...]] = ("auto", "require", "off")
 
@@ -188,16 +184,20 @@ def job_grants(search_path: str, interpreter: str) -> list[tuple[Path, int]]:
 
 def _program_folders(search_path: str, interpreter: str) -> Iterable[Path]:
     """The PATH folders, and the installation each program folder belongs to (a conda
-    environment's `bin` needs its `lib`): `<prefix>/bin` grants `<prefix>`."""
+    environment's `bin` needs its `lib`): `<prefix>/bin` grants `<prefix>` when that has a
+    `lib` beside it, never a home folder (`~/bin` must not open `~/.ssh`)."""
     folders = [Path(entry) for entry in search_path.split(os.pathsep) if entry]
     folders.append(Path(interpreter).parent)
     folders.append(Path(interpreter).resolve().parent)
+    homes = {Path("/"), Path("/root"), Path("/home"), Path.home()}
     for folder in folders:
         if not folder.is_absolute():
             continue
         yield folder
-        if folder.name in ("bin", "sbin") and folder.parent != Path("/"):
-            yield folder.parent
+        prefix = folder.parent
+        installed = folder.name in ("bin", "sbin") and (prefix / "lib").is_dir()
+        if installed and prefix not in homes and prefix.parent != Path("/home"):
+            yield prefix
 
 
 @dataclass(slots=True)
