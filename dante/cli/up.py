@@ -26,6 +26,7 @@ from dante.cli.logs import configure_logging
 from dante.events.natsd import NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
 from dante.handlers.auth.installation import InstallationSecrets
+from dante.runtime import settle_heap
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -126,6 +127,9 @@ async def up(
             with anyio.fail_after(READY_TIMEOUT_S):
                 await platform.ready.wait()
                 await identity.ready.wait()
+            # The world read from the log is most of the heap and lives as long as the
+            # process: keep the cyclic collector from rescanning it (see dante.runtime).
+            settle_heap()
             written = save_operator(url, installation.operator_token)
             print(f"Dante is up on {url} (data in {data_dir}). Ctrl-C stops it.", flush=True)
             print(f"operator credential for {url}: {written} (yours only)", flush=True)

@@ -49,7 +49,7 @@ def _decode_slow(data: bytes, first_error: Exception | None) -> Event:
     return event
 
 
-class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+class Recorded(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """An event as it sits in the log: its stream sequence, subject and store time."""
 
     seq: int

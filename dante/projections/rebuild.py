@@ -24,6 +24,7 @@ from dante.projections.fold import LogFold
 from dante.projections.projector import Batch, Projector
 from dante.projections.sqlite import connect, prepare
 from dante.projections.tables import Projection
+from dante.runtime import collector_paused
 
 #: Called after every committed batch with (events folded, events to fold at most).
 Progress = Callable[[int, int], None]
@@ -99,7 +100,8 @@ async def rebuild(
             store, db, projector, flush_every=flush_every, flush_ms=1e9, on_commit=committed
         )
         if stop >= 1:
-            await fold.run(1, stop=stop, until=until)
+            with collector_paused():
+                await fold.run(1, stop=stop, until=until)
         rows = await _count_rows(db, projections)
     except BaseException:
         with anyio.CancelScope(shield=True):

@@ -18,28 +18,28 @@ from dante.schemas.values import Text
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 
 
-class SignUp(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class SignUp(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     username: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     password: Secret
     role: Literal["renter", "provider"] = "renter"
 
 
-class AccountResult(msgspec.Struct, frozen=True, kw_only=True):
+class AccountResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     username: str
     role: str
 
 
-class IssueToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class IssueToken(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """Ask for a login token; `label` says where it is used (a host name), for the owner."""
 
     label: Text = ""
 
 
-class TokenResult(msgspec.Struct, frozen=True, kw_only=True):
+class TokenResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     username: str
     role: str
     token: str
 
 
-class RevokeToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class RevokeToken(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     token: Secret

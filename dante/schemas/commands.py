@@ -33,7 +33,7 @@ CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 Role = Literal["renter", "provider", "operator"]
 
 
-class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Command(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """The envelope every command shares."""
 
     ROLE: ClassVar[Role]
@@ -252,7 +252,7 @@ Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 UploadId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 
 
-class OutputLine(msgspec.Struct, frozen=True, kw_only=True):
+class OutputLine(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     at: Timestamp
     stream: Literal["stdout", "stderr"]
     text: Annotated[str, msgspec.Meta(max_length=16_384)]
@@ -379,7 +379,7 @@ ErrorCode = Literal[
 ]
 
 
-class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+class ErrorInfo(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """A typed rejection: a stable code, a sentence for people, and the field at fault."""
 
     code: ErrorCode
@@ -387,7 +387,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     field: str | None = None
 
 
-class Reply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Reply(msgspec.Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True):
     """What every command and query gets back: a result, or an error and nothing appended."""
 
     ok: bool

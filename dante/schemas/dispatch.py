@@ -18,7 +18,7 @@ import msgspec
 from dante.schemas.values import FileRef, JobPayload, Timestamp
 
 
-class Assignment(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="kind"):
+class Assignment(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag=True, tag_field="kind"):
     job_id: str
     attempt: int
     renter: str
@@ -36,7 +36,7 @@ class Assignment(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field=
 StopCode = Literal["cancelled", "insufficient_funds", "max_duration", "revoked", "operator"]
 
 
-class Stop(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="kind"):
+class Stop(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag=True, tag_field="kind"):
     job_id: str
     attempt: int
     code: StopCode
@@ -47,7 +47,7 @@ class Stop(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="kind"
 Instruction = Assignment | Stop
 
 
-class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+class Heartbeat(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """Written by an agent every few seconds under `<owner>.<provider_id>`; both must match
     the key, and the provider must be registered to that owner, for it to count."""
 

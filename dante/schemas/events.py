@@ -37,7 +37,7 @@ EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Cause = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
+class Event(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag=True, tag_field="type"):
     """The envelope every event shares."""
 
     AGGREGATE: ClassVar[str] = ""

@@ -11,6 +11,6 @@ import msgspec
 from dante.schemas.commands import OutputLine
 
 
-class OutputBatch(msgspec.Struct, frozen=True, kw_only=True):
+class OutputBatch(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     attempt: int
     lines: list[OutputLine]

@@ -9,7 +9,7 @@ import msgspec
 from dante.schemas.values import FileRef, Timestamp
 
 
-class WalletResult(msgspec.Struct, frozen=True, kw_only=True):
+class WalletResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     wallet_id: str
     available_udgpu: int
     held_udgpu: int
@@ -18,7 +18,7 @@ class WalletResult(msgspec.Struct, frozen=True, kw_only=True):
     withdrawal_id: str | None = None
 
 
-class SubmitResult(msgspec.Struct, frozen=True, kw_only=True):
+class SubmitResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     job_id: str
     state: str
     #: The cheapest matching price per GPU-hour now (or ever, when nothing is free now).
@@ -28,7 +28,7 @@ class SubmitResult(msgspec.Struct, frozen=True, kw_only=True):
     available_now: bool
 
 
-class JobResult(msgspec.Struct, frozen=True, kw_only=True):
+class JobResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     job_id: str
     state: str
     attempt: int = 0
@@ -36,25 +36,25 @@ class JobResult(msgspec.Struct, frozen=True, kw_only=True):
     recorded_ticks: int = 0
 
 
-class ProviderResult(msgspec.Struct, frozen=True, kw_only=True):
+class ProviderResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     provider_id: str
     status: str
 
 
-class OutputResult(msgspec.Struct, frozen=True, kw_only=True):
+class OutputResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """After `RecordOutput`: the lines stored (once, even when a batch is sent again)."""
 
     stored: int
 
 
-class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+class LogLine(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     at: Timestamp
     stream: Literal["stdout", "stderr"]
     text: str
     attempt: int
 
 
-class LogPage(msgspec.Struct, frozen=True, kw_only=True):
+class LogPage(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     job_id: str
     lines: list[LogLine]
     #: Pass as `after` to get the next page. An opaque position (the stream sequence of a
@@ -64,7 +64,7 @@ class LogPage(msgspec.Struct, frozen=True, kw_only=True):
     ended: bool
 
 
-class ChunkResult(msgspec.Struct, frozen=True, kw_only=True):
+class ChunkResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """A piece of a stored file; `done` on the last piece."""
 
     object: str
@@ -75,7 +75,7 @@ class ChunkResult(msgspec.Struct, frozen=True, kw_only=True):
     done: bool
 
 
-class UploadResult(msgspec.Struct, frozen=True, kw_only=True):
+class UploadResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """After a chunk: how much is stored; after the final chunk, the stored file."""
 
     received: int

@@ -58,7 +58,7 @@ Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 Vendor = Literal["nvidia", "amd", "apple", "intel"]
 
 
-class Gpu(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Gpu(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One GPU of a provider, as detected by the agent (or simulated, and then marked so)."""
 
     index: GpuIndex
@@ -80,7 +80,7 @@ class Gpu(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
         return (self.vram_mb + 512) // 1024
 
 
-class GpuOffer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GpuOffer(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """A provider's price and availability for one of its GPUs."""
 
     index: GpuIndex
@@ -88,7 +88,7 @@ class GpuOffer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     available: bool = True
 
 
-class JobRequirements(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class JobRequirements(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """What a job needs from the GPUs it runs on and what the renter will pay at most."""
 
     gpu_count: GpuCount = 1
@@ -101,7 +101,7 @@ class JobRequirements(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_duration_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_DURATION_S)] | None = None
 
 
-class DockerPayload(msgspec.Struct, frozen=True, kw_only=True, tag="docker", tag_field="kind",
+class DockerPayload(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag="docker", tag_field="kind",
                     forbid_unknown_fields=True):
     """Run a Docker image with a command."""
 
@@ -115,7 +115,7 @@ class DockerPayload(msgspec.Struct, frozen=True, kw_only=True, tag="docker", tag
     network: bool = False
 
 
-class ScriptPayload(msgspec.Struct, frozen=True, kw_only=True, tag="script", tag_field="kind",
+class ScriptPayload(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag="script", tag_field="kind",
                     forbid_unknown_fields=True):
     """Run a script with a stated interpreter."""
 
@@ -130,7 +130,7 @@ class ScriptPayload(msgspec.Struct, frozen=True, kw_only=True, tag="script", tag
 JobPayload = DockerPayload | ScriptPayload
 
 
-class FileRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class FileRef(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """A file in the object store: a job input or a bundle of results."""
 
     object: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
@@ -140,7 +140,7 @@ class FileRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
-class GpuSample(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GpuSample(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One GPU's use over one tick, with what the GPU itself reported."""
 
     index: GpuIndex
@@ -151,7 +151,7 @@ class GpuSample(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     temperature_c: Annotated[int, msgspec.Meta(ge=-50, le=200)] | None = None
 
 
-class UsageTick(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class UsageTick(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """One metering interval of a job attempt: numbered from 1, one sample per assigned GPU."""
 
     seq: Annotated[int, msgspec.Meta(ge=1)]

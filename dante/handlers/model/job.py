@@ -17,7 +17,7 @@ JobStatus = Literal[
 ENDED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "stopped"})
 
 
-class JobState(msgspec.Struct, frozen=True, kw_only=True):
+class JobState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     job_id: str
     version: int = 0
     #: Stream sequence of `JobSubmitted`: the job's place in the queue.

@@ -14,12 +14,12 @@ from dante.schemas.values import Gpu, GpuOffer
 ProviderStatus = Literal["new", "online", "offline", "deregistered"]
 
 
-class Reservation(msgspec.Struct, frozen=True):
+class Reservation(msgspec.Struct, frozen=True, gc=False):
     job_id: str
     attempt: int
 
 
-class ProviderState(msgspec.Struct, frozen=True, kw_only=True):
+class ProviderState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     provider_id: str
     #: Stream sequence of the provider's last event; 0 when it has none.
     version: int = 0

@@ -13,7 +13,7 @@ from dante.schemas import events as ev
 HoldKey = tuple[str, int]  # (job_id, attempt)
 
 
-class WalletState(msgspec.Struct, frozen=True, kw_only=True):
+class WalletState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     wallet_id: str
     version: int = 0
     role: Literal["renter", "provider"] | None = None

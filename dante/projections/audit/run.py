@@ -13,6 +13,7 @@ from dante.events.store import EventStore
 from dante.projections.audit.auditor import SETTLE_GRACE, Auditor
 from dante.projections.audit.report import AuditReport, ViewsComparison
 from dante.projections.audit.views import compare_views
+from dante.runtime import collector_paused
 from dante.schemas.codec import DecodeError
 
 #: Called after every chunk read with (events audited, events to audit at most).
@@ -32,16 +33,18 @@ async def audit_log(
     if stop < 1:
         return
     apply, unreadable = auditor.apply, auditor.unreadable
-    async for chunk in store.read_messages(1, stop=stop):
-        for message in chunk:
-            try:
-                event = decode_event(message.data)
-            except DecodeError as exc:
-                unreadable(message.seq, exc.reason, committed=message.committed)
-                continue
-            apply(message.seq, event, batch_id=message.batch_id, committed=message.committed)
-        if progress is not None:
-            progress(auditor.events, stop)
+    with collector_paused():
+        async for chunk in store.read_messages(1, stop=stop):
+            for message in chunk:
+                try:
+                    event = decode_event(message.data)
+                except DecodeError as exc:
+                    unreadable(message.seq, exc.reason, committed=message.committed)
+                    continue
+                committed = message.committed
+                apply(message.seq, event, batch_id=message.batch_id, committed=committed)
+            if progress is not None:
+                progress(auditor.events, stop)
 
 
 async def audit(
