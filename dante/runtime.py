@@ -21,7 +21,9 @@ PLATFORM_THRESHOLDS: Final = (50_000, 50, 100)
 def settle_heap() -> None:
     """Once the platform has read its state: collect, then exempt everything alive now (most
     of it the world, kept for the life of the process) from later collections, and collect
-    young objects less often."""
+    young objects less often. The price: what is alive now and later becomes part of a
+    garbage cycle is never reclaimed; at start that is the world's data (no cycles) and the
+    platform's long-lived tasks."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*PLATFORM_THRESHOLDS)
