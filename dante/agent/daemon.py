@@ -33,7 +33,7 @@ from dante.agent.attempt import (
 )
 from dante.agent.config import AgentConfig
 from dante.agent.executors import RunSpec
-from dante.agent.executors.sandbox import landlock_abi, protect_agent_process
+from dante.agent.executors.sandbox import SandboxUnavailable, protect_agent_process
 from dante.agent.heartbeat import Heartbeats
 from dante.agent.identity import locked_work_dir, provider_id_for
 from dante.agent.instructions import consume
@@ -452,16 +452,14 @@ async def serve(config: AgentConfig, gpus: Sequence[Gpu]) -> None:
             # Its jobs run as its own user: they must not read its memory or environment.
             protect_agent_process()
             sandbox = script_sandbox(config)
-            if sandbox.mode != "off" and landlock_abi() == 0:
-                if sandbox.mode == "require":
-                    raise SetupError(
-                        "--script-sandbox require, but this kernel has no Landlock (Linux "
-                        "5.13 or later with landlock among its LSMs): run jobs in Docker, or "
-                        "allow unconfined scripts with --script-sandbox auto"
-                    )
-                log.warning("script jobs are not sandboxed", why=sandbox.describe())
-            else:
+            try:
+                confined = sandbox.abi() > 0
+            except SandboxUnavailable as exc:
+                raise SetupError(str(exc)) from None
+            if confined or sandbox.mode == "off":
                 log.info("script sandbox", how=sandbox.describe())
+            else:
+                log.warning("script jobs are not sandboxed", why=sandbox.describe())
             executors = build_executors(
                 config.executor,
                 agent_id=provider_id,

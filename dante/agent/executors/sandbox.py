@@ -141,20 +141,25 @@ class Sandbox:
             return "unavailable: this kernel has no Landlock, script jobs are not confined"
         return f"Landlock ABI {abi}"
 
-    def prepare(self, *, work_dir: Path, search_path: str, interpreter: str) -> Confinement | None:
-        """The confinement for one job, built in the agent (the child only applies it).
-
-        None where the mode is "off", or "auto" on a kernel without Landlock.
-        """
+    def abi(self) -> int:
+        """The Landlock ABI jobs are confined with; 0: not confined (mode "off", or "auto"
+        on a kernel without Landlock). Raises `SandboxUnavailable` for "require" there."""
         if self.mode == "off":
-            return None
+            return 0
         abi = landlock_abi()
+        if abi == 0 and self.mode == "require":
+            raise SandboxUnavailable(
+                "--script-sandbox require, but this kernel has no Landlock (Linux 5.13 or "
+                "later with landlock among its LSMs): run jobs in Docker, or allow unconfined "
+                "scripts with --script-sandbox auto"
+            )
+        return abi
+
+    def prepare(self, *, work_dir: Path, search_path: str, interpreter: str) -> Confinement | None:
+        """The confinement for one job, built in the agent (the child only applies it);
+        None where jobs are not confined (see `abi`)."""
+        abi = self.abi()
         if abi == 0:
-            if self.mode == "require":
-                raise SandboxUnavailable(
-                    "this provider requires script jobs to be sandboxed, and its kernel has no "
-                    "Landlock (Linux 5.13 or later, with landlock among the enabled LSMs)"
-                )
             return None
         return Confinement.build(
             abi,
@@ -206,7 +211,6 @@ class Confinement:
 
     abi: int
     ruleset_fd: int
-    rules: int
     #: The highest capability number, for emptying the bounding set of a root job.
     last_capability: int
 
@@ -233,7 +237,7 @@ class Confinement:
         fd = int(_LIBC.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), size, 0))
         if fd < 0:
             raise _os_error("landlock_create_ruleset")
-        confinement = cls(abi=abi, ruleset_fd=fd, rules=0, last_capability=_last_capability())
+        confinement = cls(abi=abi, ruleset_fd=fd, last_capability=_last_capability())
         try:
             secret = [_resolved(path) for path in hidden]
             for folder, rights in grants:
@@ -286,7 +290,6 @@ class Confinement:
             )
             if done != 0:
                 raise _os_error(f"landlock_add_rule {path}")
-            self.rules += 1
         finally:
             os.close(fd)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -52,7 +53,7 @@ class _Then:
     """An answer, and what to do once it is sent."""
 
     result: Any
-    action: Callable[[], Awaitable[None]]
+    action: Callable[[], Awaitable[object]]
 
 
 class Identity:
@@ -169,12 +170,7 @@ class Identity:
             if not await self.book.revoke_token(name, revoke.token):
                 raise Rejected("forbidden", "that login token is not one of this account's")
             log.info("login.token_revoked", account=name)
-            sessions = self.sessions
-            if sessions is None:
+            if self.sessions is None:
                 return None
-
-            async def close_connections() -> None:
-                await sessions.close_all(name)
-
-            return _Then(result=None, action=close_connections)
+            return _Then(result=None, action=functools.partial(self.sessions.close_all, name))
         raise Rejected("unknown_verb", f"there is no account operation {verb!r}")
