@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.platform import free_port
-from bench.report import Report, rss_mb
+from bench.report import Report, children, rss_mb
 from dante.cli.connect import connect
 from dante.cli.credentials import Credential
 from dante.handlers.client import Client
@@ -38,20 +38,8 @@ if TYPE_CHECKING:
 RENTER = Credential(username="demo-user", secret="demo-pass", role="renter")
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def _agent_pid(up_pid: int) -> int | None:
-    for pid in _children(up_pid):
+    for pid in children(up_pid):
         with contextlib.suppress(OSError):
             if b"agent\x00run" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid

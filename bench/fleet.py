@@ -81,7 +81,7 @@ async def run(options: Options) -> Report:
                     for task in tasks:
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
-                report.add("platform peak RSS", rss_mb(up.pid)[1], "MiB")
+                report.add("platform peak RSS", up.peak_rss_mb(), "MiB")
                 server = _nats_server_pid()
                 if server is not None:
                     report.add("nats-server peak RSS", rss_mb(server)[1], "MiB")
@@ -93,7 +93,7 @@ async def run(options: Options) -> Report:
 
 async def _measure(report: Report, meter: Meter, up: Up, agents: int, seconds: float) -> None:
     server = _nats_server_pid()
-    cpu0, own0 = cpu_seconds(up.pid), own_cpu_seconds()
+    cpu0, own0 = up.cpu_seconds(), own_cpu_seconds()
     server0 = cpu_seconds(server) if server else 0.0
     started = time.perf_counter()
     await meter.paced(seconds, float(agents))  # every GPU: one tick a second
@@ -101,23 +101,40 @@ async def _measure(report: Report, meter: Meter, up: Up, agents: int, seconds: f
     wall = time.perf_counter() - started
     report.add("ticks offered", float(agents), "ticks/s")
     report.add("ticks charged", meter.visible_ticks / seconds, "ticks/s", vs="ticks offered")
-    report.add("platform CPU", (cpu_seconds(up.pid) - cpu0) / wall * 100, "% of a core")
+    report.add("platform CPU", (up.cpu_seconds() - cpu0) / wall * 100, "% of a core")
     report.add(
         "this process (the agents) CPU", (own_cpu_seconds() - own0) / wall * 100, "% of a core"
     )
     if server:
         report.add("nats-server CPU", (cpu_seconds(server) - server0) / wall * 100, "% of a core")
+    full = _windows(meter.samples, started, seconds)
+    replies = _windows(meter.reply_samples, started, seconds)
+    logged = _windows(meter.log_samples, started, seconds)
+    for n, lags in enumerate(full):
+        if not lags:
+            continue
+        report.add(f"window {n + 1}: lag p50", percentile(lags, 50) * 1000, "ms")
+        report.add(f"window {n + 1}: lag p99", percentile(lags, 99) * 1000, "ms")
+        # Where it builds up: the command's reply, the charge in the log, the views.
+        if n < len(replies) and replies[n]:
+            report.add(f"window {n + 1}: reply p50", percentile(replies[n], 50) * 1000, "ms")
+        if n < len(logged) and logged[n]:
+            report.add(f"window {n + 1}: charge in log p50", percentile(logged[n], 50) * 1000, "ms")
+    seen = [lags for lags in full if lags]
+    if len(seen) >= 2:
+        first, last = percentile(seen[0], 50), percentile(seen[-1], 50)
+        report.add("last / first window lag p50", last / first if first else 0.0, "x")
+    report.add("all charged", 1.0 if drained else 0.0, "yes=1")
+
+
+def _windows(
+    samples: list[tuple[float, float]], started: float, seconds: float
+) -> list[list[float]]:
+    """The lags of `samples` ((when, lag)) per full WINDOW_S window from `started`."""
     windows: list[list[float]] = []
-    for at, lag in meter.samples:
+    for at, lag in samples:
         index = int((at - started) // WINDOW_S)
         while len(windows) <= index:
             windows.append([])
         windows[index].append(lag)
-    full = [w for w in windows[: int(seconds // WINDOW_S)] if w]
-    for n, lags in enumerate(full):
-        report.add(f"window {n + 1}: lag p50", percentile(lags, 50) * 1000, "ms")
-        report.add(f"window {n + 1}: lag p99", percentile(lags, 99) * 1000, "ms")
-    if len(full) >= 2:
-        first, last = percentile(full[0], 50), percentile(full[-1], 50)
-        report.add("last / first window lag p50", last / first if first else 0.0, "x")
-    report.add("all charged", 1.0 if drained else 0.0, "yes=1")
+    return windows[: int(seconds // WINDOW_S)]

@@ -36,7 +36,7 @@ import msgspec
 from bench import raw
 from bench.platform import Fleet, Heartbeats, RunningJob, Up, nats_server, plan_fleet, seed
 from bench.platform import server_url as url_of
-from bench.report import Report, cpu_seconds, own_cpu_seconds, percentile, rss_mb
+from bench.report import Report, own_cpu_seconds, percentile
 from dante.events.store import EventStore
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
@@ -88,6 +88,10 @@ class Meter:
         self.samples: list[tuple[float, float]] = []
         #: From send to the charge appearing in the log (before the views have it).
         self.log_lags: list[float] = []
+        #: (when, lag) of each stage, for where a growing lag builds up: the command's reply
+        #: (accepted), the charge in the log.
+        self.reply_samples: list[tuple[float, float]] = []
+        self.log_samples: list[tuple[float, float]] = []
         self.last_visible = 0.0
         self.charges_seen = 0
 
@@ -128,6 +132,8 @@ class Meter:
         except Exception as exc:
             self.errors[type(exc).__name__] += 1
             return
+        answered = time.perf_counter()
+        self.reply_samples.append((answered, answered - sent))
         reply = decode_reply(msg.data)
         if reply.ok:
             self.accepted_ticks += count
@@ -153,6 +159,7 @@ class Meter:
                     _, sent, count = agent.unbilled.popleft()
                     self.charged.append((seq, sent, count))
                     self.log_lags.append(now - sent)
+                    self.log_samples.append((now, now - sent))
 
     async def watch_views(self) -> None:
         while True:
@@ -230,7 +237,7 @@ async def _phase(
     """Run a phase; return (ticks/s accepted, ticks/s visible end to end, platform CPU)."""
     meter.reset()
     own0 = own_cpu_seconds()
-    cpu0 = cpu_seconds(up.pid)
+    cpu0 = up.cpu_seconds()
     started = time.perf_counter()
     assert run is not None
     await run
@@ -238,7 +245,7 @@ async def _phase(
     await meter.drained(timeout=300)
     end_s = max(meter.last_visible - started, accepted_s)
     wall = time.perf_counter() - started
-    cpu = (cpu_seconds(up.pid) - cpu0) / wall
+    cpu = (up.cpu_seconds() - cpu0) / wall
     report.add(
         f"{name}: this process (the agents) CPU",
         (own_cpu_seconds() - own0) / wall * 100,
@@ -287,7 +294,7 @@ async def run(options: Options) -> Report:
                     for task in tasks:
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
-                report.add("platform peak RSS", rss_mb(up.pid)[1], "MiB")
+                report.add("platform peak RSS", up.peak_rss_mb(), "MiB")
     if meter.errors:
         report.notes.append(f"errors: {dict(meter.errors)}")
     return report

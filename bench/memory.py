@@ -31,7 +31,7 @@ from bench.platform import (
     provider_id,
 )
 from bench.platform import server_url as url_of
-from bench.report import Report, rss_mb
+from bench.report import Report
 from bench.scheduling import RENTERS, fleet_events
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ async def run(options: Options) -> Report:
                 report.add("views caught up after ready", await up.views_reach(last), "s")
                 made = await up.dispatch_ready(nc, providers)
                 report.add("dispatch consumers made after ready", made, "s")
-                now, peak = rss_mb(up.pid)
+                now, peak = up.rss_mb(), up.peak_rss_mb()
                 report.add("dante up: RSS", now, "MiB")
                 report.add("dante up: peak RSS", peak, "MiB")
     if importlib.util.find_spec("dante.agent.daemon") is None:

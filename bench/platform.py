@@ -31,13 +31,12 @@ from typing import Any, Self
 import msgspec
 import nats
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from bench import report
 from dante.events.natsd import NatsServer
 from dante.events.store import Append, EventStore, Pipeline
 from dante.events.streams import (
     DISPATCH_STREAM,
-    EVENT_PREFIX,
     HEARTBEAT_BUCKET,
     STREAM,
     ensure_log,
@@ -52,18 +51,6 @@ SOLANA = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
 PRICE = 500_000  # µdGPU per GPU-hour
 FEE_BPS = 500
 HOLD_WINDOW_S = 600  # Settings.hold_window_s
-
-
-def _handler_subjects() -> dict[str, str]:
-    from dante.handlers.billing import Billing
-    from dante.handlers.dispatcher import Dispatcher
-    from dante.handlers.liveness import Liveness
-    from dante.handlers.scheduler import Scheduler
-
-    return {
-        h.name: getattr(h, "subjects", f"{EVENT_PREFIX}.>")
-        for h in (Scheduler(), Billing(), Dispatcher(), Liveness())
-    }
 
 
 FUNDS = 10**15
@@ -316,25 +303,16 @@ async def append_events(nc: NATS, events: Iterator[ev.Event]) -> int:
 async def prime_durables(nc: NATS, last_seq: int) -> None:
     """Create the handlers' durable consumers at the end of the seeded log.
 
-    Same configuration as `HandlerRunner` creates, except that they start after `last_seq`:
-    the handlers of a platform that ran all along would have acted on every seeded event.
+    As `HandlerRunner` makes them, except that they start after `last_seq`: the handlers of
+    a platform that ran all along would have acted on every seeded event.
     """
+    from dante.handlers.platform import Platform, PlatformOptions
+
     js = nc.jetstream()
-    for name, subjects in _handler_subjects().items():
-        durable = f"handler-{name}"
-        await js.add_consumer(
-            STREAM,
-            ConsumerConfig(
-                durable_name=durable,
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=last_seq + 1,
-                ack_wait=60,
-                max_ack_pending=10_000,
-                max_deliver=-1,
-                filter_subject=subjects,
-            ),
-        )
+    with tempfile.TemporaryDirectory() as unused:
+        platform = Platform(nc, PlatformOptions(data_dir=Path(unused)))
+    for runner in platform.runners:
+        await js.add_consumer(STREAM, runner.consumer_config(start=last_seq + 1))
 
 
 async def seed(
@@ -433,6 +411,31 @@ class Up:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    @property
+    def pids(self) -> list[int]:
+        """`dante up` and its child with the handlers and views (`dante serve`), if any."""
+        found = [self.pid]
+        for pid in report.children(self.pid):
+            with contextlib.suppress(OSError):
+                if b"\x00serve\x00" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+        return found
+
+    def cpu_seconds(self) -> float:
+        """CPU time the platform's processes have used so far."""
+        total = 0.0
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                total += report.cpu_seconds(pid)
+        return total
+
+    def peak_rss_mb(self) -> float:
+        """The platform's peak memory: the sum of its processes' peaks (an upper bound)."""
+        return sum(report.rss_mb(pid)[1] for pid in self.pids)
+
+    def rss_mb(self) -> float:
+        return sum(report.rss_mb(pid)[0] for pid in self.pids)
 
     async def start(self, timeout: float = 600) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

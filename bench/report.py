@@ -7,6 +7,7 @@ run. A report records the commit it was measured on and the machine's facts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -97,6 +98,19 @@ def rss_mb(pid: int) -> tuple[float, float]:
         elif line.startswith("VmHWM:"):
             peak = int(line.split()[1]) / 1024
     return now, peak
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def own_cpu_seconds() -> float:

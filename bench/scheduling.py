@@ -43,7 +43,7 @@ from bench.platform import (
     provider_id,
 )
 from bench.platform import server_url as url_of
-from bench.report import Report, cpu_seconds, percentile, rss_mb
+from bench.report import Report, percentile
 from dante.events.store import EventStore
 from dante.handlers.pricing import suggest_price
 from dante.schemas import commands as cmd
@@ -198,7 +198,7 @@ async def run(options: Options) -> Report:
                     for task in tasks:
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
-                report.add("platform peak RSS", rss_mb(up.pid)[1], "MiB")
+                report.add("platform peak RSS", up.peak_rss_mb(), "MiB")
             if submitter.errors:
                 report.notes.append(f"refused submissions: {submitter.errors}")
     return report
@@ -210,10 +210,10 @@ async def _measure(
     await submitter.paced(10, 10)  # warm up: first placements build the market's caches
     await submitter.all_assigned(list(submitter.sent), 30)
     submitter.replies.clear()
-    cpu0, wall0 = cpu_seconds(up.pid), time.perf_counter()
+    cpu0, wall0 = up.cpu_seconds(), time.perf_counter()
     jobs = await submitter.paced(paced_jobs, rate)
     await submitter.all_assigned(jobs, 60)
-    cpu = (cpu_seconds(up.pid) - cpu0) / (time.perf_counter() - wall0)
+    cpu = (up.cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
     lat = submitter.latencies(jobs)
     report.add("paced: submitted", rate, "jobs/s")
     report.add("paced: submit to assigned p50", percentile(lat, 50) * 1000, "ms")

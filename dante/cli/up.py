@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Final
 import anyio
 from cyclopts import Parameter
 
+from dante.cli.common import UsageError
 from dante.cli.connect import ConnectFailed, connect
 from dante.cli.credentials import (
     PASSWORD_VAR,
@@ -54,7 +55,7 @@ def default_data_dir() -> Path:
     return Path(base) / "dante"
 
 
-async def _stop_on_signals(
+async def stop_on_signals(
     scope: anyio.CancelScope, first: list[Callable[[], Awaitable[None]]]
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -75,6 +76,14 @@ async def up(
     demo: Annotated[
         bool, Parameter(help="Also start a simulated provider and a funded demo renter.")
     ] = False,
+    processes: Annotated[
+        int | None,
+        Parameter(
+            help="2: the handlers and the views in a child process (`dante serve handlers "
+            "views`), the commands here; 1: all in this process. Default: 2 where there are 2 "
+            "or more CPUs."
+        ),
+    ] = None,
 ) -> int:
     """Start the platform: the event log, the command service, the handlers and the views.
 
@@ -85,11 +94,9 @@ async def up(
     (comma-separated URLs) instead of starting one.
     """
     from dante.cli.common import shared
-    from dante.handlers.auth.service import Identity
-    from dante.handlers.auth.sessions import Sessions
-    from dante.handlers.platform import Platform, PlatformOptions
 
     nats_url = shared().nats_url
+    processes = _process_count(processes)
     configure_logging()
     data_dir = data_dir or default_data_dir()
     # Its secrets.json controls the platform: a new data folder is its owner's only.
@@ -109,7 +116,64 @@ async def up(
         if server is not None:
             server.stop()
         return exc.exit_code
-    options = PlatformOptions(data_dir=data_dir, log_settings=LogSettings(replicas=replicas))
+    try:
+        failed = await _serve(
+            url, data_dir, installation, (nc, system), processes, replicas=replicas, demo=demo
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            for client in (system, nc):
+                try:
+                    await client.drain()
+                except Exception:  # already closed or the server went first
+                    await client.close()
+            if server is not None:
+                server.stop()
+    if failed is not None:
+        print(f"error: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _process_count(asked: int | None) -> int:
+    """--processes, checked: 1 or 2; by default 2 where there are 2 CPUs or more."""
+    if asked is None:
+        return 2 if (os.cpu_count() or 1) >= 2 else 1
+    if asked not in (1, 2):
+        raise UsageError(f"--processes is 1 or 2, not {asked}")
+    return asked
+
+
+async def _serve(
+    url: str,
+    data_dir: Path,
+    installation: InstallationSecrets,
+    connections: tuple[NATS, NATS],
+    processes: int,
+    *,
+    replicas: int,
+    demo: bool,
+) -> str | None:
+    """Run the platform on its connection and the system user's until stopped; why it could
+    not start, if so."""
+    nc, system = connections
+    from dante.cli.serve import PartsFailed, PartsProcess
+    from dante.handlers.auth.service import Identity
+    from dante.handlers.auth.sessions import Sessions
+    from dante.handlers.platform import ALL_PARTS, Platform, PlatformOptions
+
+    child = (
+        None
+        if processes == 1
+        else PartsProcess(
+            url, data_dir, installation.platform_password, ["handlers", "views"], replicas=replicas
+        )
+    )
+    options = PlatformOptions(
+        data_dir=data_dir,
+        log_settings=LogSettings(replicas=replicas),
+        parts=ALL_PARTS if child is None else frozenset({"commands"}),
+    )
     platform = Platform(nc, options)
     identity = Identity(
         nc,
@@ -120,11 +184,15 @@ async def up(
     )
     # Stopped first, while the platform still serves them (the demo agent gives jobs back).
     stopping: list[Callable[[], Awaitable[None]]] = []
+    failed: str | None = None
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signals, tg.cancel_scope, stopping)
+            tg.start_soon(stop_on_signals, tg.cancel_scope, stopping)
             tg.start_soon(functools.partial(platform.run, extra=[identity.run]))
             with anyio.fail_after(READY_TIMEOUT_S):
+                if child is not None:
+                    # It reads the log into its world and views while this process starts.
+                    await tg.start(child.run)
                 await platform.ready.wait()
                 await identity.ready.wait()
             # The world read from the log is most of the heap and lives as long as the
@@ -136,16 +204,9 @@ async def up(
             if demo:
                 stopping.append((await _demo(tg, url, data_dir, identity)).stop)
             print("ready", flush=True)
-    finally:
-        with anyio.CancelScope(shield=True):
-            for client in (system, nc):
-                try:
-                    await client.drain()
-                except Exception:  # already closed or the server went first
-                    await client.close()
-            if server is not None:
-                server.stop()
-    return 0
+    except* PartsFailed as group:
+        failed = str(group.exceptions[0])
+    return failed
 
 
 async def _connect_platform(url: str, installation: InstallationSecrets) -> tuple[NATS, NATS]:

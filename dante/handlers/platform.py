@@ -1,19 +1,32 @@
-"""The platform in one process: the log, the command service, the handlers, the views.
+"""The platform: the log, the command service, the handlers, the views.
 
-`dante up` runs one of these next to an embedded nats-server; against a cluster, several
-processes can each run one (the command service is a queue group, the handlers share their
-durable consumers). Tests run it in-process with a hand-moved clock.
+It has three parts that share nothing but the log (and the views' file), so they can run in
+separate processes:
+
+- **commands**: the command service (a queue group) with its queries, files and statements;
+- **handlers**: the world followed from the log, and the handlers deciding on it
+  (scheduling, billing, dispatch, liveness: durable consumers that several processes can
+  share), the heartbeat watcher and the machines' dispatch consumers;
+- **views**: the read models, folded from the log into `views.sqlite3` in the data folder.
+  The queries read that file; where the views run in another process, they wait for the
+  position stored in it (`StoredViews`) to read their own writes.
+
+`dante up` runs the commands in its own process and the handlers and views in a child
+(`dante serve handlers views`), so the platform uses two cores; `--processes 1` runs all of
+them in one, as tests do (in-process, with a hand-moved clock). Against a cluster, more
+processes can run the commands or the handlers; the views belong next to the queries' file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import structlog
@@ -27,17 +40,21 @@ from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.files import Files
 from dante.handlers.liveness import Liveness, watch_heartbeats
 from dante.handlers.queries import ReadModels
-from dante.handlers.runner import HandlerRunner, StepExecutor, WorldTail, utcnow
+from dante.handlers.runner import Handler, HandlerRunner, StepExecutor, WorldTail, utcnow
 from dante.handlers.scheduler import Scheduler
 from dante.handlers.service import CommandService, Extension
 from dante.handlers.settings import Settings
 from dante.handlers.statements import Statements
-from dante.projections.runner import ProjectionRunner
+from dante.projections.runner import ProjectionRunner, StoredViews
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
 
 log = structlog.get_logger(__name__)
+
+Part = Literal["commands", "handlers", "views"]
+#: Every part: the whole platform in one process.
+ALL_PARTS: Final[frozenset[Part]] = frozenset({"commands", "handlers", "views"})
 
 
 @dataclass
@@ -48,6 +65,8 @@ class PlatformOptions:
     clock: Callable[[], datetime] = utcnow
     #: How often handlers look at deadlines; tests set it high and call `tick()` instead.
     timer_interval: float = 1.0
+    #: What this process runs (see the module's docstring).
+    parts: frozenset[Part] = ALL_PARTS
 
 
 class Platform:
@@ -65,20 +84,27 @@ class Platform:
         self.billing = Billing(settings)
         self.dispatcher = Dispatcher()
         self.liveness = Liveness(settings)
+        # The scheduler, billing and the dispatcher act on the whole log: one consumer feeds
+        # them all (each event delivered once, not three times). Liveness has its own, on
+        # provider events only.
+        core: list[Handler] = [self.scheduler, self.billing, self.dispatcher]
+        runner = functools.partial(
+            HandlerRunner,
+            nc,
+            self.store,
+            self.tail,
+            clock=options.clock,
+            timer_interval=options.timer_interval,
+        )
         self.runners = [
-            HandlerRunner(
-                nc,
-                self.store,
-                self.tail,
-                handler,
-                clock=options.clock,
-                timer_interval=options.timer_interval,
-            )
-            for handler in (self.scheduler, self.billing, self.dispatcher, self.liveness)
+            runner(core, name="core", replaces=[f"handler-{h.name}" for h in core]),
+            runner([self.liveness]),
         ]
         self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
-        self.views = ProjectionRunner(self.store, options.data_dir / "views.sqlite3")
-        self.read_models = ReadModels(self.views, settings)
+        views = options.data_dir / "views.sqlite3"
+        self.views = ProjectionRunner(self.store, views)
+        self.stored_views = None if "views" in options.parts else StoredViews(views)
+        self.read_models = ReadModels(self.stored_views or self.views, settings)
         # Uploads are assembled in a local spool before they reach the object store.
         self.files = Files(nc, scratch_dir=options.data_dir / "spool")
         self.agent_consumers = AgentConsumers(nc, self.store)
@@ -97,31 +123,40 @@ class Platform:
         self.ready = asyncio.Event()
 
     async def run(self, *, extra: list[Callable[[], Any]] | None = None) -> None:
-        """Set up the log, then run everything until cancelled.
+        """Set up the log, then run this process's parts until cancelled.
 
         `extra` are more tasks to run alongside, once the log is set up (`dante up` runs the
         identity service, `dante.handlers.auth.service.Identity.run`, so)."""
+        commands = "commands" in self.options.parts
+        handlers = "handlers" in self.options.parts
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
-        await self.tail.catch_up()
+        if handlers:
+            await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
-            await tg.start(self._run_views)
-            tg.start_soon(self._supervise, "world", self.tail.run)
-            for runner in self.runners:
-                tg.start_soon(self._supervise, runner.durable, runner.run)
-            tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
-            tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
+            if "views" in self.options.parts:
+                await tg.start(self._run_views)
+            if handlers:
+                tg.start_soon(self._supervise, "world", self.tail.run)
+                for runner in self.runners:
+                    tg.start_soon(self._supervise, runner.durable, runner.run)
+                tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
+                tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
             for task in extra or []:
                 tg.start_soon(task)
-            await self.service.start()
+            if commands:
+                await self.service.start()
             try:
                 self.ready.set()
-                log.info("platform.ready")
+                log.info("platform.ready", parts=sorted(self.options.parts))
                 await anyio.sleep_forever()
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self.service.stop()
-                    await self.read_models.close()
-                    await self.files.close()
+                if commands:
+                    with anyio.CancelScope(shield=True):
+                        await self.service.stop()
+                        await self.read_models.close()
+                        await self.files.close()
+                        if self.stored_views is not None:
+                            await self.stored_views.close()
 
     @staticmethod
     async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -160,20 +195,24 @@ class Platform:
             await runner.tick()
 
     async def settle(self, timeout: float = 20.0) -> None:
-        """Wait until every handler has acted on everything in the log (and so on, until
-        nothing new appears): tests and the demo use it to observe a quiet platform."""
+        """Wait until this process's parts have acted on everything in the log (and so on,
+        until nothing new appears): every handler, and the views. Tests and the demo use it
+        to observe a quiet platform."""
         js = self.nc.jetstream()
+        handlers = "handlers" in self.options.parts
         async with asyncio.timeout(timeout):
             while True:
                 last = await self.store.last_seq()
-                await self.tail.reached(last)
                 busy = False
-                for runner in self.runners:
-                    with contextlib.suppress(Exception):
-                        info = await js.consumer_info(self.store.stream, runner.durable)
-                        if info.num_pending or info.num_ack_pending:
-                            busy = True
-                await self.views.wait_for(last)
+                if handlers:
+                    await self.tail.reached(last)
+                    for runner in self.runners:
+                        with contextlib.suppress(Exception):
+                            info = await js.consumer_info(self.store.stream, runner.durable)
+                            if info.num_pending or info.num_ack_pending:
+                                busy = True
+                if "views" in self.options.parts:
+                    await self.views.wait_for(last)
                 if not busy and await self.store.last_seq() == last:
                     return
                 await asyncio.sleep(0.02)

@@ -25,7 +25,7 @@ from dante.schemas import commands as cmd
 
 if TYPE_CHECKING:
     from dante.handlers.service import Lookup
-    from dante.projections.runner import ProjectionRunner
+    from dante.projections.runner import ProjectionRunner, StoredViews
 
 JOB_STATES: Final = frozenset(
     {"queued", "assigned", "running", "completed", "failed", "cancelled", "stopped"}
@@ -49,7 +49,9 @@ Route = Callable[[Ask], Awaitable[Any]]
 class ReadModels:
     """The query endpoints of the command service."""
 
-    def __init__(self, runner: ProjectionRunner, settings: Settings | None = None) -> None:
+    def __init__(
+        self, runner: ProjectionRunner | StoredViews, settings: Settings | None = None
+    ) -> None:
         self._runner = runner
         self._settings = settings or Settings()
         self._views: Views | None = None

@@ -35,6 +35,7 @@ import msgspec
 import structlog
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from dante.events.codec import Recorded, decode_event
 from dante.events.errors import ConcurrencyConflict
@@ -296,16 +297,48 @@ class _Batch:
         return taken
 
 
+@dataclass(slots=True)
+class Seat:
+    """One handler of a runner: what it acts on, and what carries out its steps."""
+
+    handler: Handler
+    #: The event types it acts on (None: every one).
+    triggers: frozenset[str] | None
+    executor: StepExecutor
+
+    def wants(self, kind: str | None) -> bool:
+        return kind is None or self.triggers is None or kind in self.triggers
+
+
+@dataclass(slots=True)
+class _Trigger:
+    """A message some handlers act on, and whether all of them landed their steps."""
+
+    msg: Msg
+    recorded: Recorded
+    seats: list[Seat]
+    landed: bool = True
+
+
 class HandlerRunner:
-    """Feeds one handler its triggers from a durable consumer and carries out its steps."""
+    """Feeds handlers their triggers from one durable consumer and carries out their steps.
+
+    Several handlers may share the runner (and so its consumer): each event is delivered,
+    read and acknowledged once, and the handlers that act on it decide on it side by side.
+    The platform runs the scheduler, billing and the dispatcher so, on the whole log: three
+    consumers of every event would cost three deliveries and three acknowledgements each.
+    An event is acknowledged once every handler that acts on it has landed its steps.
+    """
 
     def __init__(
         self,
         nc: NATS,
         store: EventStore,
         tail: WorldTail,
-        handler: Handler,
+        handlers: Sequence[Handler],
         *,
+        name: str | None = None,
+        replaces: Sequence[str] = (),
         clock: Callable[[], datetime] = utcnow,
         subjects: str | None = None,
         batch: int = 256,
@@ -315,136 +348,196 @@ class HandlerRunner:
         self._js = nc.jetstream()
         self._store = store
         self._tail = tail
-        self.handler = handler
+        chosen = list(handlers)
+        self.seats = [
+            Seat(
+                handler=handler,
+                triggers=getattr(handler, "triggers", None),
+                executor=StepExecutor(nc, store, tail, handler.name),
+            )
+            for handler in chosen
+        ]
         self._clock = clock
-        #: The handler's own `subjects` (the aggregates it acts on), else the whole log. A
-        #: durable made before keeps its filter (nats-py binds to it as it is): the runner
-        #: still skips what the handler does not act on, only less cheaply.
-        own: str | None = getattr(handler, "subjects", None)
+        #: The handler's own `subjects` (the aggregates it acts on) when it runs alone, else
+        #: the whole log. A durable made before keeps its filter (nats-py binds to it as it
+        #: is): the runner still skips what no handler acts on, only less cheaply.
+        own: str | None = getattr(chosen[0], "subjects", None) if len(chosen) == 1 else None
         self.subjects = subjects or own or f"{EVENT_PREFIX}.>"
         self._batch = batch
         self._timer_interval = timer_interval
-        self.durable = f"handler-{handler.name}"
-        self.executor = StepExecutor(nc, store, tail, handler.name)
+        self.durable = f"handler-{name or chosen[0].name}"
+        #: Durables of older layouts whose work this one's takes over (see `_take_over`).
+        self._replaces = tuple(replaces)
+
+    @property
+    def handler(self) -> Handler:
+        """The first (or only) handler."""
+        return self.seats[0].handler
+
+    @property
+    def executor(self) -> StepExecutor:
+        return self.seats[0].executor
 
     @property
     def world(self) -> World:
         return self._tail.world
 
+    def consumer_config(self, start: int | None = None) -> ConsumerConfig:
+        """The durable's configuration: from the log's start, or from sequence `start`."""
+        return ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL if start is None else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_wait=60,
+            max_ack_pending=10_000,
+            max_deliver=-1,
+            filter_subject=self.subjects,
+        )
+
+    async def _take_over(self) -> None:
+        """Make the durable where the durables it replaces left off, then delete them.
+
+        An installation made before several handlers shared one consumer has one durable per
+        handler. The new one starts after what every old one had acknowledged up to, so
+        nothing is skipped; what some had acknowledged beyond that is decided again, which
+        lands nothing new (event ids are derived from what caused them).
+        """
+        if not self._replaces:
+            return
+        stream = self._store.stream
+        try:
+            await self._js.consumer_info(stream, self.durable)
+        except NotFoundError:
+            pass
+        else:
+            return
+        floors = []
+        for old in self._replaces:
+            with contextlib.suppress(NotFoundError):
+                info = await self._js.consumer_info(stream, old)
+                floors.append(info.ack_floor.stream_seq if info.ack_floor else 0)
+        if not floors:
+            return
+        start = min(floors) + 1
+        await self._js.add_consumer(stream, self.consumer_config(start))
+        log.info("handler.took_over", durable=self.durable, replaced=self._replaces, start=start)
+        for old in self._replaces:
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_consumer(stream, old)
+
     async def run(self) -> None:
+        await self._take_over()
         sub = await self._js.pull_subscribe(
             self.subjects,
             durable=self.durable,
             stream=self._store.stream,
-            config=ConsumerConfig(
-                durable_name=self.durable,
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60,
-                max_ack_pending=10_000,
-                max_deliver=-1,
-            ),
+            config=self.consumer_config(),
         )
-        timers = asyncio.create_task(self._timers(), name=f"{self.handler.name}-timers")
+        timers = [
+            asyncio.create_task(self._timers(seat), name=f"{seat.handler.name}-timers")
+            for seat in self.seats
+        ]
         puller = Puller(sub, self._batch)
-        triggers: frozenset[str] | None = getattr(self.handler, "triggers", None)
         try:
             while True:
                 try:
                     msgs = await puller.next()
                 except (NatsTimeout, TimeoutError):
                     continue
-                if triggers is not None:
-                    msgs = await _skip_others(msgs, triggers)
-                if hasattr(self.handler, "decide_many"):
-                    await self._triggers(msgs)
-                    continue
-                for msg in msgs:
-                    await self._trigger(msg)
+                await self._deliver(msgs)
         finally:
-            timers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timers
+            for timer in timers:
+                timer.cancel()
+            for timer in timers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await timer
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _triggers(self, msgs: list[Msg]) -> None:
-        """Decide triggers together (`decide_many`) once the world has reached the last."""
-        handler = cast("ManyHandler", self.handler)
-        triggers: list[tuple[Msg, Recorded]] = []
+    async def _deliver(self, msgs: list[Msg]) -> None:
+        """Decide what the handlers act on in `msgs` once the world has reached the last of
+        them; acknowledge each message once every handler acting on it has landed its steps
+        (a handler that gave up leaves it for redelivery)."""
+        triggers = await self._triggers(msgs)
+        if not triggers:
+            return
+        await self._tail.reached(triggers[-1].recorded.seq)
+        if len(self.seats) == 1:
+            await self._serve(self.seats[0], triggers)
+        else:
+            await asyncio.gather(*(self._serve(seat, triggers) for seat in self.seats))
+        for trigger in triggers:
+            if trigger.landed:
+                await trigger.msg.ack()
+            else:
+                await trigger.msg.nak(delay=1)
+
+    async def _triggers(self, msgs: list[Msg]) -> list[_Trigger]:
+        """The messages some handler acts on, read; the others acknowledged unread."""
+        triggers = []
         for msg in msgs:
+            kind = event_type(msg.data)
+            seats = [seat for seat in self.seats if seat.wants(kind)]
+            if not seats:
+                await msg.ack()
+                continue
             meta = msg.metadata
             seq = meta.sequence.stream
             try:
                 event = decode_event(msg.data)
             except DecodeError as exc:
+                # Not ours to fix; the auditor reports it. Never block the handlers on it.
                 log.exception(
-                    "handler.undecodable", handler=handler.name, seq=seq, reason=exc.reason
+                    "handler.undecodable", durable=self.durable, seq=seq, reason=exc.reason
                 )
                 await msg.ack()
                 continue
             recorded = Recorded(seq=seq, subject=msg.subject, stored_at=meta.timestamp, event=event)
-            triggers.append((msg, recorded))
-        if not triggers:
+            triggers.append(_Trigger(msg, recorded, seats))
+        return triggers
+
+    async def _serve(self, seat: Seat, triggers: list[_Trigger]) -> None:
+        """One handler's decisions on the triggers it acts on: all at once (`decide_many`),
+        else one by one."""
+        mine = [trigger for trigger in triggers if seat in trigger.seats]
+        if not mine:
             return
-        await self._tail.reached(triggers[-1][1].seq)
-        recordeds = [recorded for _, recorded in triggers]
+        handler = seat.handler
+        if hasattr(handler, "decide_many"):
+            many = cast("ManyHandler", handler)
+            recordeds = [trigger.recorded for trigger in mine]
 
-        def decide() -> Iterable[Step]:
-            return handler.decide_many(self.world, recordeds, self._clock())
+            def decide_all() -> Iterable[Step]:
+                return many.decide_many(self.world, recordeds, self._clock())
 
-        (landed,) = await self.executor.carry_out_merged([decide])
-        for msg, _ in triggers:
-            if landed:
-                await msg.ack()
-            else:
-                await msg.nak(delay=1)
-
-    async def _trigger(self, msg: Msg) -> None:
-        meta = msg.metadata
-        seq = meta.sequence.stream
-        try:
-            event = decode_event(msg.data)
-        except DecodeError as exc:
-            # Not ours to fix; the auditor reports it. Never block the handler on it.
-            log.exception(
-                "handler.undecodable", handler=self.handler.name, seq=seq, reason=exc.reason
-            )
-            await msg.ack()
+            (done,) = await seat.executor.carry_out_merged([decide_all])
+            for trigger in mine:
+                trigger.landed = trigger.landed and done
             return
-        await self._tail.reached(seq)
-        recorded = Recorded(seq=seq, subject=msg.subject, stored_at=meta.timestamp, event=event)
-        done = await self._carry_out(
-            lambda: self.handler.decide(self.world, recorded, self._clock())
-        )
-        if done:
-            await msg.ack()
-        else:
-            await msg.nak(delay=1)
+        for trigger in mine:
+            recorded = trigger.recorded
 
-    async def _timers(self) -> None:
+            def decide(r: Recorded = recorded) -> Iterable[Step]:
+                return handler.decide(self.world, r, self._clock())
+
+            done = await seat.executor.carry_out(decide)
+            trigger.landed = trigger.landed and done
+
+    async def _timers(self, seat: Seat) -> None:
         while True:
             await asyncio.sleep(self._timer_interval)
             try:
-                await self._carry_out(lambda: self.handler.due(self.world, self._clock()))
+                await self._due(seat)
             except Exception:
-                log.exception("handler.timer_failed", handler=self.handler.name)
+                log.exception("handler.timer_failed", handler=seat.handler.name)
+
+    async def _due(self, seat: Seat) -> bool:
+        handler = seat.handler
+        return await seat.executor.carry_out(lambda: handler.due(self.world, self._clock()))
 
     async def tick(self) -> None:
-        """Run the time-based decisions once now (tests call this instead of waiting)."""
-        await self._carry_out(lambda: self.handler.due(self.world, self._clock()))
-
-    async def _carry_out(self, decide: Callable[[], Iterable[Step]]) -> bool:
-        return await self.executor.carry_out(decide)
-
-
-async def _skip_others(msgs: list[Msg], triggers: frozenset[str]) -> list[Msg]:
-    """Acknowledge the events the handler never acts on; the rest, in order."""
-    kept = []
-    for msg in msgs:
-        kind = event_type(msg.data)
-        if kind is None or kind in triggers:
-            kept.append(msg)
-        else:
-            await msg.ack()
-    return kept
+        """Run every handler's time-based decisions once now (tests call this instead of
+        waiting)."""
+        for seat in self.seats:
+            await self._due(seat)

@@ -7,12 +7,14 @@ an ordered consumer. `wait_for(seq)` lets a caller that just appended read its o
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import aiosqlite
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
@@ -21,7 +23,7 @@ from dante.events.store import EventStore
 from dante.projections.catalog import PROJECTIONS
 from dante.projections.errors import ProjectionError
 from dante.projections.fold import LogFold
-from dante.projections.projector import Projector
+from dante.projections.projector import POSITIONS, Projector
 from dante.projections.sqlite import connect, load, prepare
 from dante.projections.tables import Projection
 
@@ -121,3 +123,56 @@ class ProjectionRunner:
         self._task_group.cancel_scope.cancel()
         stack, self._exit_stack, self._task_group = self._exit_stack, None, None
         return await stack.__aexit__(exc_type, exc, tb)
+
+
+class StoredViews:
+    """The views another process keeps, followed through their file: what the queries of a
+    process without a `ProjectionRunner` wait on (`dante up` keeps the views in its
+    `dante serve handlers views` child).
+
+    `wait_for(seq)` reads the position stored with the rows (the lowest projection's) every
+    `poll_s` until it includes `seq`. The writer commits at least every 20 ms while events
+    arrive, so a caller reading its own write waits about that long.
+    """
+
+    def __init__(self, db_path: str | Path, *, poll_s: float = 0.005) -> None:
+        self.db_path = Path(db_path)
+        self._poll_s = poll_s
+        self._db: aiosqlite.Connection | None = None
+        self._lock = anyio.Lock()
+        #: The stored position last read (0 before the file has one).
+        self.position = 0
+
+    async def _read(self) -> int | None:
+        """The stored position; None while the file or its positions do not exist yet."""
+        async with self._lock:
+            if self._db is None:
+                if not self.db_path.exists():
+                    return None
+                self._db = await connect(self.db_path, readonly=True)
+            try:
+                async with self._db.execute(f"SELECT min(seq) FROM {POSITIONS}") as cursor:
+                    row = await cursor.fetchone()
+            except sqlite3.OperationalError:  # no table yet: the writer is preparing it
+                return None
+        if row is None or row[0] is None:
+            return None
+        self.position = int(row[0])
+        return self.position
+
+    async def wait_for(self, seq: int, timeout: float | None = None) -> None:
+        """Return once the stored views include sequence `seq` (and exist, for 0).
+
+        Raises `TimeoutError` after `timeout` seconds."""
+        with anyio.fail_after(timeout):
+            while True:
+                position = await self._read()
+                if position is not None and position >= seq:
+                    return
+                await anyio.sleep(self._poll_s)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._db is not None:
+                await self._db.close()
+                self._db = None

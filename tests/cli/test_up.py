@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,8 @@ import pytest
 from dante.cli.connect import connect
 from dante.cli.credentials import Credential
 from dante.handlers.client import Client, new_command_id
-from dante.schemas.commands import Deposit
+from dante.projections.results import Balance
+from dante.schemas.commands import Deposit, GetBalance
 from dante.schemas.results import WalletResult
 from tests.cli.platform_proc import UpProcess, dante
 
@@ -79,3 +83,97 @@ def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
         assert "--port" in result.stderr
     finally:
         first.stop()
+
+
+def _children(pid: int) -> dict[int, bytes]:
+    """The processes whose parent is `pid`, with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _serve_child(pid: int, other_than: int | None = None, timeout: float = 30) -> int:
+    """The `dante serve handlers views` child of `dante up` (a new one, if `other_than`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child, cmdline in _children(pid).items():
+            if b"\x00serve\x00handlers\x00views\x00" in cmdline and child != other_than:
+                return child
+        time.sleep(0.1)
+    raise AssertionError(f"no `dante serve` child of {pid}")
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited, not yet reaped by its (killed) parent
+            return True
+        time.sleep(0.1)
+    return False
+
+
+async def balance(url: str) -> Balance:
+    credential = Credential(username="alice", secret=ALICE["DANTE_PASSWORD"], role="renter")
+    nc = await connect(url, name="test", credential=credential)
+    try:
+        return await Client(nc, "renter", "alice").send(GetBalance(), Balance)
+    finally:
+        await nc.close()
+
+
+async def test_up_runs_handlers_and_views_in_a_child_it_restarts_and_takes_along(
+    tmp_path: Path,
+) -> None:
+    platform = UpProcess(tmp_path / "data", None, "--processes", "2").start()
+    assert platform.process is not None
+    up_pid = platform.process.pid
+    server = next(pid for pid, cmd in _children(up_pid).items() if b"nats-server" in cmd)
+    try:
+        child = _serve_child(up_pid)
+        assert platform.dante("account", "create", "--role", "renter", **ALICE).returncode == 0
+        await deposit(platform.url, 5_000_000)
+        # The deposit went through this process; its balance comes from the child's views.
+        assert (await balance(platform.url)).deposited_udgpu == 5_000_000
+
+        os.kill(child, signal.SIGKILL)
+        again = _serve_child(up_pid, other_than=child)
+        await deposit(platform.url, 1_000_000)
+        assert (await balance(platform.url)).deposited_udgpu == 6_000_000
+
+        # However `dante up` goes, its child goes with it (it reads the end of its stdin).
+        os.kill(up_pid, signal.SIGKILL)
+        assert _gone(again, timeout=20)
+    finally:
+        platform.stop(signal.SIGKILL)
+        os.kill(server, signal.SIGTERM)
+    assert "`dante serve handlers views` stopped (exit code -9); restarting it" in "".join(
+        platform.output
+    )
+
+
+def test_up_refuses_a_process_count_it_has_no_layout_for(tmp_path: Path) -> None:
+    result = dante("up", "--data-dir", str(tmp_path), "--processes", "3")
+    assert result.returncode == 2
+    assert "--processes is 1 or 2, not 3" in result.stderr
+    assert not (tmp_path / "secrets.json").exists()
+
+
+def test_serve_without_the_platform_password_exits_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DANTE_PLATFORM_PASSWORD"}
+    result = dante("serve", "handlers", "--data-dir", str(tmp_path), env=env, clean=True)
+    assert result.returncode == 2
+    assert "no platform password" in result.stderr and "secrets.json" in result.stderr
+    result = dante("serve", "bogus", "--data-dir", str(tmp_path))
+    assert result.returncode == 2 and "Choose from" in result.stderr

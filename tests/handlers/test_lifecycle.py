@@ -264,12 +264,12 @@ async def test_redelivered_events_change_nothing(
     world = platform.tail.world
     async for recorded in platform.store.read():
         for runner in platform.runners:
-            handler = runner.handler
+            for seat in runner.seats:
 
-            def again(r: Any = recorded, h: Any = handler) -> Any:
-                return h.decide(world, r, clock())
+                def again(r: Any = recorded, h: Any = seat.handler) -> Any:
+                    return h.decide(world, r, clock())
 
-            await runner.executor.carry_out(again)
+                await seat.executor.carry_out(again)
     await platform.settle()
     assert await log_events(platform.store) == before
 

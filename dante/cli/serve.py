@@ -1,0 +1,256 @@
+"""`dante serve`: parts of the platform in a process of their own.
+
+The platform's parts (`dante.handlers.platform`: the commands, the handlers, the views)
+share nothing but the log and the views' file, so `dante up` runs the handlers and the views
+in a child process (`dante serve handlers views`, managed by `PartsProcess`) while it answers
+the commands itself: the platform uses two cores instead of one. An operator can also run
+`dante serve handlers --nats-url …` on another machine of a cluster: each handler's durable
+consumer shares its work between every process that runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Final
+
+import anyio
+from cyclopts import Parameter
+
+from dante.cli.connect import ConnectFailed, connect
+from dante.cli.credentials import platform_credential
+from dante.cli.logs import configure_logging
+from dante.handlers.auth.installation import PLATFORM_PASSWORD_VAR, SECRETS_FILE
+from dante.handlers.platform import Part
+from dante.runtime import settle_heap
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from anyio.abc import ByteReceiveStream, Process, TaskStatus
+
+#: What the child writes on its standard output once its parts run.
+READY_LINE: Final = "ready"
+#: How long a stopping child may take to finish the decisions it has started.
+_STOP_S: Final = 10.0
+#: Restart delays of a child that died, doubling up to the last.
+_RESTART_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+
+
+def platform_password(data_dir: Path | None) -> str | None:
+    """The platform user's password: $DANTE_PLATFORM_PASSWORD, else the installation's
+    secrets.json in `data_dir`; None when neither has it."""
+    from dante.handlers.auth.installation import InstallationSecrets
+
+    explicit = os.environ.get(PLATFORM_PASSWORD_VAR)
+    if explicit:
+        return explicit
+    if data_dir is None or not (data_dir / SECRETS_FILE).exists():
+        return None
+    return InstallationSecrets.load_or_create(data_dir).platform_password
+
+
+async def serve(
+    *parts: Part,
+    data_dir: Annotated[
+        Path | None,
+        Parameter(help="The installation's data folder: its secrets.json and the views' file."),
+    ] = None,
+    replicas: Annotated[int, Parameter(help="Stream replicas (3 on a three-node cluster).")] = 1,
+    parent_pipe: Annotated[bool, Parameter(show=False)] = False,
+) -> int:
+    """Run parts of the platform in this process: commands, handlers, views (default: all).
+
+    `dante up` runs the handlers and the views in one of these. Run more against a cluster
+    (--nats-url) to share the work: the command service is a queue group, and each handler's
+    durable consumer spreads its triggers over every process that runs it. The views write
+    views.sqlite3 in --data-dir, where the commands' queries read it. Logins are answered by
+    `dante up` only. The platform's password comes from $DANTE_PLATFORM_PASSWORD, else from
+    the secrets.json of --data-dir (by default the folder `dante up` uses). Runs until Ctrl-C
+    or SIGTERM.
+    """
+    from dante.cli.common import nats_url
+    from dante.cli.up import default_data_dir, stop_on_signals
+    from dante.events.streams import LogSettings
+    from dante.handlers.platform import ALL_PARTS, Platform, PlatformOptions
+
+    configure_logging()
+    data_dir = data_dir or default_data_dir()
+    password = platform_password(data_dir)
+    if password is None:
+        print(
+            f"error: no platform password: set ${PLATFORM_PASSWORD_VAR} or point --data-dir at "
+            f"the folder with the installation's {SECRETS_FILE} (none in {data_dir})",
+            file=sys.stderr,
+        )
+        return 2
+    url = nats_url()
+    try:
+        nc = await connect(
+            url, name="dante-serve", forever=True, credential=platform_credential(password)
+        )
+    except ConnectFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    options = PlatformOptions(
+        data_dir=data_dir,
+        log_settings=LogSettings(replicas=replicas),
+        parts=frozenset(parts) or ALL_PARTS,
+    )
+    platform = Platform(nc, options)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_signals, tg.cancel_scope, [])
+            if parent_pipe:
+                tg.start_soon(_stop_when_parent_goes, tg.cancel_scope)
+            tg.start_soon(platform.run)
+            await platform.ready.wait()
+            # The world is most of the heap and lives as long as the process (dante.runtime).
+            settle_heap()
+            print(READY_LINE, flush=True)
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await nc.drain()
+            except Exception:  # already closed, or the server went first
+                await nc.close()
+    return 0
+
+
+async def _stop_when_parent_goes(scope: anyio.CancelScope) -> None:
+    """Stop once standard input ends: the parent (`dante up`) closed it, or died."""
+    # Read without a thread: a thread blocked on the pipe would hold the exit up.
+    fd = sys.stdin.fileno()
+    while True:
+        await anyio.wait_readable(fd)
+        try:
+            if not os.read(fd, 4096):
+                break
+        except BlockingIOError:
+            continue
+    print("dante serve: the parent process is gone; stopping", file=sys.stderr, flush=True)
+    scope.cancel()
+
+
+class PartsFailed(Exception):
+    """The child process could not start."""
+
+
+class PartsProcess:
+    """`dante serve PARTS…` as `dante up`'s child: started, watched, restarted, stopped.
+
+    The child logs to the same standard error as `dante up`. Its standard input is a pipe
+    that only `dante up` holds: when `dante up` goes, however it goes, the child reads the
+    end of it and stops, so it never outlives the platform it belongs to.
+    """
+
+    def __init__(
+        self, url: str, data_dir: Path, password: str, parts: list[Part], *, replicas: int = 1
+    ) -> None:
+        self.url = url
+        self.parts = parts
+        self.data_dir = data_dir
+        self._password = password
+        self._replicas = replicas
+        self._process: Process | None = None
+        self._stopping = False
+        #: Set each time a child says it is ready.
+        self.ready = anyio.Event()
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def _argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "dante", "--nats-url", self.url,
+            "serve", *self.parts, "--data-dir", str(self.data_dir),
+            "--replicas", str(self._replicas), "--parent-pipe",
+        ]  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        # The password travels in the environment (never on a command line `ps` shows).
+        return {**os.environ, PLATFORM_PASSWORD_VAR: self._password}
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start the child, report started once it is ready, restart it whenever it dies;
+        stop it when cancelled. Raises `PartsFailed` when the first child exits before it is
+        ready (its error is on standard error): nothing a restart would mend."""
+        started = False
+        failures = 0
+        try:
+            while True:
+                code = await self._run_once(task_status if not started else None)
+                if self._stopping:
+                    return
+                if not started and not self.ready.is_set():
+                    raise PartsFailed(
+                        f"`dante serve {' '.join(self.parts)}` exited with code {code}"
+                    )
+                started = True
+                delay = _RESTART_S[min(failures, len(_RESTART_S) - 1)]
+                failures += 1
+                print(
+                    f"dante up: `dante serve {' '.join(self.parts)}` stopped (exit code {code}); "
+                    f"restarting it in {delay:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                await anyio.sleep(delay)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.stop()
+
+    async def _run_once(self, task_status: TaskStatus[None] | None) -> int:
+        self.ready = anyio.Event()
+        process = await anyio.open_process(
+            self._argv(),
+            stdin=-1,  # subprocess.PIPE: ours alone, see the class's docstring
+            stdout=-1,
+            stderr=None,
+            env=self._env(),
+            start_new_session=True,  # Ctrl-C reaches `dante up`, which stops it
+        )
+        self._process = process
+        self.starts += 1
+        assert process.stdout is not None
+        async for line in _lines(process.stdout):
+            if line == READY_LINE and not self.ready.is_set():
+                self.ready.set()
+                if task_status is not None:
+                    task_status.started()
+            else:
+                print(line, flush=True)
+        code = await process.wait()
+        if process.stdin is not None:
+            await process.stdin.aclose()
+        return code
+
+    async def stop(self) -> None:
+        """Ask the child to stop (SIGTERM), then insist."""
+        self._stopping = True
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(_STOP_S):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        if process.stdin is not None:
+            await process.stdin.aclose()
+
+
+async def _lines(stream: ByteReceiveStream) -> AsyncIterator[str]:
+    buffered = b""
+    async for data in stream:
+        buffered += data
+        *lines, buffered = buffered.split(b"\n")
+        for line in lines:
+            yield line.decode(errors="replace").rstrip("\r")
+    if buffered:
+        yield buffered.decode(errors="replace")
