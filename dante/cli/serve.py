@@ -37,6 +37,9 @@ READY_LINE: Final = "ready"
 _STOP_S: Final = 10.0
 #: Restart delays of a child that died, doubling up to the last.
 _RESTART_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+#: A child that ran this long before it stopped had been working: its restart starts the
+#: delays over.
+_HEALTHY_S: Final = 60.0
 
 
 def platform_password(data_dir: Path | None) -> str | None:
@@ -158,11 +161,6 @@ class PartsProcess:
         self._stopping = False
         #: Set each time a child says it is ready.
         self.ready = anyio.Event()
-        self.starts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def _argv(self) -> list[str]:
         return [
@@ -183,6 +181,7 @@ class PartsProcess:
         failures = 0
         try:
             while True:
+                began = anyio.current_time()
                 code = await self._run_once(task_status if not started else None)
                 if self._stopping:
                     return
@@ -191,6 +190,8 @@ class PartsProcess:
                         f"`dante serve {' '.join(self.parts)}` exited with code {code}"
                     )
                 started = True
+                if anyio.current_time() - began >= _HEALTHY_S:
+                    failures = 0  # it ran well: this is a new failure, not the same one again
                 delay = _RESTART_S[min(failures, len(_RESTART_S) - 1)]
                 failures += 1
                 print(
@@ -215,7 +216,6 @@ class PartsProcess:
             start_new_session=True,  # Ctrl-C reaches `dante up`, which stops it
         )
         self._process = process
-        self.starts += 1
         assert process.stdout is not None
         async for line in _lines(process.stdout):
             if line == READY_LINE and not self.ready.is_set():

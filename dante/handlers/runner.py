@@ -1,13 +1,13 @@
-"""Running handlers: a world kept current from the log, and a loop per handler over its
-durable consumer that decides, appends and acknowledges.
+"""Running handlers: a world kept current from the log, and a loop over a durable consumer
+that feeds one or more handlers, carries out their decisions and acknowledges.
 
 A handler is pure: `decide(world, recorded, now)` and `due(world, now)` yield `Step`s, each
 one atomic append (and instructions to publish once it landed). The runner carries out each
 step and applies it to the world before the handler decides the next one. The runner:
 
 - keeps one `World` per process current by following the whole log (`WorldTail`);
-- binds the handler to a durable pull consumer on the log, so several processes can share
-  one handler's work; each trigger is decided only once the world has reached it;
+- binds its handlers to a durable pull consumer on the log, so several processes can share
+  their work; triggers are decided once the world has reached the last one fetched;
 - appends each step with the versions it was decided on and applies it to the world at once,
   so the next decision sees it; on a conflict it re-reads the aggregate and decides again;
 - acknowledges a trigger only after its steps landed, so a crash redelivers it, and the
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
+import anyio
 import msgspec
 import structlog
 from nats.errors import TimeoutError as NatsTimeout
@@ -466,7 +467,11 @@ class HandlerRunner:
         if len(self.seats) == 1:
             await self._serve(self.seats[0], triggers)
         else:
-            await asyncio.gather(*(self._serve(seat, triggers) for seat in self.seats))
+            # Side by side, as separate runners would; a failure stops them all (the runner
+            # is restarted and what was not acknowledged comes again).
+            async with anyio.create_task_group() as tg:
+                for seat in self.seats:
+                    tg.start_soon(self._serve, seat, triggers)
         for trigger in triggers:
             if trigger.landed:
                 await trigger.msg.ack()
