@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
@@ -136,11 +136,7 @@ class Platform:
             if "views" in self.options.parts:
                 await tg.start(self._run_views)
             if handlers:
-                tg.start_soon(self._supervise, "world", self.tail.run)
-                for runner in self.runners:
-                    tg.start_soon(self._supervise, runner.durable, runner.run)
-                tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
-                tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
+                await self._start_handlers(tg)
             for task in extra or []:
                 tg.start_soon(task)
             if commands:
@@ -157,6 +153,17 @@ class Platform:
                         await self.files.close()
                         if self.stored_views is not None:
                             await self.stored_views.close()
+
+    async def _start_handlers(self, tg: TaskGroup) -> None:
+        """Follow the log and run the handlers; return once they decide (every handler's
+        consumer exists and is being read)."""
+        tg.start_soon(self._supervise, "world", self.tail.run)
+        for runner in self.runners:
+            tg.start_soon(self._supervise, runner.durable, runner.run)
+        tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
+        tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
+        for runner in self.runners:
+            await runner.consuming.wait()
 
     @staticmethod
     async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -196,8 +203,8 @@ class Platform:
 
     async def settle(self, timeout: float = 20.0) -> None:
         """Wait until this process's parts have acted on everything in the log (and so on,
-        until nothing new appears): every handler, and the views. Tests and the demo use it
-        to observe a quiet platform."""
+        until nothing new appears): every handler, and the views. Tests use it to observe a
+        quiet platform."""
         js = self.nc.jetstream()
         handlers = "handlers" in self.options.parts
         async with asyncio.timeout(timeout):

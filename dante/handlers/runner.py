@@ -58,6 +58,8 @@ log = structlog.get_logger(__name__)
 _MAX_TRIES: Final = 8
 #: The most events one merged atomic batch carries (nats-server takes up to 1000).
 _MERGE_LIMIT: Final = 500
+#: Fetched batches that may wait for a handler sharing a consumer before fetching pauses.
+_QUEUED_BATCHES: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +320,8 @@ class _Trigger:
     msg: Msg
     recorded: Recorded
     seats: list[Seat]
+    #: How many of its handlers have not decided on it yet.
+    waiting: int
     landed: bool = True
 
 
@@ -369,6 +373,8 @@ class HandlerRunner:
         self.durable = f"handler-{name or chosen[0].name}"
         #: Durables of older layouts whose work this one's takes over (see `_take_over`).
         self._replaces = tuple(replaces)
+        #: Set once its consumer exists and is being read.
+        self.consuming = asyncio.Event()
 
     @property
     def handler(self) -> Handler:
@@ -435,48 +441,48 @@ class HandlerRunner:
             stream=self._store.stream,
             config=self.consumer_config(),
         )
-        timers = [
-            asyncio.create_task(self._timers(seat), name=f"{seat.handler.name}-timers")
-            for seat in self.seats
-        ]
+        self.consuming.set()
         puller = Puller(sub, self._batch)
+        # Each handler decides its triggers in log order in a task of its own, so a slow one
+        # (billing's atomic batches) does not hold the others' next triggers back.
+        queues: list[asyncio.Queue[list[_Trigger]]] = [
+            asyncio.Queue(maxsize=_QUEUED_BATCHES) for _ in self.seats
+        ]
         try:
-            while True:
-                try:
-                    msgs = await puller.next()
-                except (NatsTimeout, TimeoutError):
-                    continue
-                await self._deliver(msgs)
+            async with anyio.create_task_group() as tg:
+                for seat, queue in zip(self.seats, queues, strict=True):
+                    tg.start_soon(self._timers, seat, name=f"{seat.handler.name}-timers")
+                    tg.start_soon(self._decide_in_order, seat, queue, name=seat.handler.name)
+                while True:
+                    try:
+                        msgs = await puller.next()
+                    except (NatsTimeout, TimeoutError):
+                        continue
+                    triggers = await self._triggers(msgs)
+                    for seat, queue in zip(self.seats, queues, strict=True):
+                        mine = [trigger for trigger in triggers if seat in trigger.seats]
+                        if mine:
+                            await queue.put(mine)
         finally:
-            for timer in timers:
-                timer.cancel()
-            for timer in timers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await timer
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _deliver(self, msgs: list[Msg]) -> None:
-        """Decide what the handlers act on in `msgs` once the world has reached the last of
-        them; acknowledge each message once every handler acting on it has landed its steps
-        (a handler that gave up leaves it for redelivery)."""
-        triggers = await self._triggers(msgs)
-        if not triggers:
-            return
-        await self._tail.reached(triggers[-1].recorded.seq)
-        if len(self.seats) == 1:
-            await self._serve(self.seats[0], triggers)
-        else:
-            # Side by side, as separate runners would; a failure stops them all (the runner
-            # is restarted and what was not acknowledged comes again).
-            async with anyio.create_task_group() as tg:
-                for seat in self.seats:
-                    tg.start_soon(self._serve, seat, triggers)
-        for trigger in triggers:
-            if trigger.landed:
-                await trigger.msg.ack()
-            else:
-                await trigger.msg.nak(delay=1)
+    async def _decide_in_order(self, seat: Seat, queue: asyncio.Queue[list[_Trigger]]) -> None:
+        """Decide one handler's triggers as they come; acknowledge each message once every
+        handler acting on it is done with it (a handler that gave up leaves it for
+        redelivery)."""
+        while True:
+            triggers = await queue.get()
+            await self._tail.reached(triggers[-1].recorded.seq)
+            await self._serve(seat, triggers)
+            for trigger in triggers:
+                trigger.waiting -= 1
+                if trigger.waiting:
+                    continue
+                if trigger.landed:
+                    await trigger.msg.ack()
+                else:
+                    await trigger.msg.nak(delay=1)
 
     async def _triggers(self, msgs: list[Msg]) -> list[_Trigger]:
         """The messages some handler acts on, read; the others acknowledged unread."""
@@ -499,7 +505,7 @@ class HandlerRunner:
                 await msg.ack()
                 continue
             recorded = Recorded(seq=seq, subject=msg.subject, stored_at=meta.timestamp, event=event)
-            triggers.append(_Trigger(msg, recorded, seats))
+            triggers.append(_Trigger(msg, recorded, seats, waiting=len(seats)))
         return triggers
 
     async def _serve(self, seat: Seat, triggers: list[_Trigger]) -> None:
