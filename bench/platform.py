@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -452,6 +453,8 @@ class Up:
                 str(self.data_dir),
                 "--nats-url",
                 self.url,
+                # e.g. BENCH_UP_ARGS="--processes 1", to compare layouts in one run.
+                *shlex.split(os.environ.get("BENCH_UP_ARGS", "")),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -472,7 +472,11 @@ class HandlerRunner:
         handler acting on it is done with it (a handler that gave up leaves it for
         redelivery)."""
         while True:
+            # Whatever waits, at once: a busy handler then decides in big batches (billing's
+            # charges share atomic batches), as it would fetching alone.
             triggers = await queue.get()
+            while not queue.empty():
+                triggers.extend(queue.get_nowait())
             await self._tail.reached(triggers[-1].recorded.seq)
             await self._serve(seat, triggers)
             for trigger in triggers:
