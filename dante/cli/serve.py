@@ -105,7 +105,7 @@ async def serve(
     platform = Platform(nc, options)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(stop_on_signals, tg.cancel_scope, [])
+            tg.start_soon(stop_on_signals, tg.cancel_scope, [], "dante serve")
             if parent_pipe:
                 tg.start_soon(_stop_when_parent_goes, tg.cancel_scope)
             tg.start_soon(platform.run)

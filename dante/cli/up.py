@@ -56,11 +56,14 @@ def default_data_dir() -> Path:
 
 
 async def stop_on_signals(
-    scope: anyio.CancelScope, first: list[Callable[[], Awaitable[None]]]
+    scope: anyio.CancelScope, first: list[Callable[[], Awaitable[None]]], who: str = ""
 ) -> None:
+    """On SIGINT or SIGTERM, say so (as `who`, if given), run `first`, then cancel `scope`."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
-            print(f"\nstopping ({signal.Signals(received).name}) ...", file=sys.stderr, flush=True)
+            said = f"{who}: " if who else ""
+            name = signal.Signals(received).name
+            print(f"\n{said}stopping ({name}) ...", file=sys.stderr, flush=True)
             for stop in first:
                 await stop()
             scope.cancel()
