@@ -32,7 +32,8 @@ def settle_heap() -> None:
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """No cyclic collection for a bounded fold (a replay, an audit); memory is still freed by
-    reference counting, and whatever cycles formed meanwhile are collected at the end."""
+    reference counting, and whatever cycles formed meanwhile wait for the next collection
+    after it."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

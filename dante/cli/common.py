@@ -38,6 +38,7 @@ from dante.cli.connect import (
 )
 
 if TYPE_CHECKING:
+    from anyio.abc import Process
     from nats.aio.client import Client as NATS
 
     from dante.cli.credentials import Credential
@@ -312,3 +313,17 @@ def guard(call: Callable[[], Any], *, json: bool) -> int:
             raise
         return report(failure, json=json)
     return result if isinstance(result, int) else 0
+
+
+async def stop_child(process: Process, grace_s: float) -> None:
+    """Ask a child process to stop (SIGTERM); kill it if it still runs after `grace_s`."""
+    import anyio
+
+    if process.returncode is not None:
+        return
+    process.terminate()
+    with anyio.move_on_after(grace_s):
+        await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()

@@ -93,16 +93,11 @@ class DemoAgent:
 
     async def stop(self) -> None:
         """Ask the agent to stop (it gives its running jobs back), then insist."""
+        from dante.cli.common import stop_child
+
         self._stopping = True
-        process = self._process
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        with anyio.move_on_after(_STOP_S):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        if self._process is not None:
+            await stop_child(self._process, _STOP_S)
 
 
 async def fund(url: str, renter: Credential) -> bool:

@@ -11,7 +11,6 @@ consumer shares its work between every process that runs it.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final
@@ -19,10 +18,15 @@ from typing import TYPE_CHECKING, Annotated, Final
 import anyio
 from cyclopts import Parameter
 
+from dante.cli.common import stop_child
 from dante.cli.connect import ConnectFailed, connect
 from dante.cli.credentials import platform_credential
 from dante.cli.logs import configure_logging
-from dante.handlers.auth.installation import PLATFORM_PASSWORD_VAR, SECRETS_FILE
+from dante.handlers.auth.installation import (
+    PLATFORM_PASSWORD_VAR,
+    SECRETS_FILE,
+    InstallationSecrets,
+)
 from dante.handlers.platform import Part
 from dante.runtime import settle_heap
 
@@ -42,15 +46,13 @@ _RESTART_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 _HEALTHY_S: Final = 60.0
 
 
-def platform_password(data_dir: Path | None) -> str | None:
+def platform_password(data_dir: Path) -> str | None:
     """The platform user's password: $DANTE_PLATFORM_PASSWORD, else the installation's
     secrets.json in `data_dir`; None when neither has it."""
-    from dante.handlers.auth.installation import InstallationSecrets
-
     explicit = os.environ.get(PLATFORM_PASSWORD_VAR)
     if explicit:
         return explicit
-    if data_dir is None or not (data_dir / SECRETS_FILE).exists():
+    if not (data_dir / SECRETS_FILE).exists():
         return None
     return InstallationSecrets.load_or_create(data_dir).platform_password
 
@@ -233,14 +235,9 @@ class PartsProcess:
         """Ask the child to stop (SIGTERM), then insist."""
         self._stopping = True
         process = self._process
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
-        with anyio.move_on_after(_STOP_S):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop_child(process, _STOP_S)
         if process.stdin is not None:
             await process.stdin.aclose()
 

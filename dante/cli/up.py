@@ -159,11 +159,12 @@ async def _serve(
 ) -> str | None:
     """Run the platform on its connection and the system user's until stopped; why it could
     not start, if so."""
-    nc, system = connections
     from dante.cli.serve import PartsFailed, PartsProcess
     from dante.handlers.auth.service import Identity
     from dante.handlers.auth.sessions import Sessions
     from dante.handlers.platform import ALL_PARTS, Platform, PlatformOptions
+
+    nc, system = connections
 
     child = (
         None

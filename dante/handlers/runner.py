@@ -300,7 +300,7 @@ class _Batch:
         return taken
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Seat:
     """One handler of a runner: what it acts on, and what carries out its steps."""
 
@@ -375,15 +375,6 @@ class HandlerRunner:
         self._replaces = tuple(replaces)
         #: Set once its consumer exists and is being read.
         self.consuming = asyncio.Event()
-
-    @property
-    def handler(self) -> Handler:
-        """The first (or only) handler."""
-        return self.seats[0].handler
-
-    @property
-    def executor(self) -> StepExecutor:
-        return self.seats[0].executor
 
     @property
     def world(self) -> World:
@@ -512,12 +503,9 @@ class HandlerRunner:
             triggers.append(_Trigger(msg, recorded, seats, waiting=len(seats)))
         return triggers
 
-    async def _serve(self, seat: Seat, triggers: list[_Trigger]) -> None:
-        """One handler's decisions on the triggers it acts on: all at once (`decide_many`),
-        else one by one."""
-        mine = [trigger for trigger in triggers if seat in trigger.seats]
-        if not mine:
-            return
+    async def _serve(self, seat: Seat, mine: list[_Trigger]) -> None:
+        """One handler's decisions on its triggers: all at once (`decide_many`), else one
+        by one."""
         handler = seat.handler
         if hasattr(handler, "decide_many"):
             many = cast("ManyHandler", handler)
