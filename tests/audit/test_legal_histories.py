@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dante.events.store import Append
@@ -56,6 +56,17 @@ PROLOGUE: list[tuple[Any, ...]] = [
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=5, max_size=80))
+# Found by this test: a machine re-registered without a GPU an attempt held, then with it
+# again; the GPU was double-booked.
+@example(
+    steps=[
+        ("start", 1),
+        ("submit", "alice", 1, None),
+        ("start", 2),
+        ("register", "prv-1", 1, 0),
+        ("register", "prv-1", 2, 0),
+    ]
+)
 def test_any_history_the_platform_makes_audits_clean(steps: list[tuple[Any, ...]]) -> None:
     sim = Sim()
     sim.log = BatchedLog()

@@ -99,3 +99,24 @@ def test_what_a_job_could_ever_cost_follows_offers() -> None:
     assert market.submission_check(world, req, Settings()).price == 300_000
     apply(make(ev.ProviderDeregistered, provider_id="prv-2"))
     assert market.submission_check(world, req, Settings()).price == 500_000
+
+
+def test_a_gpu_dropped_and_listed_again_stays_taken_until_its_attempt_gives_it_back() -> None:
+    world = World()
+    seq = 0
+
+    def apply(event: ev.Event) -> None:
+        nonlocal seq
+        seq += 1
+        world.apply(Recorded(seq=seq, subject="", stored_at=None, event=event))
+
+    apply(registered("prv-1", n=2))
+    apply(make(ev.GpusReserved, provider_id="prv-1", job_id="j", attempt=1, gpu_indices=[1]))
+    apply(registered("prv-1", n=1))  # the machine comes back without GPU 1 ...
+    apply(registered("prv-1", n=2))  # ... and with it again, while attempt 1 still runs
+    provider = world.provider("prv-1")
+    assert not provider.is_free(1) and provider.reserved_by("j", 1) == [1]
+    assert market.place(world, JobRequirements(gpu_count=2)) is None
+
+    apply(make(ev.GpusReleased, provider_id="prv-1", job_id="j", attempt=1, gpu_indices=[1]))
+    assert world.provider("prv-1").is_free(1)

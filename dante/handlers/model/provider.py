@@ -79,8 +79,10 @@ def evolve_provider(state: ProviderState, event: ev.Event, seq: int) -> Provider
                 gpus=tuple(event.gpus),
                 offers={o.index: o for o in event.offers if o.index in indices},
                 status="online",
-                # Reservations on GPUs the machine still has survive a re-registration.
-                reservations={i: r for i, r in state.reservations.items() if i in indices},
+                # Reservations survive a re-registration, even on a GPU the machine no
+                # longer lists: the attempt holding it runs on (or is yet to be given back)
+                # and releases it when it ends; a GPU that comes back meanwhile stays taken.
+                reservations=state.reservations,
                 registered_at=state.registered_at or event.at,
             )
         case ev.OfferUpdated():
