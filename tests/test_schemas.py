@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -10,7 +11,7 @@ from dante.events.upcasting import registered
 from dante.schemas import events as ev
 from dante.schemas.codec import DecodeError, decode_command, encode
 from dante.schemas.commands import ALL_COMMANDS, SubmitJob
-from dante.schemas.export import render_all
+from dante.schemas.export import normalised, render_all
 from dante.schemas.values import check_relative_path
 from tests.factories import sample_events
 
@@ -137,6 +138,54 @@ def test_paths_that_escape_are_refused(path: str) -> None:
 
 def test_plain_relative_paths_pass() -> None:
     assert check_relative_path("data/train.csv") == "data/train.csv"
+
+
+def _as_an_older_msgspec_wrote_it(node: Any, doc_of: dict[str, str]) -> Any:
+    """Descriptions with the docstrings' indentation kept, as msgspec before 0.23 left them."""
+    if isinstance(node, dict):
+        title = node.get("title")
+        return {
+            key: doc_of.get(str(title), value)
+            if key == "description"
+            else _as_an_older_msgspec_wrote_it(value, doc_of)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_as_an_older_msgspec_wrote_it(item, doc_of) for item in node]
+    return node
+
+
+def test_the_export_does_not_depend_on_how_msgspec_cleans_docstrings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    classes = [*ev.ALL_EVENTS, *ALL_COMMANDS]
+    raw_docs = {c.__name__: c.__doc__ for c in classes if c.__doc__ and "\n    " in c.__doc__}
+    assert raw_docs, "no multi-line docstring to try the older style on"
+    real = msgspec.json.schema_components
+
+    def older(types: Any, **kwargs: Any) -> Any:
+        schemas, components = real(types, **kwargs)
+        return schemas, _as_an_older_msgspec_wrote_it(components, raw_docs)
+
+    today = render_all()
+    monkeypatch.setattr(msgspec.json, "schema_components", older)
+    # The stand-in really writes the older form: indented lines reach the export's input.
+    _, sample = msgspec.json.schema_components([ev.FundsCharged])
+    assert "\n    " in sample["FundsCharged"]["description"]
+    assert render_all() == today
+
+
+def test_descriptions_are_cleaned_wherever_they_sit() -> None:
+    schema = {
+        "description": "First line\n    second line\n",
+        "properties": {"description": {"type": "string", "description": "\n  Indented\n"}},
+        "anyOf": [{"description": "  a\n    b"}],
+    }
+    assert normalised(schema) == {
+        "description": "First line\nsecond line",
+        "properties": {"description": {"type": "string", "description": "Indented"}},
+        "anyOf": [{"description": "a\nb"}],
+    }
 
 
 def test_committed_schemas_match_the_code() -> None:

@@ -18,9 +18,14 @@ from dante.schemas.values import Text
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 
 
+#: Only bounds the message: the platform checks the name and the password by its rules
+#: (dante/handlers/auth/accounts.py), so a bad one is told what those rules are.
+_Field = Annotated[str, msgspec.Meta(max_length=4096)]
+
+
 class SignUp(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
-    username: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    password: Secret
+    username: _Field
+    password: _Field
     role: Literal["renter", "provider"] = "renter"
 
 

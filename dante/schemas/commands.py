@@ -15,17 +15,17 @@ import msgspec
 from dante.schemas.money import PositiveMoney, Rate
 from dante.schemas.values import (
     Attempt,
-    Timestamp,
     FileRef,
     Gpu,
     GpuOffer,
     Id,
     JobPayload,
-    RelPath,
     JobRequirements,
     Reason,
+    RelPath,
     SolanaAddress,
     Text,
+    Timestamp,
     UsageTick,
 )
 

@@ -19,7 +19,6 @@ from dante.schemas.values import (
     FileRef,
     Gpu,
     GpuIndex,
-    GpuMs,
     GpuOffer,
     Id,
     JobPayload,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,28 @@ from dante.schemas.commands import ALL_COMMANDS, Command
 from dante.schemas.events import ALL_EVENTS, Event
 
 
-def _schema_of(cls: type[Event] | type[Command]) -> dict[str, Any]:
-    _, components = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
+def normalised(node: Any) -> Any:
+    """`node` with every description as `inspect.cleandoc` leaves it.
+
+    msgspec takes a struct's description from its docstring, and versions differ in how they
+    clean it (0.23 strips the indentation, earlier ones kept it). The committed files must
+    not depend on which msgspec made them, so the export cleans every description itself.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else normalised(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [normalised(item) for item in node]
+    return node
+
+
+def _schema_of(cls: type[Event | Command]) -> dict[str, Any]:
+    _, raw = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
+    components: dict[str, Any] = normalised(raw)
     own = components.pop(cls.__name__)
     schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -30,14 +51,14 @@ def _schema_of(cls: type[Event] | type[Command]) -> dict[str, Any]:
     return schema
 
 
-def _folder(cls: type[Event] | type[Command]) -> str:
+def _folder(cls: type[Event | Command]) -> str:
     return "events" if issubclass(cls, Event) else "commands"
 
 
 def render_all() -> dict[str, str]:
     """Every schema file's relative path and exact text."""
     files: dict[str, str] = {}
-    classes: list[type[Event] | type[Command]] = [*ALL_EVENTS, *ALL_COMMANDS]
+    classes: list[type[Event | Command]] = [*ALL_EVENTS, *ALL_COMMANDS]
     for cls in classes:
         text = json.dumps(_schema_of(cls), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
         files[f"{_folder(cls)}/{cls.__name__}.json"] = text

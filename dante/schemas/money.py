@@ -27,9 +27,7 @@ PositiveMoney = Annotated[
     msgspec.Meta(gt=0, le=MAX_UDGPU, description="a positive amount in µdGPU"),
 ]
 #: A price per GPU-hour, in µdGPU.
-Rate = Annotated[
-    int, msgspec.Meta(ge=0, le=MAX_UDGPU, description="a price in µdGPU per GPU-hour")
-]
+Rate = Annotated[int, msgspec.Meta(ge=0, le=MAX_UDGPU, description="a price in µdGPU per GPU-hour")]
 #: Basis points: 500 = 5 %.
 Bps = Annotated[int, msgspec.Meta(ge=0, le=BPS_PER_UNIT, description="basis points")]
 

@@ -19,10 +19,16 @@ PLATFORM_WALLET: Final = "platform"
 #: `signup` is the user name of connections that open accounts (dante/handlers/auth/permissions.py).
 RESERVED_ACCOUNTS: Final = frozenset(
     {
-        PLATFORM_WALLET, "operator", "system", "dante", "admin", "signup",
+        PLATFORM_WALLET,
+        "operator",
+        "system",
+        "dante",
+        "admin",
+        "signup",
         # nats.conf's static users: the server checks them before the callout
-        "dante-platform", "dante-system",
-    }  # fmt: skip
+        "dante-platform",
+        "dante-system",
+    }
 )
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="a subject-safe identifier")]
@@ -88,7 +94,9 @@ class GpuOffer(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unkno
     available: bool = True
 
 
-class JobRequirements(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
+class JobRequirements(
+    msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True
+):
     """What a job needs from the GPUs it runs on and what the renter will pay at most."""
 
     gpu_count: GpuCount = 1
@@ -101,30 +109,49 @@ class JobRequirements(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbi
     max_duration_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_DURATION_S)] | None = None
 
 
-class DockerPayload(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag="docker", tag_field="kind",
-                    forbid_unknown_fields=True):
+class DockerPayload(
+    msgspec.Struct,
+    frozen=True,
+    gc=False,
+    kw_only=True,
+    tag="docker",
+    tag_field="kind",
+    forbid_unknown_fields=True,
+):
     """Run a Docker image with a command."""
 
-    image: Annotated[str, msgspec.Meta(min_length=1, max_length=512,
-                                       pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")]
+    image: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+    ]
     command: list[Annotated[str, msgspec.Meta(max_length=32_768)]] = msgspec.field(
-        default_factory=list)
+        default_factory=list
+    )
     env: dict[EnvName, Annotated[str, msgspec.Meta(max_length=32_768)]] = msgspec.field(
-        default_factory=dict)
+        default_factory=dict
+    )
     #: Containers have no network unless the job asks for it.
     network: bool = False
 
 
-class ScriptPayload(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag="script", tag_field="kind",
-                    forbid_unknown_fields=True):
+class ScriptPayload(
+    msgspec.Struct,
+    frozen=True,
+    gc=False,
+    kw_only=True,
+    tag="script",
+    tag_field="kind",
+    forbid_unknown_fields=True,
+):
     """Run a script with a stated interpreter."""
 
     script: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SCRIPT_BYTES)]
     interpreter: Literal["python3", "bash"] = "python3"
     args: list[Annotated[str, msgspec.Meta(max_length=32_768)]] = msgspec.field(
-        default_factory=list)
+        default_factory=list
+    )
     env: dict[EnvName, Annotated[str, msgspec.Meta(max_length=32_768)]] = msgspec.field(
-        default_factory=dict)
+        default_factory=dict
+    )
 
 
 JobPayload = DockerPayload | ScriptPayload
