@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
 import pytest
 
-from dante.events.natsd import NatsServer, NatsServerError, default_config
+from dante.events.natsd import ListenFailed, NatsServer, NatsServerError, default_config
 from dante.handlers.auth.installation import InstallationSecrets
 
 
@@ -25,12 +27,68 @@ def test_start_failure_carries_the_servers_reason(tmp_path: Path) -> None:
         NatsServer(store_dir=tmp_path / "s", config=bad).start()
 
 
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another program listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_taken_client_port_is_named(tmp_path: Path, taken_port: int) -> None:
+    server = NatsServer(store_dir=tmp_path / "s", port=taken_port, monitor_port=-1)
+    with pytest.raises(ListenFailed) as failed:
+        server.start()
+    assert (failed.value.listener, failed.value.port) == ("client", taken_port)
+    assert failed.value.in_use and failed.value.address == "127.0.0.1"
+    assert f"could not listen on its client port {taken_port} " in str(failed.value)
+    assert server.process is None and server.monitor_url is None
+
+
+def test_a_taken_monitor_port_is_named(tmp_path: Path, taken_port: int) -> None:
+    server = NatsServer(store_dir=tmp_path / "s", monitor_port=taken_port)
+    with pytest.raises(ListenFailed) as failed:
+        server.start()
+    assert (failed.value.listener, failed.value.port, failed.value.in_use) == (
+        "monitor",
+        taken_port,
+        True,
+    )
+    assert f"could not listen on its monitor port {taken_port} " in str(failed.value)
+
+
+def test_a_listen_failure_is_read_from_nats_server_words() -> None:
+    log = (
+        "[7] 2026/01/01 00:00:00.000000 [FTL] Can't start monitoring: can't listen to the "
+        "monitor port: listen tcp 0.0.0.0:80: bind: permission denied\n"
+    )
+    found = ListenFailed.find(log)
+    assert found is not None
+    assert (found.listener, found.address, found.port) == ("monitor", "0.0.0.0", 80)
+    assert found.reason == "bind: permission denied" and not found.in_use
+    client = ListenFailed.find(
+        '[7] [FTL] Error listening on port: [::1]:4222, "listen tcp [::1]:4222: bind: '
+        'address already in use"\n'
+    )
+    assert client is not None
+    assert (client.listener, client.address, client.port, client.in_use) == (
+        "client",
+        "[::1]",
+        4222,
+        True,
+    )
+    assert ListenFailed.find("[7] [FTL] Can't start JetStream: no space left\n") is None
+    assert ListenFailed.find("[7] [INF] Listening for client connections on 0.0.0.0:4222") is None
+
+
 def test_shipped_config_starts_a_jetstream_server(tmp_path: Path) -> None:
     env = InstallationSecrets.generate().server_env()
     with NatsServer(
         store_dir=tmp_path / "s", config=default_config(), monitor_port=-1, env=env
     ) as server:
         assert server.http_port is not None
+        assert server.monitor_url == f"http://127.0.0.1:{server.http_port}"
         assert "jetstream" in (tmp_path / "s" / "nats-server.log").read_text().lower()
 
 

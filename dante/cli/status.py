@@ -1,4 +1,5 @@
-"""`dante status`: is the platform up, how big is its log, what runs on it."""
+"""`dante status`: is the platform up, how big is its log, what runs on it, where its
+nats-server's monitoring is (when `dante up` runs that server: see `UP_SERVICE`)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,21 @@ from dante.events.streams import DEFAULT_API_PREFIX, STREAM
 from dante.projections.results import PlatformSummary
 
 
-async def _ping(nc: Any, timeout: float = 0.5) -> list[dict[str, Any]]:
-    """Every instance of the command service that answers a micro PING."""
+async def _ping(nc: Any, names: tuple[str, ...], timeout: float = 0.5) -> list[dict[str, Any]]:
+    """Every instance of the micro services `names` that answers a PING."""
     inbox = nc.new_inbox()
     found: list[dict[str, Any]] = []
     sub = await nc.subscribe(inbox)
-    await nc.publish("$SRV.PING.dante", b"", reply=inbox)
+    for name in names:
+        await nc.publish(f"$SRV.PING.{name}", b"", reply=inbox)
     try:
         while True:
             try:
                 msg = await sub.next_msg(timeout=timeout)
             except TimeoutError:
                 break  # the first quiet interval ends the gathering
-            found.append(msgspec.json.decode(msg.data))
+            if msg.data:  # not the server's "no responders" for a name nobody answers as
+                found.append(msgspec.json.decode(msg.data))
     finally:
         await sub.unsubscribe()
     return found
@@ -36,10 +39,23 @@ async def _ping(nc: Any, timeout: float = 0.5) -> list[dict[str, Any]]:
 
 async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dict[str, Any]:
     """`api_prefix`: `CLIENT_API_PREFIX` when connected as the operator (see nats.conf)."""
+    from dante.cli.up import UP_SERVICE
     from dante.handlers.client import Client, CommandError, PlatformUnavailable
+    from dante.handlers.service import SERVICE_NAME
     from dante.schemas.commands import GetPlatformStatus
 
-    report: dict[str, Any] = {"services": await _ping(nc)}
+    answers = await _ping(nc, (SERVICE_NAME, UP_SERVICE))
+    report: dict[str, Any] = {
+        "services": [found for found in answers if found.get("name") == SERVICE_NAME],
+        # The HTTP monitoring of the nats-server each `dante up` runs (none on a cluster).
+        "monitoring": sorted(
+            {
+                str(found["metadata"]["monitor"])
+                for found in answers
+                if found.get("name") == UP_SERVICE and "monitor" in (found.get("metadata") or {})
+            }
+        ),
+    }
     try:
         info = await nc.jetstream(prefix=api_prefix).stream_info(STREAM)
         report["stream"] = {
@@ -71,7 +87,12 @@ def _print_human(report: dict[str, Any]) -> None:
         (
             "command service",
             f"{len(services)} instance(s) answering" if services else "not answering",
-        )
+        ),
+        (
+            "NATS monitoring",
+            ", ".join(report["monitoring"])
+            or "not reported (no `dante up` with an embedded nats-server answers)",
+        ),
     ]
     stream = report.get("stream", {})
     if "error" in stream:
@@ -104,7 +125,8 @@ async def status(
     *,
     json_output: Json = False,
 ) -> int:
-    """Show whether the platform answers, its event log, providers and jobs; or one job.
+    """Show whether the platform answers, its event log, providers and jobs, and the HTTP
+    monitoring address of the nats-server `dante up` started (none on a cluster); or one job.
 
     Exit code 0 when the command service answers, 1 when NATS answers but the service does
     not (or refuses the login: the platform may still be starting), 3 when NATS cannot be

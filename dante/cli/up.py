@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Final
 import anyio
 from cyclopts import Parameter
 
-from dante.cli.common import UsageError
-from dante.cli.connect import ConnectFailed, connect
+from dante import __version__
+from dante.cli.common import URL_ENV, UsageError
+from dante.cli.connect import ConnectFailed, connect, resolve_url
 from dante.cli.credentials import (
     PASSWORD_VAR,
     USERNAME_VAR,
@@ -24,7 +25,7 @@ from dante.cli.credentials import (
     system_credential,
 )
 from dante.cli.logs import configure_logging
-from dante.events.natsd import NatsServer, NatsServerError, default_config
+from dante.events.natsd import ListenFailed, NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
 from dante.handlers.auth.installation import InstallationSecrets
 from dante.runtime import settle_heap
@@ -39,6 +40,18 @@ if TYPE_CHECKING:
 
 DEMO_RENTER: Final = ("demo-user", "demo-pass")
 DEMO_PROVIDER: Final = "demo-provider"
+
+#: The embedded nats-server's client port, and how far above it its monitoring port is by
+#: default: nats-server's own defaults (4222 and 8222), and a monitoring port of its own for
+#: every `dante up --port` on one machine.
+DEFAULT_PORT: Final = 4222
+MONITOR_OFFSET: Final = 8222 - DEFAULT_PORT
+LAST_PORT: Final = 65535
+#: The other variable `resolve_url` reads after $DANTE_NATS_URL (`URL_ENV`).
+ADDRESS_ENV: Final = "NATS_ADDRESS"
+#: The micro service a `dante up` with an embedded nats-server answers `$SRV.PING` as, its
+#: metadata saying where that server is and its monitoring: for `dante status`.
+UP_SERVICE: Final = "dante-up"
 
 
 #: The platform folds its whole log into memory before it serves: over a minute per million
@@ -73,8 +86,22 @@ async def stop_on_signals(
 async def up(
     *,
     data_dir: Annotated[Path | None, Parameter(help="Where the log and the views live.")] = None,
-    port: Annotated[int, Parameter(help="Port of the embedded nats-server.")] = 4222,
-    monitor_port: Annotated[int, Parameter(help="Its monitoring port (-1: any free one).")] = 8222,
+    port: Annotated[
+        int | None,
+        Parameter(
+            help="Port of the nats-server `dante up` starts unless --nats-url, $DANTE_NATS_URL "
+            "or $NATS_ADDRESS names one to use (-1: any free one). Default: 4222. Given (or "
+            "--monitor-port), it starts one even where a variable names a server."
+        ),
+    ] = None,
+    monitor_port: Annotated[
+        int | None,
+        Parameter(
+            help="Its HTTP monitoring port (-1: any free one). Default: --port + 4000 (8222 "
+            "for 4222), so each `dante up --port` on a machine has its own; any free one "
+            "where that is past 65535. `dante status` shows it."
+        ),
+    ] = None,
     replicas: Annotated[int, Parameter(help="Stream replicas (3 on a three-node cluster).")] = 1,
     demo: Annotated[
         bool, Parameter(help="Also start a simulated provider and a funded demo renter.")
@@ -93,12 +120,21 @@ async def up(
     Runs until Ctrl-C or SIGTERM, then stops cleanly. A restart on the same data directory
     resumes where it stopped. Logins are checked by the platform (nats.conf's auth callout);
     the operator credential for `dante status` (and the other operator commands) is written
-    to your config folder, for you only. With --nats-url, it uses that NATS server or cluster
-    (comma-separated URLs) instead of starting one.
+    to your config folder, for you only. With --nats-url (else $DANTE_NATS_URL, else
+    $NATS_ADDRESS), it uses that NATS server or cluster (comma-separated URLs), started with
+    the installation's nats.env, instead of starting one; --port or --monitor-port starts one
+    even where a variable names a server.
     """
     from dante.cli.common import shared
 
-    nats_url = shared().nats_url
+    explicit = shared().nats_url
+    embedding = port is not None or monitor_port is not None
+    if explicit is not None and embedding:
+        raise UsageError(
+            "--port and --monitor-port are for the embedded nats-server; with --nats-url "
+            "`dante up` starts none"
+        )
+    nats_url = None if embedding else _given_url(explicit)
     processes = _process_count(processes)
     configure_logging()
     data_dir = data_dir or default_data_dir()
@@ -108,10 +144,18 @@ async def up(
     server: NatsServer | None = None
     url = nats_url
     if url is None:
-        server = _embedded_server(data_dir, port, monitor_port, installation)
+        server = _embedded_server(
+            data_dir, DEFAULT_PORT if port is None else port, monitor_port, installation
+        )
         if server is None:
             return 1
         url = server.url
+    else:
+        print(
+            f"using the NATS server at {url} (from --nats-url, $DANTE_NATS_URL or "
+            "$NATS_ADDRESS) instead of starting one",
+            flush=True,
+        )
     try:
         nc, system = await _connect_platform(url, installation)
     except ConnectFailed as exc:
@@ -121,7 +165,14 @@ async def up(
         return exc.exit_code
     try:
         failed = await _serve(
-            url, data_dir, installation, (nc, system), processes, replicas=replicas, demo=demo
+            url,
+            data_dir,
+            installation,
+            (nc, system),
+            processes,
+            replicas=replicas,
+            demo=demo,
+            monitor=None if server is None else server.monitor_url,
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -136,6 +187,23 @@ async def up(
         print(f"error: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def default_monitor_port(port: int) -> int:
+    """The monitoring port that goes with client port `port` when none is given: 4000 above
+    it (8222 for 4222, as nats-server's own defaults), so two `dante up --port` on one machine
+    do not clash; any free one (-1) for any free client port, or where that is past 65535."""
+    monitor = port + MONITOR_OFFSET
+    return monitor if port > 0 and monitor <= LAST_PORT else -1
+
+
+def _given_url(explicit: str | None) -> str | None:
+    """The NATS server `dante up` uses instead of starting one, as every command finds the
+    platform (`resolve_url`: --nats-url, else $DANTE_NATS_URL, else $NATS_ADDRESS); None
+    where none of them is set."""
+    if explicit or os.environ.get(URL_ENV) or os.environ.get(ADDRESS_ENV):
+        return resolve_url(explicit)
+    return None
 
 
 def _process_count(asked: int | None) -> int:
@@ -156,9 +224,10 @@ async def _serve(
     *,
     replicas: int,
     demo: bool,
+    monitor: str | None = None,
 ) -> str | None:
     """Run the platform on its connection and the system user's until stopped; why it could
-    not start, if so."""
+    not start, if so. `monitor`: the embedded nats-server's monitoring address, if any."""
     from dante.cli.serve import PartsFailed, PartsProcess
     from dante.handlers.auth.service import Identity
     from dante.handlers.auth.sessions import Sessions
@@ -203,7 +272,11 @@ async def _serve(
             # process: keep the cyclic collector from rescanning it (see dante.runtime).
             settle_heap()
             written = save_operator(url, installation.operator_token)
+            if monitor is not None:
+                await _announce(nc, url, monitor)
             print(f"Dante is up on {url} (data in {data_dir}). Ctrl-C stops it.", flush=True)
+            if monitor is not None:
+                print(f"nats-server monitoring: {monitor}", flush=True)
             print(f"operator credential for {url}: {written} (yours only)", flush=True)
             if demo:
                 stopping.append((await _demo(tg, url, data_dir, identity)).stop)
@@ -211,6 +284,23 @@ async def _serve(
     except* PartsFailed as group:
         failed = str(group.exceptions[0])
     return failed
+
+
+async def _announce(nc: NATS, url: str, monitor: str) -> None:
+    """Answer `$SRV.PING.dante-up` (and INFO, STATS) with where the embedded nats-server
+    and its monitoring are, for `dante status`; it stops answering when `nc` drains."""
+    from nats.micro import add_service
+    from nats.micro.service import ServiceConfig
+
+    await add_service(
+        nc,
+        config=ServiceConfig(
+            name=UP_SERVICE,
+            version=__version__,
+            description="`dante up` and its embedded nats-server",
+            metadata={"nats": url, "monitor": monitor},
+        ),
+    )
 
 
 async def _connect_platform(url: str, installation: InstallationSecrets) -> tuple[NATS, NATS]:
@@ -236,21 +326,33 @@ async def _connect_platform(url: str, installation: InstallationSecrets) -> tupl
 
 
 def _embedded_server(
-    data_dir: Path, port: int, monitor_port: int, installation: InstallationSecrets
+    data_dir: Path, port: int, monitor_port: int | None, installation: InstallationSecrets
 ) -> NatsServer | None:
-    """The nats-server `dante up` runs itself, started; None (said why) when it fails."""
+    """The nats-server `dante up` runs itself, started (`monitor_port` None: the one that
+    goes with `port`); None (said why) when it fails: which port, when it could not listen
+    on one."""
     server = NatsServer(
         store_dir=data_dir / "nats",
         port=port,
         config=default_config(),
-        monitor_port=monitor_port,
+        monitor_port=default_monitor_port(port) if monitor_port is None else monitor_port,
         env=installation.server_env(),
     )
     try:
         server.start()
+    except ListenFailed as exc:
+        print(f"error: the embedded nats-server did not start: {exc}", file=sys.stderr)
+        if exc.listener == "client":
+            option = "--port"
+        elif monitor_port is None:
+            option = "--port (the monitoring port follows it) or --monitor-port"
+        else:
+            option = "--monitor-port"
+        taken = f"port {exc.port} is taken (another `dante up`?); " if exc.in_use else ""
+        print(f"hint: {taken}try another {option} (-1: any free one)", file=sys.stderr)
+        return None
     except NatsServerError as exc:
         print(f"error: the embedded nats-server did not start: {exc}", file=sys.stderr)
-        print(f"hint: is port {port} taken (another `dante up`)? Try --port.", file=sys.stderr)
         return None
     return server
 

@@ -16,16 +16,59 @@ import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Self
+from typing import Final, Literal, Self
 
 _READY: Final = "Server is ready"
 _CLIENT_PORT: Final = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 _ROUTE_PORT: Final = re.compile(r"Listening for route connections on [^\s]*:(\d+)")
 _MONITOR_PORT: Final = re.compile(r"Starting http monitor on [^\s]*:(\d+)")
+#: How nats-server says (a fatal error, before it is ready) that it could not listen:
+#: `Error listening on port: 127.0.0.1:4222, "listen tcp 127.0.0.1:4222: bind: …"`,
+#: `Can't start monitoring: can't listen to the monitor port: listen tcp 127.0.0.1:8222: …`.
+#: (A cluster's route port fails after "Server is ready": not caught at start.)
+_LISTEN_FAILED: Final = re.compile(
+    r"\[FTL\] (?P<what>Error listening on port|Can't start monitoring)\b"
+    r".*?listen tcp (?P<address>\S+?):(?P<port>\d+): (?P<reason>[^\"\n]+)"
+)
+#: Which port: the one clients connect to, or the HTTP monitoring one.
+Listener = Literal["client", "monitor"]
+_LISTENERS: Final[dict[str, Listener]] = {
+    "Error listening on port": "client",
+    "Can't start monitoring": "monitor",
+}
 
 
 class NatsServerError(RuntimeError):
     """The nats-server could not be found, started, or did not become ready."""
+
+
+class ListenFailed(NatsServerError):
+    """The nats-server exited because it could not listen on one of its ports: taken by
+    another program (`reason` says "address already in use"), or not allowed."""
+
+    def __init__(self, listener: Listener, address: str, port: int, reason: str) -> None:
+        self.listener: Listener = listener
+        self.address = address
+        self.port = port
+        self.reason = reason.strip()
+        super().__init__(
+            f"nats-server could not listen on its {listener} port {port} (on {address}): "
+            f"{self.reason}"
+        )
+
+    @property
+    def in_use(self) -> bool:
+        """Whether another process holds the port."""
+        return "address already in use" in self.reason
+
+    @classmethod
+    def find(cls, log: str) -> ListenFailed | None:
+        """The listen failure nats-server reported in `log` (its log or its stderr), if any."""
+        match = _LISTEN_FAILED.search(log)
+        if match is None:
+            return None
+        listener = _LISTENERS[match["what"]]
+        return cls(listener, match["address"], int(match["port"]), match["reason"])
 
 
 def find_nats_server() -> str:
@@ -87,6 +130,13 @@ class NatsServer:
         return f"nats://{self.host}:{self.client_port}"
 
     @property
+    def monitor_url(self) -> str | None:
+        """Where its HTTP monitoring answers (/varz, /jsz, /healthz), once started with one."""
+        if self.http_port is None:
+            return None
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
     def log_file(self) -> Path:
         return self.store_dir / "nats-server.log"
 
@@ -109,7 +159,8 @@ class NatsServer:
         return args + self.extra_args
 
     def start(self) -> Self:
-        """Start the server and wait until it reports ready; raise with its log if it fails."""
+        """Start the server and wait until it reports ready; raise with its log if it fails
+        (`ListenFailed` when it could not listen on one of its ports)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
         if self.log_file.exists():
             self.log_file.unlink()
@@ -131,7 +182,11 @@ class NatsServer:
                 return self
             if self.process.poll() is not None:
                 code, self.process = self.process.returncode, None
+                # Read again: it may have written its last words since the read above.
+                text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
                 reason = stderr_file.read_text(errors="replace")
+                if failed := ListenFailed.find(text + reason):
+                    raise failed
                 raise NatsServerError(f"nats-server exited with code {code}:\n{text}{reason}")
             time.sleep(0.02)
         self.stop()

@@ -10,6 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+#: The variables that name a NATS server: `dante up` would use the one they name instead of
+#: starting its own, so a developer's are not passed on (tests set them where they mean to).
+URL_VARS = ("DANTE_NATS_URL", "NATS_ADDRESS")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -18,36 +22,51 @@ def free_port() -> int:
         return port
 
 
+def environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without `URL_VARS`, plus `env`."""
+    return {**{k: v for k, v in os.environ.items() if k not in URL_VARS}, **(env or {})}
+
+
 class UpProcess:
+    """`dante up --port PORT --monitor-port -1` (`monitor_port`: another, None: none given).
+
+    With `nats_url`, the server it is told of in `env` ($DANTE_NATS_URL or $NATS_ADDRESS):
+    then without --port and --monitor-port, so that it uses that server.
+    """
+
     def __init__(
-        self, data_dir: Path, port: int | None = None, *args: str, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *args: str,
+        env: dict[str, str] | None = None,
+        monitor_port: int | None = -1,
+        nats_url: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.args = args
-        self.env = {**os.environ, **(env or {})}
+        self.env = environment(env)
+        self.monitor_port = monitor_port
+        self.nats_url = nats_url
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return self.nats_url or f"nats://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        options = ["--data-dir", str(self.data_dir)]
+        if self.nats_url is None:
+            options += ["--port", str(self.port)]
+            if self.monitor_port is not None:
+                options += ["--monitor-port", str(self.monitor_port)]
+        return [sys.executable, "-m", "dante", "up", *options, *self.args]
 
     def start(self, timeout: float = 60) -> UpProcess:
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dante",
-                "up",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                "--monitor-port",
-                "-1",
-                *self.args,
-            ],
+            self.command(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

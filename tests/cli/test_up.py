@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from dante.cli.connect import connect
 from dante.cli.credentials import Credential
+from dante.cli.up import default_monitor_port
+from dante.events.natsd import NatsServer, default_config
+from dante.handlers.auth.installation import InstallationSecrets
 from dante.handlers.client import Client, new_command_id
 from dante.projections.results import Balance
 from dante.schemas.commands import Deposit, GetBalance
 from dante.schemas.results import WalletResult
-from tests.cli.platform_proc import UpProcess, dante
+from tests.cli.platform_proc import UpProcess, dante, environment, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -80,9 +87,150 @@ def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
             "-1",
         )
         assert result.returncode == 1
-        assert "--port" in result.stderr
+        assert f"could not listen on its client port {first.port} " in result.stderr
+        assert f"port {first.port} is taken" in result.stderr
+        assert "try another --port" in result.stderr and "monitor" not in result.stderr
     finally:
         first.stop()
+
+
+def test_the_monitor_port_follows_the_client_port() -> None:
+    assert default_monitor_port(4222) == 8222  # nats-server's own pair, `dante up`'s default
+    assert default_monitor_port(4223) == 8223
+    assert default_monitor_port(-1) == -1  # any free client port: any free monitoring port
+    assert default_monitor_port(61535) == 65535
+    assert default_monitor_port(61536) == -1  # past the last port
+
+
+def _port_and_its_monitor_port_free() -> int:
+    """A free port whose default monitoring port (4000 above it) is free too."""
+    while True:
+        port = free_port()
+        monitor = default_monitor_port(port)
+        if monitor < 0:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", monitor))
+            except OSError:
+                continue
+        return port
+
+
+def _varz(monitor: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{monitor}/varz", timeout=10) as reply:
+        varz: dict[str, object] = json.load(reply)
+        return varz
+
+
+def test_two_platforms_on_one_machine_with_default_monitor_ports(tmp_path: Path) -> None:
+    ports = [_port_and_its_monitor_port_free() for _ in range(2)]
+    platforms = [
+        UpProcess(tmp_path / f"data{i}", port, "--processes", "1", monitor_port=None)
+        for i, port in enumerate(ports)
+    ]
+    try:
+        for platform in platforms:
+            platform.start()
+        for platform in platforms:
+            monitor = f"http://127.0.0.1:{platform.port + 4000}"
+            assert f"nats-server monitoring: {monitor}\n" in platform.output
+            result = platform.dante("status", "--json")
+            assert result.returncode == 0, result.stderr
+            assert json.loads(result.stdout)["monitoring"] == [monitor]
+            human = platform.dante("status")
+            assert human.returncode == 0, human.stderr
+            assert any(
+                line.split() == ["NATS", "monitoring", monitor]
+                for line in human.stdout.splitlines()
+            ), human.stdout
+            # It is this platform's own nats-server that answers there.
+            assert _varz(monitor)["port"] == platform.port
+    finally:
+        for platform in platforms:
+            if platform.process is not None:
+                assert platform.stop() == 0
+
+
+@contextmanager
+def _taken(port: int) -> Iterator[None]:
+    """`port` on loopback held by another program."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield
+
+
+def test_up_names_the_monitor_port_that_is_taken(tmp_path: Path) -> None:
+    port = _port_and_its_monitor_port_free()
+    monitor = port + 4000
+    up = ("up", "--data-dir", str(tmp_path), "--port", str(port))
+    with _taken(monitor):
+        result = dante(*up, env=environment(), clean=True)
+        given = dante(*up, "--monitor-port", str(monitor), env=environment(), clean=True)
+    for ran in (result, given):
+        assert ran.returncode == 1, ran.stderr
+        assert f"could not listen on its monitor port {monitor} " in ran.stderr
+        assert f"port {monitor} is taken" in ran.stderr
+        assert f"port {port} is taken" not in ran.stderr and "client port" not in ran.stderr
+    # The monitoring port followed --port: another --port would do too.
+    assert "try another --port (the monitoring port follows it) or --monitor-port" in (
+        result.stderr
+    )
+    assert "try another --monitor-port (-1: any free one)" in given.stderr
+
+
+@pytest.mark.parametrize("variable", ["DANTE_NATS_URL", "NATS_ADDRESS"])
+def test_up_uses_the_server_the_environment_names(tmp_path: Path, variable: str) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    # The server an operator runs with the installation's nats.env (the auth callout's keys).
+    installation = InstallationSecrets.load_or_create(data_dir)
+    with NatsServer(
+        store_dir=tmp_path / "nats", config=default_config(), env=installation.server_env()
+    ) as server:
+        platform = UpProcess(
+            data_dir, None, "--processes", "1", env={variable: server.url}, nats_url=server.url
+        ).start()
+        try:
+            assert platform.process is not None
+            said = "".join(platform.output)
+            assert f"using the NATS server at {server.url} " in said
+            assert f"Dante is up on {server.url} " in said
+            assert "nats-server monitoring" not in said
+            children = _children(platform.process.pid).values()
+            assert not any(b"nats-server" in cmd for cmd in children)
+            assert not (data_dir / "nats").exists()  # no embedded server's store
+            result = platform.dante("status", "--json")
+            assert result.returncode == 0, result.stderr
+            report = json.loads(result.stdout)
+            assert report["ok"] is True and report["services"][0]["name"] == "dante"
+            assert report["monitoring"] == []  # not a server `dante up` started
+        finally:
+            assert platform.stop() == 0
+        assert server.process is not None and server.process.poll() is None  # not its to stop
+
+
+def test_a_port_on_the_command_line_starts_a_server_despite_the_environment(
+    tmp_path: Path,
+) -> None:
+    nowhere = {"DANTE_NATS_URL": "nats://127.0.0.1:1", "NATS_ADDRESS": "nats://127.0.0.1:1"}
+    platform = UpProcess(tmp_path / "data", None, "--processes", "1", env=nowhere).start()
+    try:
+        assert f"Dante is up on {platform.url} " in "".join(platform.output)
+        assert platform.dante("status").returncode == 0
+    finally:
+        assert platform.stop() == 0
+
+
+def test_up_refuses_a_port_with_nats_url(tmp_path: Path) -> None:
+    for option in ("--port", "--monitor-port"):
+        result = dante(
+            "up", "--data-dir", str(tmp_path), "--nats-url", "nats://127.0.0.1:1", option, "4333"
+        )
+        assert result.returncode == 2
+        assert "with --nats-url `dante up` starts none" in result.stderr
+    assert not (tmp_path / "secrets.json").exists()
 
 
 def _children(pid: int) -> dict[int, bytes]:
