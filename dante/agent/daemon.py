@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -179,6 +179,8 @@ class Agent:
         recovered = await self._recover()
         await self._register(stopping)
         if stopping.is_set():
+            self.telemetry.close()
+            self.log.info("agent stopped before registering")
             return
         async with anyio.create_task_group() as services:
             services.start_soon(self.heartbeats.run)
@@ -204,7 +206,10 @@ class Agent:
             services.cancel_scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
-                await self.heartbeats.clear()
+                if self.nc.is_connected:
+                    await self.heartbeats.clear()
+                else:
+                    self.log.info("heartbeat not deleted: the platform is unreachable")
             except Exception as exc:
                 self.log.warning("heartbeat not deleted", error=repr(exc))
         self.telemetry.close()
@@ -392,7 +397,13 @@ class Agent:
             )
 
     async def _withdraw_offers(self) -> None:
-        """Ask not to be given new jobs while shutting down (the next start offers again)."""
+        """Ask not to be given new jobs while shutting down (the next start offers again).
+
+        Not while the connection is down: the request would only wait out its timeout.
+        """
+        if not self.nc.is_connected:
+            self.log.info("offers not withdrawn: the platform is unreachable")
+            return
         command = cmd.UpdateOffer(
             command_id=new_command_id(),
             provider_id=self.machine.provider_id,
@@ -424,9 +435,15 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-async def watch_signals(stopping: anyio.Event, hurry: anyio.Event) -> None:
+async def watch_signals(
+    stopping: anyio.Event,
+    hurry: anyio.Event,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     """First SIGTERM/SIGINT: shut down gracefully. Second: skip the drain."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for received in signals:
             name = signal.Signals(received).name
             if stopping.is_set():
@@ -440,13 +457,10 @@ async def watch_signals(stopping: anyio.Event, hurry: anyio.Event) -> None:
 async def serve(config: AgentConfig, gpus: Sequence[Gpu]) -> None:
     """Run the agent until a signal stops it: the work directory held, the journal open,
     connected (and reconnected) to the platform for as long as it takes."""
-    from dante.cli.connect import api_prefix, connect
-
     with locked_work_dir(config.work_dir):
         provider_id = provider_id_for(config.work_dir, config.owner)
         machine = Machine(config=config, gpus=tuple(gpus), provider_id=provider_id)
         journal = Journal(config.work_dir / JOURNAL_FILE)
-        stopping, hurry = anyio.Event(), anyio.Event()
         try:
             # Before connecting: a machine that cannot run jobs as asked says so at once.
             # Its jobs run as its own user: they must not read its memory or environment.
@@ -466,37 +480,86 @@ async def serve(config: AgentConfig, gpus: Sequence[Gpu]) -> None:
                 on_spawn=pgid_recorder(journal),
                 sandbox=sandbox,
             )
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(watch_signals, stopping, hurry)
-                credential = agent_credential(config)
-                log.info("connecting", url=config.nats_url, provider_id=provider_id)
-                with anyio.CancelScope() as connecting:
-                    tasks.start_soon(_cancel_when, stopping, connecting)
-                    nc = await connect(
-                        config.nats_url,
-                        name="dante-agent",
-                        forever=True,
-                        credential=credential,
-                        machine=provider_id,
-                    )
-                if connecting.cancelled_caught:
-                    tasks.cancel_scope.cancel()
-                    return
-                try:
-                    agent = Agent(
-                        machine,
-                        nc,
-                        journal,
-                        executors=executors,
-                        api_prefix=api_prefix(credential),
-                    )
-                    await agent.run(stopping, hurry)
-                finally:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                        await nc.close()
-                tasks.cancel_scope.cancel()
+            await until_signalled(
+                lambda signals: _serve_connected(machine, journal, executors, signals)
+            )
         finally:
             journal.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What SIGTERM and SIGINT set: `stopping` the first, `hurry` a second one; `tasks` takes
+    helpers that are to end with the serving."""
+
+    stopping: anyio.Event
+    hurry: anyio.Event
+    tasks: anyio.abc.TaskGroup
+
+
+async def _serve_connected(
+    machine: Machine, journal: Journal, executors: Executors, signals: Signals
+) -> None:
+    """Connect (for as long as it takes, unless stopped first) and serve."""
+    from dante.cli.connect import api_prefix, connect
+
+    config = machine.config
+    credential = agent_credential(config)
+    log.info("connecting", url=config.nats_url, provider_id=machine.provider_id)
+    with anyio.CancelScope() as connecting:
+        signals.tasks.start_soon(_cancel_when, signals.stopping, connecting)
+        nc = await connect(
+            config.nats_url,
+            name="dante-agent",
+            forever=True,
+            credential=credential,
+            machine=machine.provider_id,
+        )
+    if connecting.cancelled_caught:
+        log.info("agent stopped before reaching the platform")
+        return
+    try:
+        agent = Agent(machine, nc, journal, executors=executors, api_prefix=api_prefix(credential))
+        await agent.run(signals.stopping, signals.hurry)
+    finally:
+        await _close(nc)
+
+
+async def until_signalled(serving: Callable[[Signals], Awaitable[None]]) -> None:
+    """Run `serving` with the `Signals` that SIGTERM and SIGINT set.
+
+    What `serving` raises is raised as it is. Raised inside the task group that watches the
+    signals, it would come out wrapped in an ExceptionGroup (anyio wraps even the exception
+    of the task group's own body), past every `except AgentFailure` or `except
+    ConnectFailed` of the caller, as a traceback.
+    """
+    stopping, hurry = anyio.Event(), anyio.Event()
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tasks:
+        # Started, not just scheduled: from here on a signal is an orderly shutdown.
+        await tasks.start(watch_signals, stopping, hurry)
+        try:
+            await serving(Signals(stopping, hurry, tasks))
+        except Exception as exc:
+            failure = exc
+        tasks.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+async def _close(nc: NATS) -> None:
+    """Close the connection, in whatever state it is.
+
+    On a connection that was lost and is being re-established, nats-py's `close` writes what
+    it buffered meanwhile (heartbeats, requests for instructions) to the socket already closed,
+    and fails (RuntimeError under uvloop) after it has marked the client closed and stopped
+    its tasks: nothing is left to close, nor anyone to tell.
+    """
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        try:
+            await nc.close()
+        except Exception as exc:
+            log.debug("connection closed uncleanly", error=repr(exc))
 
 
 def agent_credential(config: AgentConfig) -> Credential | None:

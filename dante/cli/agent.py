@@ -33,7 +33,7 @@ def gpus(
         Print one JSON document: {"gpus": [...], "backends": [...]}.
     simulate
         Offer simulated GPUs instead of detecting, e.g. '2xNVIDIA H100 80GB HBM3:80'
-        (groups COUNTxMODEL:VRAM_GB, separated by commas).
+        (groups [COUNTx]MODEL:VRAM_GB, separated by commas).
     """
     import msgspec
     import structlog
@@ -80,7 +80,6 @@ async def run(
     executor: Literal["docker", "script"] | None = None,
     work_dir: Path | None = None,
     max_jobs: int | None = None,
-    nats_url: str | None = None,
     simulate: str | None = None,
     location: str | None = None,
     drain_timeout: float | None = None,
@@ -113,10 +112,9 @@ async def run(
         [default: $DANTE_DATA_DIR/agent or ~/.local/share/dante/agent].
     max_jobs
         Run at most this many jobs at once [default: as many as the GPUs allow].
-    nats_url
-        The platform's NATS server(s), comma-separated [DANTE_NATS_URL, NATS_ADDRESS].
     simulate
-        Offer simulated GPUs instead of detecting, e.g. '2xNVIDIA H100 80GB HBM3:80'.
+        Offer simulated GPUs instead of detecting, e.g. '2xNVIDIA H100 80GB HBM3:80'
+        (groups [COUNTx]MODEL:VRAM_GB, separated by commas).
     location
         Where the machine is, shown to renters (e.g. 'eu-west').
     drain_timeout
@@ -137,6 +135,7 @@ async def run(
         (refuse to start without it) or off [DANTE_SCRIPT_SANDBOX; default: auto].
     """
     from dante.agent.config import AgentOptions, ConfigError, load_config
+    from dante.cli.common import shared
     from dante.cli.connect import EXIT_USAGE
     from dante.cli.logs import configure_logging
 
@@ -147,7 +146,8 @@ async def run(
         executor=executor,
         work_dir=work_dir,
         max_jobs=max_jobs,
-        nats_url=nats_url,
+        # --nats-url is the meta app's option, shared by every command.
+        nats_url=shared().nats_url,
         simulate=simulate,
         location=location,
         drain_timeout=drain_timeout,

@@ -78,7 +78,8 @@ class AgentProcess:
         self.process: subprocess.Popen[str] | None = None
         self.reader: _Reader | None = None
 
-    def start(self, timeout: float = 60) -> AgentProcess:
+    def start(self, timeout: float = 60, *, until: str = '"agent ready"') -> AgentProcess:
+        """Start it and wait for a line containing `until` (by default: ready to serve)."""
         simulate = () if "--simulate" in self.args else ("--simulate", SIMULATE)
         executor = () if "--executor" in self.args else ("--executor", "script")
         self.process = subprocess.Popen(
@@ -94,7 +95,7 @@ class AgentProcess:
             cwd=self.work_dir.parent,
         )  # fmt: skip
         self.reader = _Reader(self.process)
-        self.reader.wait_for('"agent ready"', timeout)
+        self.reader.wait_for(until, timeout)
         return self
 
     @property

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dante.agent.gpus import detect_gpus
+from tests.agent.agent_proc import REPO
+from tests.factories import SOLANA
 
 
 def dante(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,6 +64,48 @@ def test_malformed_simulate_spec_is_refused_plainly() -> None:
     assert done.returncode == 2
     assert "gives no VRAM" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["gpus", "run"])
+def test_a_count_left_out_is_a_usage_error_before_anything_is_reached(
+    command: str, tmp_path: Path
+) -> None:
+    with socket.socket() as platform:  # where the agent would connect: it must not
+        platform.bind(("127.0.0.1", 0))
+        platform.listen()
+        platform.setblocking(False)  # noqa: FBT003
+        host, port = platform.getsockname()
+        options = [] if command == "gpus" else ["--nats-url", f"nats://{host}:{port}"]
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "dante", "agent", command, "--simulate", "xH100:80",
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("DANTE_")},
+                "DANTE_USERNAME": "bob",
+                "DANTE_PASSWORD": "bob-secret-1",
+                "SOLANA_WALLET_ADDRESS": SOLANA,
+                "XDG_CONFIG_HOME": str(tmp_path / "config"),
+                "DANTE_DATA_DIR": str(tmp_path / "data"),
+                "PYTHONPATH": str(REPO),
+            },
+        )  # fmt: skip
+        with pytest.raises(BlockingIOError):
+            platform.accept()
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"dante agent {command}: --simulate: GPU group 'xH100:80' has no count before its 'x'; "
+        "expected [COUNTx]MODEL:VRAM_GB, e.g. '2xNVIDIA H100 80GB HBM3:80' (to name a model "
+        "that begins with x, give its count: '1xXavier:32')"
+    )
+    assert not (tmp_path / "data").exists()  # no work directory made either
 
 
 def test_detection_on_this_machine() -> None:

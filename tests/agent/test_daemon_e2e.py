@@ -268,6 +268,9 @@ async def test_a_wrong_password_is_refused_at_once(platform: Platform, tmp_path:
     with pytest.raises(AssertionError, match="refused 'bob/prv-"):
         agent.start(timeout=30)
     assert agent.stop() == 1
+    # Said in one line, not as a traceback of the task group it was raised in.
+    assert "dante agent run: the platform at" in agent.output
+    assert "Traceback" not in agent.output
 
 
 ESCAPE_ATTEMPTS = """

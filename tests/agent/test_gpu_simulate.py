@@ -66,26 +66,79 @@ def test_vendor_is_inferred_from_the_model_name(model: str, vendor: str) -> None
     assert infer_vendor(model) == vendor
 
 
+EXPECTED = "expected [COUNTx]MODEL:VRAM_GB, e.g. '2xNVIDIA H100 80GB HBM3:80'"
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
         ("", "the simulate spec is empty"),
         ("   ", "the simulate spec is empty"),
+        ("xH100:80", "GPU group 'xH100:80' has no count before its 'x'"),
+        ("x H100:80", "GPU group 'x H100:80' has no count before its 'x'"),
+        ("XH100:80", "GPU group 'XH100:80' has no count before its 'x'"),
+        ("1xRTX 4090:24,xH100:80", "GPU group 'xH100:80' has no count before its 'x'"),
+        ("0xH100:80", "GPU group '0xH100:80' asks for 0 GPUs; the count must be at least 1"),
         ("0xRTX 4090:24", "asks for 0 GPUs; the count must be at least 1"),
-        ("-1xRTX 4090:24", "asks for -1 GPUs"),
-        ("2xRTX 4090", "gives no VRAM"),
+        ("-1xH100:80", "GPU group '-1xH100:80' asks for -1 GPUs"),
+        ("2x:80", "GPU group '2x:80' has no model name"),
+        ("2xH100", "GPU group '2xH100' gives no VRAM"),
         ("2xRTX 4090:", "VRAM must be a whole number of GB, not ''"),
+        ("2xH100:abc", "GPU group '2xH100:abc': VRAM must be a whole number of GB, not 'abc'"),
         ("2xRTX 4090:24GB", "VRAM must be a whole number of GB, not '24GB'"),
-        ("2xRTX 4090:0", "VRAM must be between 1 and 16384 GB"),
-        ("2x:24", "has no model name"),
+        # A digit to str.isdigit, not to int().
+        ("2xH100:\u00b2", "VRAM must be a whole number of GB, not '\u00b2'"),
+        ("2xH100:0", "GPU group '2xH100:0': VRAM must be between 1 and 16384 GB, not 0"),
+        ("2xH100:16385", "VRAM must be between 1 and 16384 GB, not 16385"),
         ("1xRTX 4090:24,", "empty GPU group"),
+    ],
+)
+def test_malformed_groups_say_which_part_is_wrong_and_what_is_expected(
+    spec: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=r"expected") as raised:
+        parse_simulate(spec)
+
+    assert message in str(raised.value)
+    assert EXPECTED in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
         ("65xH100:80", "at most 64 simulated GPUs"),
         ("1x" + "H" * 101 + ":80", "longer than 100 characters"),
     ],
 )
-def test_malformed_specs_say_what_is_wrong(spec: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+def test_specs_beyond_the_limits_are_refused(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         parse_simulate(spec)
+
+
+def test_a_model_that_begins_with_x_is_named_with_a_count() -> None:
+    with pytest.raises(ValueError, match=r"give its count: '1xXavier:32'"):
+        parse_simulate("Xavier:32")
+
+    [gpu] = parse_simulate("1xXavier:32")
+    assert (gpu.model, gpu.vram_gb) == ("Xavier", 32)
+
+
+@pytest.mark.parametrize(
+    ("spec", "models"),
+    [
+        ("2xRadeon RX 7900 XTX:24", ["Radeon RX 7900 XTX"] * 2),
+        ("1xNVIDIA GeForce RTX 4090:24", ["NVIDIA GeForce RTX 4090"]),
+        ("NVIDIA H100 80GB HBM3:80", ["NVIDIA H100 80GB HBM3"]),
+        ("Radeon RX 7900 XTX:24", ["Radeon RX 7900 XTX"]),
+        ("3X A100:40", ["A100"] * 3),
+        (
+            "1xAMD Instinct MI250X:64,AMD Instinct MI300X:192",
+            ["AMD Instinct MI250X", "AMD Instinct MI300X"],
+        ),
+    ],
+)
+def test_names_with_an_x_in_them_are_names(spec: str, models: list[str]) -> None:
+    assert [gpu.model for gpu in parse_simulate(spec)] == models
 
 
 def test_simulated_detection_reports_a_simulated_backend() -> None:

@@ -1,8 +1,8 @@
 """Simulated GPUs for machines without one: `2xNVIDIA H100 80GB HBM3:80,1xRTX 4090:24`.
 
-Each group is `[COUNT x]MODEL:VRAM_GB`. Simulated GPUs say so (`simulated=True`) in everything
-the agent reports, and their UUIDs are derived from the spec, so the same spec always yields
-the same GPUs.
+Each group is `[COUNTx]MODEL:VRAM_GB`, one GPU when the count is left out. Simulated GPUs say
+so (`simulated=True`) in everything the agent reports, and their UUIDs are derived from the
+spec, so the same spec always yields the same GPUs.
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ from dante.schemas.values import Gpu, Vendor
 
 #: More simulated GPUs than this is a typo, not a machine.
 MAX_SIMULATED_GPUS: Final = 64
+#: What each group should look like, for error messages.
+_EXPECTED: Final = "expected [COUNTx]MODEL:VRAM_GB, e.g. '2xNVIDIA H100 80GB HBM3:80'"
+#: The count is a number (ASCII digits, which int() would not insist on) before an x; the
+#: VRAM what follows the first colon.
 _GROUP: Final = re.compile(
-    r"^(?:(?P<count>[+-]?\d+)\s*[xX]\s*)?(?P<model>.*?)\s*(?::(?P<vram>.*))?$"
+    r"^(?:(?P<count>[+-]?[0-9]+)\s*[xX]\s*)?(?P<model>.*?)\s*(?::(?P<vram>.*))?$"
 )
+_WHOLE: Final = re.compile(r"[0-9]+")
 # Checked in this order; the first vendor whose pattern matches the model name wins.
 _VENDOR_PATTERNS: Final[tuple[tuple[Vendor, re.Pattern[str]], ...]] = (
     ("nvidia", re.compile(r"\b(nvidia|geforce|rtx|gtx|tesla|quadro)\b", re.IGNORECASE)),
@@ -30,7 +35,7 @@ _VENDOR_PATTERNS: Final[tuple[tuple[Vendor, re.Pattern[str]], ...]] = (
 def parse_simulate(spec: str) -> list[Gpu]:
     """The GPUs a `--simulate` spec describes, indexed 0..n-1; ValueError says what is wrong."""
     if not spec.strip():
-        raise ValueError("the simulate spec is empty; expected e.g. '2xNVIDIA H100 80GB HBM3:80'")
+        raise ValueError(f"the simulate spec is empty; {_EXPECTED}")
     gpus: list[Gpu] = []
     for group in spec.split(","):
         count, model, vram_gb = _parse_group(group.strip())
@@ -60,31 +65,51 @@ def infer_vendor(model: str) -> Vendor:
 
 
 def _parse_group(group: str) -> tuple[int, str, int]:
-    example = "expected COUNTxMODEL:VRAM_GB, e.g. '2xNVIDIA H100 80GB HBM3:80'"
     if not group:
-        raise ValueError(f"empty GPU group in the simulate spec; {example}")
+        raise ValueError(f"empty GPU group in the simulate spec; {_EXPECTED}")
     match = _GROUP.match(group)
     if match is None:  # pragma: no cover - the pattern matches any text
-        raise ValueError(f"cannot read GPU group {group!r}; {example}")
-    count = int(match["count"]) if match["count"] is not None else 1
+        raise ValueError(f"cannot read GPU group {group!r}; {_EXPECTED}")
     model = match["model"].strip()
-    if count < 1:
-        raise ValueError(f"GPU group {group!r} asks for {count} GPUs; the count must be at least 1")
+    count = _count(group, match["count"], model)
     if not model:
-        raise ValueError(f"GPU group {group!r} has no model name; {example}")
+        raise ValueError(f"GPU group {group!r} has no model name; {_EXPECTED}")
     if len(model) > 100:
         raise ValueError(f"GPU group {group!r}: the model name is longer than 100 characters")
     if match["vram"] is None:
-        raise ValueError(f"GPU group {group!r} gives no VRAM; {example}")
-    vram_text = match["vram"].strip()
-    if not vram_text.isdigit():
+        raise ValueError(f"GPU group {group!r} gives no VRAM; {_EXPECTED}")
+    return count, model, _vram_gb(group, match["vram"].strip())
+
+
+def _count(group: str, text: str | None, model: str) -> int:
+    if text is None:
+        if model[:1] in ("x", "X"):
+            # `xH100:80`: the count was left out, not a model named so. A model whose name
+            # begins with an x is still named, with a count: `1xXavier:32`.
+            raise ValueError(
+                f"GPU group {group!r} has no count before its 'x'; {_EXPECTED} (to name a "
+                "model that begins with x, give its count: '1xXavier:32')"
+            )
+        return 1
+    count = int(text)
+    if count < 1:
         raise ValueError(
-            f"GPU group {group!r}: VRAM must be a whole number of GB, not {vram_text!r}"
+            f"GPU group {group!r} asks for {count} GPUs; the count must be at least 1; {_EXPECTED}"
         )
-    vram_gb = int(vram_text)
+    return count
+
+
+def _vram_gb(group: str, text: str) -> int:
+    if not _WHOLE.fullmatch(text):
+        raise ValueError(
+            f"GPU group {group!r}: VRAM must be a whole number of GB, not {text!r}; {_EXPECTED}"
+        )
+    vram_gb = int(text)
     if not 1 <= vram_gb <= 16_384:
-        raise ValueError(f"GPU group {group!r}: VRAM must be between 1 and 16384 GB")
-    return count, model, vram_gb
+        raise ValueError(
+            f"GPU group {group!r}: VRAM must be between 1 and 16384 GB, not {vram_gb}; {_EXPECTED}"
+        )
+    return vram_gb
 
 
 def _uuid(model: str, vram_gb: int, index: int) -> str:
