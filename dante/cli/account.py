@@ -28,8 +28,6 @@ from dante.cli.credentials import (
 
 app = App(name="account", help="Your Dante account.")
 
-NatsUrl = Annotated[str | None, Parameter(help="The platform's NATS URL.")]
-
 
 class _Usage(Exception):
     pass
@@ -92,14 +90,13 @@ async def create(
         Literal["renter", "provider"], Parameter(help="Rent GPUs, or rent yours out.")
     ] = "renter",
     login: Annotated[bool, Parameter(help="Log in once the account is open.")] = True,
-    nats_url: NatsUrl = None,
 ) -> int:
     """Open an account: asks for a name and a password (twice), or takes DANTE_USERNAME and
     DANTE_PASSWORD. Names have 2 to 32 characters (a-z, 0-9, '-', '_'), passwords 8 or more.
     """
     from dante.handlers.auth.client import new_nonce, sign_up
 
-    url = resolve_url(nats_url)
+    url = resolve_url(None)
 
     async def open_account() -> None:
         username, password = _ask(confirm=True)
@@ -115,13 +112,13 @@ async def create(
     return await _exit_code(open_account)
 
 
-async def login(*, nats_url: NatsUrl = None) -> int:
+async def login() -> int:
     """Log in: the platform checks your password, and a login token is kept in your config
     folder ($XDG_CONFIG_HOME/dante or ~/.config/dante), readable by you only.
 
     Takes DANTE_USERNAME and DANTE_PASSWORD when set, else asks.
     """
-    url = resolve_url(nats_url)
+    url = resolve_url(None)
 
     async def log_in() -> None:
         username, password = _ask(confirm=False)
@@ -130,12 +127,12 @@ async def login(*, nats_url: NatsUrl = None) -> int:
     return await _exit_code(log_in)
 
 
-async def logout(*, nats_url: NatsUrl = None) -> int:
+async def logout() -> int:
     """Log out: revoke the stored login token on the platform and forget it here."""
     from dante.handlers.auth.client import revoke_token
     from dante.handlers.client import CommandError, PlatformUnavailable
 
-    url = resolve_url(nats_url)
+    url = resolve_url(None)
     try:
         stored = remove_login(url)
     except CredentialError as exc:

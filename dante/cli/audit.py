@@ -71,7 +71,6 @@ async def audit(
     skip_views: Annotated[bool, Parameter(help="Do not compare any live views.")] = False,
     json: Annotated[bool, Parameter(help="Print the report as one JSON document.")] = False,
     max_listed: Annotated[int, Parameter(help="List at most this many of each violation.")] = 100,
-    nats_url: Annotated[str | None, Parameter(help="The platform's NATS URL.")] = None,
 ) -> int:
     """Replay the log and check every invariant, naming each violation with its sequences.
 
@@ -99,7 +98,7 @@ async def audit(
         return EXIT_USAGE
     bar = ProgressBar("auditing")
     try:
-        async with operator_log(resolve_url(nats_url), name="dante-audit") as store:
+        async with operator_log(resolve_url(None), name="dante-audit") as store:
             report = await run_audit(
                 store, to_seq=to_seq, views=live, progress=bar, max_per_code=max_listed
             )

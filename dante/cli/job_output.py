@@ -182,6 +182,7 @@ async def fetch_results(
     dest = out or Path(job_id)
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"--out {dest} is a file, not a folder")
+    made = [folder for folder in (dest, *dest.parents) if not folder.exists()]
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / f"{job_id}-results.tar.gz"
     progress = Progress()
@@ -192,6 +193,10 @@ async def fetch_results(
             archive,
             lambda done, total: progress.bytes("downloading", done, total),
         )
+    except BaseException:
+        # An unknown job, one without results, a failed download: leave no folder behind.
+        _remove_empty(made)
+        raise
     finally:
         progress.clear()
     files: list[str] = []
@@ -217,6 +222,15 @@ async def fetch_results(
         if len(files) > 20:
             print(f"  ... and {len(files) - 20} more")
     return 0
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) as long as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 async def results(

@@ -140,6 +140,13 @@ def _job_id(answer: str) -> str:
     return check_job_id(answer)
 
 
+def _folder(answer: str) -> Path:
+    path = Path(answer).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} is a file, not a folder")
+    return path
+
+
 # ── running actions ─────────────────────────────────────────────────────────────────────
 
 
@@ -302,6 +309,21 @@ def cancel() -> None:
         run(lambda s: cancel_job(s, job_id))
 
 
+def download_results() -> None:
+    """`dante jobs results JOB --out FOLDER`."""
+    from dante.cli.job_output import fetch_results
+
+    job_id = ask_job_id()
+    out: Path = ask("Folder to put them in", str(Path("results", job_id)), _folder)
+    run(lambda s: fetch_results(s, job_id, out=out))
+
+
+def wallet_history() -> None:
+    from dante.cli.wallet import show_history
+
+    run(show_history)
+
+
 def estimate() -> None:
     from dante.cli.price import show_estimate
 
@@ -341,6 +363,8 @@ ITEMS: list[tuple[str, Callable[[], None]]] = [
     ("Cancel a job", cancel),
     ("Estimate cost", estimate),
     ("Deposit funds", deposit),
+    ("Download results", download_results),
+    ("Wallet history", wallet_history),
 ]
 
 

@@ -47,7 +47,6 @@ async def replay(
     ] = Path("dante-replay.sqlite3"),
     force: Annotated[bool, Parameter(help="Overwrite --out if it exists.")] = False,
     json: Annotated[bool, Parameter(help="Print the summary as one JSON document.")] = False,
-    nats_url: Annotated[str | None, Parameter(help="The platform's NATS URL.")] = None,
 ) -> int:
     """Rebuild every read model from the log into a fresh SQLite file.
 
@@ -74,7 +73,7 @@ async def replay(
         return EXIT_USAGE
     bar = ProgressBar("replaying")
     try:
-        async with operator_log(resolve_url(nats_url), name="dante-replay") as store:
+        async with operator_log(resolve_url(None), name="dante-replay") as store:
             report = await rebuild(
                 store, out, to_seq=to_seq, until=moment, progress=bar, replace=force
             )

@@ -1,9 +1,9 @@
 """`dante jobs statement ID`: one job's whole story, every event, tick, charge and fee, with
 the digest that both the renter and the provider can compare.
 
-The lead registers `statement` under `dante jobs`. The renter asks as itself; the account of
-a provider that ran the job asks with --provider (or is taken for one when its stored login
-says it is a provider account).
+The lead registers `statement` under `dante jobs`. The renter and the account of a provider
+that ran the job ask the same way: the platform knows which side an account is on. A stored
+login that says it is a provider account asks on the provider's side, as --provider does.
 """
 
 from __future__ import annotations
@@ -158,10 +158,13 @@ async def statement(
         Parameter(help="As of this sequence, to compare digests with the other side at one point."),
     ] = None,
     provider: Annotated[
-        bool, Parameter(help="Ask as the account of a provider that ran the job.")
+        bool,
+        Parameter(
+            help="Ask on the provider's side only (not needed: a provider account that ran "
+            "the job gets its statement without it)."
+        ),
     ] = False,
     json: Annotated[bool, Parameter(help="Print the statement as one JSON document.")] = False,
-    nats_url: Annotated[str | None, Parameter(help="The platform's NATS URL.")] = None,
 ) -> int:
     """Show a job's statement: every event of its life with times, every usage tick with its
     GPU time and telemetry, the price, charges, fee, release and total, and the digest.
@@ -174,9 +177,7 @@ async def statement(
         print("error: --to-seq must be 1 or more", file=sys.stderr)
         return EXIT_USAGE
     try:
-        found = await fetch_statement(
-            resolve_url(nats_url), job_id, to_seq=to_seq, provider=provider
-        )
+        found = await fetch_statement(resolve_url(None), job_id, to_seq=to_seq, provider=provider)
     except _Failed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

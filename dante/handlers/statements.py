@@ -34,11 +34,15 @@ class Statements:
         job = await lookup.job(job_id)
         if not job.exists:
             raise Rejected("unknown_job", f"there is no job {job_id}", "job_id")
-        if role == "renter" and job.renter != identity:
-            raise Rejected("not_your_job", f"job {job_id} is not yours", "job_id")
         statement = await job_statement(self._store, job_id, to_seq=command.to_seq)
         if statement is None:
             raise Rejected("unknown_job", f"job {job_id} had not been submitted by then", "to_seq")
-        if role == "provider" and identity not in {a.provider_owner for a in statement.attempts}:
+        # Whoever asks, on either side, gets the one statement if the job is theirs: the
+        # renter's, or one that ran on the account's machines. The account's role is the
+        # platform's to know, so a provider need not say it is one.
+        ran_it = identity in {a.provider_owner for a in statement.attempts}
+        if role == "provider" and not ran_it:
             raise Rejected("not_your_job", f"job {job_id} never ran on your providers", "job_id")
+        if role == "renter" and job.renter != identity and not ran_it:
+            raise Rejected("not_your_job", f"job {job_id} is not yours", "job_id")
         return statement

@@ -82,6 +82,25 @@ async def test_bad_names_and_passwords_are_refused(
     assert await opened(secured) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "password", "says"),
+    [
+        ("a" * 300, "some-pass", "an account name has 2 to 32 characters"),
+        ("", "some-pass", "an account name has 2 to 32 characters"),
+        ("alice", "", "a password needs at least"),
+        ("alice", "p" * 2000, "a password may have at most"),
+    ],
+)
+async def test_a_name_or_password_out_of_bounds_is_told_the_rules(
+    secured: Secured, name: str, password: str, says: str
+) -> None:
+    with pytest.raises(CommandError) as caught:
+        await secured.sign_up(name, password)
+    assert caught.value.code == "invalid" and says in caught.value.info.message
+    assert caught.value.info.field == ("username" if name != "alice" else "password")
+    assert await opened(secured) == []
+
+
 async def test_a_signup_connection_can_do_nothing_else(secured: Secured) -> None:
     nonce = new_nonce()
     nc = await connect(secured.url, name="signup", credential=signup_credential(nonce))

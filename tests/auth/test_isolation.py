@@ -23,6 +23,7 @@ from dante.events.streams import (
     heartbeat_subject,
 )
 from dante.handlers.client import Client, CommandError, new_command_id, request
+from dante.projections.statement import JobStatement
 from dante.schemas import commands as cmd
 from dante.schemas import dispatch
 from dante.schemas.codec import encode
@@ -186,6 +187,14 @@ async def test_an_agent_does_its_whole_job_with_only_its_own_permissions(
     # A provider may ask about its own wallet (whether this branch serves the query or not).
     balance = Client(bob.nc, "renter", "bob", timeout=3).send(cmd.GetBalance())
     assert await refusal_code(balance) != "forbidden"
+    # The job's statement: a provider account asks as a renter would (the CLI need not know
+    # the account's role) and gets the renter's; one that never ran it gets nothing.
+    statement = cmd.GetJobStatement(job_id=job_id)
+    renters = await Client(market["alice"], "renter", "alice").send(statement, JobStatement)
+    providers = await Client(bob.nc, "renter", "bob", timeout=3).send(statement, JobStatement)
+    assert providers.digest == renters.digest and providers.attempts[0].provider_owner == "bob"
+    carol: Agent = market["carol"]
+    await rejected(Client(carol.nc, "renter", "carol", timeout=3).send(statement), "not_your_job")
 
 
 async def test_a_renter_cannot_act_or_read_as_another_renter(

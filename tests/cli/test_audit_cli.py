@@ -170,6 +170,34 @@ async def test_events_browse_and_filter_the_log(
     assert both.returncode == 2 and "--job and --wallet" in both.stderr
 
 
+async def test_events_limit_and_last_show_the_first_or_the_last_that_match(
+    env: dict[str, str], history: Script, store: EventStore
+) -> None:
+    def seqs(*args: str) -> list[int]:
+        done = run(env, "events", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line)["seq"] for line in done.stdout.splitlines()]
+
+    everything = list(range(1, history.seq + 1))
+    assert seqs("--limit", "3") == everything[:3]
+    assert seqs("--last", "4") == everything[-4:]
+    assert seqs("--limit", "2", "--from-seq", "10") == [10, 11]
+    assert seqs("--last", str(history.seq + 50)) == everything
+    job = [r.seq async for r in store.read() if getattr(r.event, "job_id", None) == "job-1"]
+    wallet = [r.seq async for r in store.read() if getattr(r.event, "wallet_id", "") == "alice"]
+    assert len(job) > 3 and len(wallet) > 3
+    assert seqs("--job", "job-1", "--last", "2") == job[-2:]
+    assert seqs("--job", "job-1", "--limit", "2") == job[:2]
+    assert seqs("--wallet", "alice", "--last", "3") == wallet[-3:]
+    for bad, says in [
+        (["--limit", "0"], "--limit must be 1 or more"),
+        (["--last", "-1"], "--last must be 1 or more"),
+        (["--limit", "1", "--last", "1"], "not both"),
+    ]:
+        done = run(env, "events", *bad)
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+
+
 async def test_events_follow_shows_new_events_as_they_come(
     env: dict[str, str], history: Script, store: EventStore
 ) -> None:
@@ -267,12 +295,13 @@ async def test_statement_for_the_renter_and_the_provider(
 ) -> None:
     _, job_id = finished_job
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("DANTE_NATS_URL", nats_server.url)
     monkeypatch.setenv("DANTE_PASSWORD", "whatever-1")
 
     monkeypatch.setenv("DANTE_USERNAME", "alice")
-    assert await statement(job_id, json=True, nats_url=nats_server.url) == 0
+    assert await statement(job_id, json=True) == 0
     as_renter = msgspec.json.decode(capsys.readouterr().out, type=JobStatement)
-    assert await statement(job_id, nats_url=nats_server.url) == 0
+    assert await statement(job_id) == 0
     human = capsys.readouterr().out
     assert f"job {job_id} of alice: completed" in human
     assert "attempt 1 on prv-a (bob), GPUs [0], 0.5 dGPU/GPU-h, fee 5%: completed" in human
@@ -280,17 +309,21 @@ async def test_statement_for_the_renter_and_the_provider(
     assert f"digest {as_renter.digest}" in human
 
     monkeypatch.setenv("DANTE_USERNAME", "bob")
-    assert await statement(job_id, provider=True, json=True, nats_url=nats_server.url) == 0
+    assert await statement(job_id, provider=True, json=True) == 0
     as_provider = msgspec.json.decode(capsys.readouterr().out, type=JobStatement)
     assert as_provider.digest == as_renter.digest
 
-    # bob is not the renter; carol never ran it; nobody is logged in.
-    assert await statement(job_id, nats_url=nats_server.url) == 1
-    assert "not yours" in capsys.readouterr().err
+    # bob ran it: without --provider (a password login says no role) the platform knows.
+    assert await statement(job_id, json=True) == 0
+    assert msgspec.json.decode(capsys.readouterr().out, type=JobStatement) == as_provider
+    # carol never ran it and did not rent it; nobody is logged in.
     monkeypatch.setenv("DANTE_USERNAME", "carol")
-    assert await statement(job_id, provider=True, nats_url=nats_server.url) == 1
+    assert await statement(job_id) == 1
+    assert "not yours" in capsys.readouterr().err
+    assert await statement(job_id, provider=True) == 1
+    assert "never ran on your providers" in capsys.readouterr().err
     monkeypatch.delenv("DANTE_USERNAME")
     monkeypatch.delenv("DANTE_PASSWORD")
-    assert await statement(job_id, nats_url=nats_server.url) == 1
+    assert await statement(job_id) == 1
     assert "not logged in" in capsys.readouterr().err
-    assert await statement(job_id, to_seq=0, nats_url=nats_server.url) == 2
+    assert await statement(job_id, to_seq=0) == 2

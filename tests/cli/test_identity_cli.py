@@ -136,6 +136,10 @@ async def test_create_login_logout(up: Up, tmp_path: Path) -> None:
     assert "account bob (provider) is open" in out
     code, out = await up.dante("account", "create", config=None, **bob)
     assert code == 1 and "taken" in out
+    long_name = {"DANTE_USERNAME": "a" * 300, "DANTE_PASSWORD": "bob-secret-pass"}
+    code, out = await up.dante("account", "create", config=None, **long_name)
+    assert code == 1 and "an account name has 2 to 32 characters" in out, out
+    assert "Expected" not in out
 
     # Logging in checks the password with the platform and keeps a token, never the password.
     home = tmp_path / "bob-config"

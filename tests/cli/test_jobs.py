@@ -256,8 +256,14 @@ async def test_logs_and_results(market: Market, tmp_path: Path) -> None:
     assert (tmp_path / "a" / f"{job_id}-results.tar.gz").stat().st_size == ref.size
 
     other = await submit(market, "--script", str(script(tmp_path)))
-    ran = await market.dante("jobs", "results", other, "--out", str(tmp_path / "b"))
+    ran = await market.dante("jobs", "results", other, "--out", str(tmp_path / "b" / "c"))
     assert ran.code == 1 and "has no results yet" in ran.err
+    ran = await market.dante("jobs", "results", "job-nope", "--out", str(tmp_path / "d"))
+    assert ran.code == 1 and "there is no job job-nope" in ran.err
+    # Neither left a folder behind; a folder that was there already stays.
+    assert not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
+    ran = await market.dante("jobs", "results", "job-nope", "--out", str(tmp_path / "a"))
+    assert ran.code == 1 and (tmp_path / "a" / f"{job_id}-results.tar.gz").exists()
 
 
 @pytest.mark.anyio

@@ -129,9 +129,11 @@ def permissions_for(scope: Scope) -> Permissions:
         return Permissions(publish=(f"dante.cmd.renter.{name}.>", *account_ops), subscribe=(inbox,))
     publish = [
         f"dante.cmd.provider.{name}.>",
-        # A provider's own wallet is read with the renter-side queries.
+        # A provider's own wallet is read with the renter-side queries, and so is the
+        # statement of a job its machines ran (the platform checks which side asks).
         f"dante.cmd.renter.{name}.balance",
         f"dante.cmd.renter.{name}.history",
+        f"dante.cmd.renter.{name}.statement",
         *account_ops,
     ]
     if scope.machine is not None:
