@@ -172,7 +172,7 @@ async def up(
             processes,
             replicas=replicas,
             demo=demo,
-            monitor=None if server is None else server.monitor_url,
+            server=server,
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -224,16 +224,18 @@ async def _serve(
     *,
     replicas: int,
     demo: bool,
-    monitor: str | None = None,
+    server: NatsServer | None = None,
 ) -> str | None:
     """Run the platform on its connection and the system user's until stopped; why it could
-    not start, if so. `monitor`: the embedded nats-server's monitoring address, if any."""
+    not start, if so. `server`: the embedded nats-server, if any, restarted whenever it
+    dies (the connections reconnect to it by themselves)."""
     from dante.cli.serve import PartsFailed, PartsProcess
     from dante.handlers.auth.service import Identity
     from dante.handlers.auth.sessions import Sessions
     from dante.handlers.platform import ALL_PARTS, Platform, PlatformOptions
 
     nc, system = connections
+    monitor = None if server is None else server.monitor_url
 
     child = (
         None
@@ -261,6 +263,8 @@ async def _serve(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signals, tg.cancel_scope, stopping)
+            if server is not None:
+                tg.start_soon(server.supervise)
             tg.start_soon(functools.partial(platform.run, extra=[identity.run]))
             with anyio.fail_after(READY_TIMEOUT_S):
                 if child is not None:
@@ -337,6 +341,7 @@ def _embedded_server(
         config=default_config(),
         monitor_port=default_monitor_port(port) if monitor_port is None else monitor_port,
         env=installation.server_env(),
+        say=_say,
     )
     try:
         server.start()
@@ -355,6 +360,10 @@ def _embedded_server(
         print(f"error: the embedded nats-server did not start: {exc}", file=sys.stderr)
         return None
     return server
+
+
+def _say(line: str) -> None:
+    print(f"dante up: {line}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,20 @@
 
 Used by `dante up` for its embedded server and by the tests for theirs. The server is ready
 when it says so in its log; a server started on port -1 picks a free port and we read which.
+
+The server never outlives the process that started it: on Linux the kernel sends it SIGTERM
+when its parent dies (`PR_SET_PDEATHSIG`), elsewhere a tiny watchdog process does, woken by
+the end of a pipe only the parent holds. Should one survive anyway, the next start of the
+same store finds it by its pid file (`<store>/nats-server.pid`), checks that the process
+really is a nats-server of that store, and stops it. A lock on the store keeps two of our
+processes from running servers on one store at once. Each start keeps the previous logs
+(`nats-server.log.1` the newest), and `supervise` restarts a server that died.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import os
 import re
 import shutil
@@ -13,10 +23,16 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, Self
+from typing import TYPE_CHECKING, Final, Literal, Self
+
+import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 _READY: Final = "Server is ready"
 _CLIENT_PORT: Final = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
@@ -36,6 +52,31 @@ _LISTENERS: Final[dict[str, Listener]] = {
     "Error listening on port": "client",
     "Can't start monitoring": "monitor",
 }
+
+
+#: How many earlier logs a start keeps: `nats-server.log.1` (the last run's) to `.5`.
+KEEP_LOGS: Final = 5
+#: How the server is made to die with the process that started it: the kernel's parent-death
+#: signal (Linux), or a watchdog process that outlives neither.
+ParentDeath = Literal["signal", "watchdog"]
+#: Restart delays of a server that keeps dying, growing to the last; the first is at once.
+RESTART_S: Final = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+#: A server that ran this long before it died had been working: its restart starts the
+#: delays over.
+HEALTHY_S: Final = 60.0
+#: How long a stale server (see `NatsServer.start`) has to stop on SIGTERM before SIGKILL.
+_STALE_STOP_S: Final = 10.0
+_PR_SET_PDEATHSIG: Final = 1
+#: The watchdog: it blocks on its standard input, a pipe only the parent holds, and sends
+#: the server SIGTERM once that ends (the parent closed it, or died).
+_WATCHDOG: Final = (
+    "import os, signal, sys\n"
+    "try:\n"
+    "    while sys.stdin.buffer.read(4096): pass\n"
+    "except OSError: pass\n"
+    "try: os.kill(int(sys.argv[1]), signal.SIGTERM)\n"
+    "except OSError: pass\n"
+)
 
 
 class NatsServerError(RuntimeError):
@@ -98,6 +139,11 @@ def default_config() -> Path:
     raise NatsServerError("nats.conf was not found next to the dante package")
 
 
+def _say(line: str) -> None:
+    sys.stderr.write(f"{line}\n")
+    sys.stderr.flush()
+
+
 @dataclass
 class NatsServer:
     """One nats-server process with JetStream, its store under `store_dir`."""
@@ -117,11 +163,19 @@ class NatsServer:
     #: (`$DANTE_AUTH_ISSUER`, `$DANTE_PLATFORM_PASSWORD`), so they never enter the file.
     env: dict[str, str] = field(default_factory=dict, repr=False)
     ready_timeout: float = 20.0
+    #: How the server dies with this process; None: the parent-death signal on Linux when
+    #: started from the main thread (the signal follows the thread that started it), else
+    #: the watchdog.
+    parent_death: ParentDeath | None = None
+    #: Where it says what it did on its own: a stale server stopped, a restart.
+    say: Callable[[str], None] = field(default=_say, repr=False)
 
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     client_port: int | None = field(default=None, init=False)
     route_port: int | None = field(default=None, init=False)
     http_port: int | None = field(default=None, init=False)
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _lock_fd: int | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -140,12 +194,28 @@ class NatsServer:
     def log_file(self) -> Path:
         return self.store_dir / "nats-server.log"
 
+    @property
+    def stderr_file(self) -> Path:
+        return self.store_dir / "nats-server.stderr"
+
+    @property
+    def pid_file(self) -> Path:
+        """The running server's pid (nats-server's `-P`): how a later start finds a stale one."""
+        return self.store_dir / "nats-server.pid"
+
+    @property
+    def lock_file(self) -> Path:
+        """Locked (flock) while a `NatsServer` runs a server on the store; holds its pid."""
+        return self.store_dir / "nats-server.lock"
+
     def command(self) -> list[str]:
+        # Absolute paths: a later start recognises a stale server of its store by them.
+        store = self.store_dir.absolute()
         args = [find_nats_server()]
         if self.config is not None:
             args += ["-c", str(self.config)]
-        args += ["-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
-        args += ["-l", str(self.log_file)]
+        args += ["-js", "-a", self.host, "-p", str(self.port), "-sd", str(store)]
+        args += ["-l", str(self.log_file.absolute()), "-P", str(self.pid_file.absolute())]
         if self.name:
             args += ["-n", self.name]
         if self.monitor_port is not None:
@@ -160,12 +230,88 @@ class NatsServer:
 
     def start(self) -> Self:
         """Start the server and wait until it reports ready; raise with its log if it fails
-        (`ListenFailed` when it could not listen on one of its ports)."""
+        (`ListenFailed` when it could not listen on one of its ports).
+
+        A server of the same store that an earlier process left running (its pid file names
+        a nats-server with this store) is stopped first; the previous log is kept as
+        `nats-server.log.1` (and older ones up to `.5`). Raises `NatsServerError` when
+        another process of ours runs a server on this store.
+        """
+        try:
+            self._launch()
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def restart(self) -> None:
+        """Start it again, after it exited, with the same store, config, environment and
+        the ports it had (those it picked, for -1), so that clients reconnect to the same
+        URLs. Raises as `start` does; the store stays locked either way."""
+        if self.client_port is not None:
+            self.port = self.client_port
+        if self.http_port is not None:
+            self.monitor_port = self.http_port
+        if self.route_port is not None:
+            self.cluster_port = self.route_port
+        self._launch()
+        try:
+            await self._until_ready()
+        except BaseException:
+            self._halt()
+            raise
+
+    async def supervise(self, *, delays: Sequence[float] = RESTART_S) -> None:
+        """Restart the server whenever it exits, until cancelled or `stop`ped: at once the
+        first time, then after each of `delays` in turn while it keeps dying (a server that
+        ran `HEALTHY_S` starts them over), saying so each time."""
+        failures = 0
+        while True:
+            began = anyio.current_time()
+            code = await self._exited()
+            if code is None:
+                return  # stopped on purpose
+            if anyio.current_time() - began >= HEALTHY_S:
+                failures = 0
+            why = f"nats-server exited with code {code}"
+            while True:
+                delay = delays[min(failures, len(delays) - 1)]
+                failures += 1
+                later = f" in {delay:g}s" if delay else ""
+                self.say(f"{why}; restarting ({failures}){later}")
+                await anyio.sleep(delay)
+                try:
+                    await self.restart()
+                except (NatsServerError, OSError) as exc:
+                    why = f"nats-server did not restart: {exc}"
+                else:
+                    break
+            self.say(f"nats-server is back on {self.url}")
+
+    async def _exited(self) -> int | None:
+        """Its exit code once it exits; None if it is stopped (or was not running)."""
+        while (process := self.process) is not None:
+            code = process.poll()
+            if code is not None:
+                self._end_process()
+                return code
+            await anyio.sleep(0.1)
+        return None
+
+    def _launch(self) -> None:
+        """Lock the store, stop a stale server of it, keep the last logs, start the process."""
+        if self.process is not None and self.process.poll() is None:
+            raise NatsServerError(f"the nats-server of {self.store_dir} is running already")
+        self._end_process()
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        if self.log_file.exists():
-            self.log_file.unlink()
-        stderr_file = self.store_dir / "nats-server.stderr"
-        with stderr_file.open("wb") as stderr:
+        self._lock_store()
+        self._stop_stale()
+        _rotate(self.log_file, KEEP_LOGS)
+        if self.stderr_file.exists() and self.stderr_file.stat().st_size:
+            _rotate(self.stderr_file, KEEP_LOGS)
+        how = self.parent_death or _default_parent_death()
+        with self.stderr_file.open("wb") as stderr:
             self.process = subprocess.Popen(  # noqa: S603 (our own binary, our own arguments)
                 self.command(),
                 stdin=subprocess.DEVNULL,
@@ -173,23 +319,52 @@ class NatsServer:
                 stderr=stderr,
                 env={**os.environ, **self.env},
                 start_new_session=True,
+                preexec_fn=_die_with_parent() if how == "signal" else None,  # noqa: PLW1509
             )
+        # nats-server writes it too (-P), a moment later; this one leaves no gap.
+        _write_atomically(self.pid_file, f"{self.process.pid}")
+        if how == "watchdog":
+            self._watchdog = subprocess.Popen(  # noqa: S603 (this Python, our own script)
+                [sys.executable, "-c", _WATCHDOG, str(self.process.pid)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def _is_ready(self) -> bool:
+        """Whether the server said it is ready (its ports read); raises if it exited."""
+        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        if _READY in text:
+            self._read_ports(text)
+            return True
+        process = self.process
+        if process is None:
+            raise NatsServerError("nats-server was stopped before it was ready")
+        if process.poll() is None:
+            return False
+        code = process.returncode
+        self._end_process()
+        # Read again: it may have written its last words since the read above.
+        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        reason = self.stderr_file.read_text(errors="replace")
+        if failed := ListenFailed.find(text + reason):
+            raise failed
+        raise NatsServerError(f"nats-server exited with code {code}:\n{text}{reason}")
+
+    def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-            if _READY in text:
-                self._read_ports(text)
-                return self
-            if self.process.poll() is not None:
-                code, self.process = self.process.returncode, None
-                # Read again: it may have written its last words since the read above.
-                text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-                reason = stderr_file.read_text(errors="replace")
-                if failed := ListenFailed.find(text + reason):
-                    raise failed
-                raise NatsServerError(f"nats-server exited with code {code}:\n{text}{reason}")
+        while not self._is_ready():
+            if time.monotonic() >= deadline:
+                raise NatsServerError(f"nats-server was not ready after {self.ready_timeout}s")
             time.sleep(0.02)
-        self.stop()
+
+    async def _until_ready(self) -> None:
+        with anyio.move_on_after(self.ready_timeout):
+            # Polls the log: nats-server says it is ready there, nothing else tells us.
+            while not self._is_ready():  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+            return
         raise NatsServerError(f"nats-server was not ready after {self.ready_timeout}s")
 
     def _read_ports(self, text: str) -> None:
@@ -200,27 +375,197 @@ class NatsServer:
         if match := _MONITOR_PORT.search(text):
             self.http_port = int(match[1])
 
+    def _lock_store(self) -> None:
+        """Hold the store's lock (until `stop`): two servers on one store would corrupt it,
+        and a start stops any server of its store it finds, so only one of us may try."""
+        if self._lock_fd is not None or sys.platform == "win32":
+            return  # held already; no flock on Windows
+        import fcntl
+
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise NatsServerError(
+                f"another process (pid {holder}) runs a nats-server on {self.store_dir}: "
+                "another `dante up` on this data folder?"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _unlock_store(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _stop_stale(self) -> None:
+        """Stop the server an earlier process left running on this store, if the pid file
+        names one; a process that only took its pid over is left alone."""
+        pid = _read_pid(self.pid_file)
+        if pid is None or pid == os.getpid() or not self._serves_store(pid):
+            return
+        self.say(f"stopping a stale nats-server (pid {pid}) of {self.store_dir}")
+        for sig, wait_s in ((signal.SIGTERM, _STALE_STOP_S), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            except PermissionError as exc:
+                raise NatsServerError(
+                    f"a nats-server (pid {pid}) of {self.store_dir} is still running and "
+                    f"cannot be stopped: {exc}"
+                ) from None
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                if not self._serves_store(pid):
+                    return
+                time.sleep(0.02)
+        raise NatsServerError(f"the stale nats-server (pid {pid}) of {self.store_dir} lives on")
+
+    def _serves_store(self, pid: int) -> bool:
+        """Whether process `pid` is a nats-server with this store (not one that exited)."""
+        args = _command_line(pid)
+        if not args or not Path(args[0]).name.startswith("nats-server"):
+            return False
+        store = self.store_dir.resolve()
+        return any(
+            flag in ("-sd", "--store_dir") and Path(value).resolve() == store
+            for flag, value in itertools.pairwise(args)
+        )
+
+    def _end_process(self) -> None:
+        """Forget a process that exited (reaped), its watchdog and its pid file."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            # Stopped before the server (or after it exited): it must never signal a pid
+            # another process may have taken over.
+            watchdog.kill()
+            watchdog.wait()
+            if watchdog.stdin is not None:
+                watchdog.stdin.close()
+        process, self.process = self.process, None
+        if process is not None and process.poll() is not None:
+            if _read_pid(self.pid_file) == process.pid:
+                self.pid_file.unlink(missing_ok=True)
+        elif process is not None:
+            self.process = process  # still running: `stop` or `kill` it
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop gracefully (SIGTERM), then forcefully if it does not exit in time."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        self._halt(timeout)
+        self._unlock_store()
+
+    def _halt(self, timeout: float = 10.0) -> None:
+        """Stop the process (see `stop`), keeping the store locked."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._end_process()
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would."""
-        process, self.process = self.process, None
+        process = self.process
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+        self._end_process()
+        self._unlock_store()
 
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _default_parent_death() -> ParentDeath:
+    """The parent-death signal where there is one and it would follow this process (a
+    thread that exits would take the server with it), else the watchdog."""
+    if sys.platform == "linux" and threading.current_thread() is threading.main_thread():
+        return "signal"
+    return "watchdog"
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` that asks Linux to send the child SIGTERM when this thread dies.
+
+    It runs in the child between fork and exec, so it only calls what was looked up here:
+    the C library's `prctl`, then `getppid`, in case the parent died before the call. (A
+    `preexec_fn` is unsafe in a process with threads where it takes a lock another thread
+    held at the fork; this one takes none.)
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    sigterm = int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigterm, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _command_line(pid: int) -> list[str] | None:
+    """Process `pid`'s arguments; None where it is gone (or a zombie, or unreadable)."""
+    if sys.platform != "linux":
+        return _shown_command_line(pid)
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0")[:-1]] or None
+
+
+def _shown_command_line(pid: int) -> list[str] | None:
+    """Process `pid`'s arguments as `ps` shows them, split on spaces: a path with spaces
+    does not match, and a server with one is left alone."""
+    ps = shutil.which("ps")
+    if ps is None:
+        return None
+    shown = subprocess.run(  # noqa: S603 (ps, one pid)
+        [ps, "-ww", "-o", "command=", "-p", str(pid)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return (shown.stdout.split() or None) if shown.returncode == 0 else None
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdecimal() and int(text) > 0 else None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def _rotate(path: Path, keep: int) -> None:
+    """Keep `path` as `path.1`, the earlier `.1` as `.2`, and so on up to `.keep`."""
+    if not path.exists():
+        return
+    for n in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{n + 1}"))
+    path.replace(path.with_name(f"{path.name}.1"))

@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from dante.cli.credentials import Credential
 from dante.cli.up import default_monitor_port
 from dante.events.natsd import NatsServer, default_config
 from dante.handlers.auth.installation import InstallationSecrets
-from dante.handlers.client import Client, new_command_id
+from dante.handlers.client import Client, CommandError, new_command_id
 from dante.projections.results import Balance
 from dante.schemas.commands import Deposit, GetBalance
 from dante.schemas.results import WalletResult
@@ -187,7 +189,10 @@ def test_up_uses_the_server_the_environment_names(tmp_path: Path, variable: str)
     # The server an operator runs with the installation's nats.env (the auth callout's keys).
     installation = InstallationSecrets.load_or_create(data_dir)
     with NatsServer(
-        store_dir=tmp_path / "nats", config=default_config(), env=installation.server_env()
+        store_dir=tmp_path / "nats",
+        config=default_config(),
+        monitor_port=-1,  # nats.conf's own 8222 may be another platform's
+        env=installation.server_env(),
     ) as server:
         platform = UpProcess(
             data_dir, None, "--processes", "1", env={variable: server.url}, nats_url=server.url
@@ -300,12 +305,14 @@ async def test_up_runs_handlers_and_views_in_a_child_it_restarts_and_takes_along
         await deposit(platform.url, 1_000_000)
         assert (await balance(platform.url)).deposited_udgpu == 6_000_000
 
-        # However `dante up` goes, its child goes with it (it reads the end of its stdin).
+        # However `dante up` goes, its child goes with it (it reads the end of its stdin),
+        # and so does its nats-server (see test_a_killed_up_takes_its_nats_server_along).
         os.kill(up_pid, signal.SIGKILL)
         assert _gone(again, timeout=20)
     finally:
         platform.stop(signal.SIGKILL)
-        os.kill(server, signal.SIGTERM)
+        if not _gone(server, timeout=5):
+            os.kill(server, signal.SIGTERM)
     assert "`dante serve handlers views` stopped (exit code -9); restarting it" in "".join(
         platform.output
     )
@@ -325,3 +332,199 @@ def test_serve_without_the_platform_password_exits_2(tmp_path: Path) -> None:
     assert "no platform password" in result.stderr and "secrets.json" in result.stderr
     result = dante("serve", "bogus", "--data-dir", str(tmp_path))
     assert result.returncode == 2 and "Choose from" in result.stderr
+
+
+# ── The embedded nats-server on bad days ─────────────────────────────────────────────────
+
+
+def _server_pid(data_dir: Path) -> int:
+    """The pid in the embedded nats-server's pid file."""
+    return int((data_dir / "nats" / "nats-server.pid").read_text())
+
+
+def _serves(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live nats-server with the store of `data_dir`."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    store = str((data_dir / "nats").absolute()).encode()
+    return bool(args[0]) and args[0].endswith(b"nats-server") and store in args
+
+
+def _new_server(data_dir: Path, other_than: int, timeout: float = 10) -> int:
+    """The pid of the nats-server of `data_dir` that replaced `other_than`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = _server_pid(data_dir)
+        except (OSError, ValueError):
+            pid = other_than
+        if pid != other_than and _serves(pid, data_dir):
+            return pid
+        time.sleep(0.05)
+    raise AssertionError(f"no new nats-server of {data_dir}")
+
+
+def test_a_killed_up_takes_its_nats_server_along_and_the_next_starts_at_once(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    platform = UpProcess(data_dir, None, "--processes", "1").start()
+    assert platform.process is not None
+    server = _server_pid(data_dir)
+    assert _serves(server, data_dir)
+    assert server in _children(platform.process.pid)
+    platform.stop(signal.SIGKILL)
+    # The kernel told it its parent died (SIGTERM): it stops, and frees the port.
+    assert _gone(server, timeout=3)
+
+    began = time.monotonic()
+    again = UpProcess(data_dir, platform.port, "--processes", "1").start()
+    try:
+        assert time.monotonic() - began < 20
+        result = again.dante("status", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["ok"] is True
+        assert _serves(_server_pid(data_dir), data_dir)
+        # A second `dante up` on the data folder does not take it from a running one.
+        assert again.process is not None
+        second = dante(
+            *("up", "--data-dir", str(data_dir), "--port", str(free_port())),
+            *("--monitor-port", "-1"),
+            env=environment(),
+            clean=True,
+        )
+        assert second.returncode == 1
+        assert f"another process (pid {again.process.pid}) runs a nats-server on " in (
+            second.stderr
+        )
+        assert again.dante("status").returncode == 0
+    finally:
+        assert again.stop() == 0
+    said = "".join(again.output)
+    assert "stopping a stale nats-server" not in said  # nothing was left to stop
+    # The log of the server that went with the killed `dante up` was kept, to the end.
+    kept = (data_dir / "nats" / "nats-server.log.1").read_text()
+    assert f"[{server}] " in kept and "Server is ready" in kept and "Server Exiting" in kept
+    assert f"[{server}] " not in (data_dir / "nats" / "nats-server.log").read_text()
+    # A clean stop leaves no pid file behind.
+    assert not (data_dir / "nats" / "nats-server.pid").exists()
+
+
+def test_the_next_up_stops_a_stale_nats_server_but_not_a_process_that_took_its_pid(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    installation = InstallationSecrets.load_or_create(data_dir)
+    port = free_port()
+    # An orphan: a nats-server of the data folder, started as `dante up` starts it (its very
+    # command line, pid file included) but by nobody who will stop it.
+    as_up = NatsServer(
+        store_dir=data_dir / "nats",
+        port=port,
+        config=default_config(),
+        monitor_port=-1,
+        env=installation.server_env(),
+    )
+    as_up.store_dir.mkdir()
+    orphan = subprocess.Popen(
+        as_up.command(),
+        env={**os.environ, **installation.server_env()},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    sleeper = None
+    try:
+        assert _new_server(data_dir, other_than=0) == orphan.pid
+        while "Server is ready" not in as_up.log_file.read_text():
+            time.sleep(0.05)
+
+        platform = UpProcess(data_dir, port, "--processes", "1").start()
+        try:
+            # It was stopped, gently, before the new one took its port.
+            assert orphan.wait(timeout=1) == 0
+            assert platform.dante("status").returncode == 0
+            assert _server_pid(data_dir) != orphan.pid
+        finally:
+            assert platform.stop() == 0
+        said = "".join(platform.output)
+        assert f"dante up: stopping a stale nats-server (pid {orphan.pid}) of " in said
+        kept = (data_dir / "nats" / "nats-server.log.1").read_text()
+        assert f"[{orphan.pid}] " in kept and "Server Exiting" in kept
+
+        # A pid file naming a process that is not a nats-server (its server long gone, the
+        # pid reused), even one that names the store on its command line: it is left alone.
+        store = str((data_dir / "nats").absolute())
+        sleeper = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "-sd", store]
+        )
+        (data_dir / "nats" / "nats-server.pid").write_text(f"{sleeper.pid}")
+        again = UpProcess(data_dir, port, "--processes", "1").start()
+        try:
+            assert again.dante("status").returncode == 0
+        finally:
+            assert again.stop() == 0
+        assert sleeper.poll() is None
+        assert "stopping a stale nats-server" not in "".join(again.output)
+    finally:
+        for process in (orphan, sleeper):
+            if process is not None and process.poll() is None:
+                process.kill()
+            if process is not None:
+                process.wait()
+
+
+async def _balance_once_caught_up(url: str, deadline: float) -> Balance:
+    """alice's balance, asked again while the views say they are behind, until `deadline`."""
+    while True:
+        try:
+            return await balance(url)
+        except CommandError as behind:
+            if behind.code != "unavailable" or time.monotonic() > deadline:
+                raise
+
+
+async def test_up_restarts_its_nats_server_when_it_dies_and_serves_again(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    platform = UpProcess(data_dir, None, "--processes", "2").start()
+    try:
+        assert platform.dante("account", "create", "--role", "renter", **ALICE).returncode == 0
+        await deposit(platform.url, 5_000_000)
+        first = json.loads(platform.dante("status", "--json").stdout)["stream"]["last_seq"]
+
+        server = _server_pid(data_dir)
+        os.kill(server, signal.SIGKILL)
+        again = _new_server(data_dir, other_than=server)
+        # The platform's connections (and its child's) come back by themselves.
+        deadline = time.monotonic() + 20
+        while (status := platform.dante("status", "--json")).returncode != 0:
+            assert time.monotonic() < deadline, status.stderr
+            time.sleep(0.2)
+        assert json.loads(status.stdout)["stream"]["last_seq"] == first
+        assert (await deposit(platform.url, 1_000_000)).available_udgpu == 6_000_000
+        # Its views, in the child, follow the log again: once nats-py's ordered consumer has
+        # missed two heartbeats (5 s apart) and made a new one (dante.events.store).
+        views = await _balance_once_caught_up(platform.url, deadline + 10)
+        assert views.deposited_udgpu == 6_000_000
+        events = platform.dante("events", "--wallet", "alice", "--json")
+        assert events.returncode == 0, events.stderr
+        assert _server_pid(data_dir) == again  # on the one restart
+    finally:
+        assert platform.stop() == 0
+    said = "".join(platform.output)
+    assert "dante up: nats-server exited with code -9; restarting (1)\n" in said
+    assert f"dante up: nats-server is back on {platform.url}\n" in said
+    assert said.count("restarting (") == 1
+    # Every event is in the log, once: the account, the deposit before and the one after.
+    logged = [json.loads(line) for line in events.stdout.splitlines()]
+    assert [entry["seq"] for entry in logged] == list(range(1, first + 2))
+    assert [(e["event"]["type"], e["event"].get("amount")) for e in logged] == [
+        ("AccountOpened", None),
+        ("FundsDeposited", 5_000_000),
+        ("FundsDeposited", 1_000_000),
+    ]
+    assert len({entry["event"]["event_id"] for entry in logged}) == len(logged)
