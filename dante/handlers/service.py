@@ -144,6 +144,9 @@ class CommandService:
                     metadata={"role": role, "verb": verb},
                 )
             )
+        # Ready means answering: the server has the endpoints' subscriptions once a flush
+        # came back (a request from another connection before that finds no responders).
+        await self._nc.flush()
         log.info("commands.ready", endpoints=len(COMMAND_TYPES))
 
     async def stop(self) -> None:
