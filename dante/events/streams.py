@@ -23,6 +23,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+import structlog
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
@@ -36,7 +37,9 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats.js.client import KV_STREAM_TEMPLATE
 from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.object_store import OBJ_STREAM_TEMPLATE
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
@@ -61,6 +64,8 @@ CLIENT_API_PREFIX: Final = "$JS.DANTE.API"
 DEFAULT_API_PREFIX: Final = "$JS.API"
 
 _DAY: Final = 86_400.0
+
+log = structlog.get_logger(__name__)
 
 
 def subject_of(aggregate: str, aggregate_id: str) -> str:
@@ -203,19 +208,59 @@ def _upload_config(settings: LogSettings) -> StreamConfig:
     )
 
 
+def target_replicas(existing: int | None, asked: int) -> int:
+    """The replicas to give an asset: those asked for, but never fewer than it has.
+
+    Every process that runs the platform sets the assets up with its own `--replicas`; one
+    started without it on a three-node cluster must not take the log down to one copy. So
+    a start may raise an asset's replicas (`dante serve --replicas 3` once the cluster has
+    grown), never lower them: that takes an operator's deliberate edit of the stream."""
+    return asked if existing is None else max(existing, asked)
+
+
+async def _replicas(js: JetStreamContext, stream: str, asked: int) -> tuple[int | None, int]:
+    """(the replicas the stream has, None if there is none; the replicas to give it)."""
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return None, asked
+    existing = info.config.num_replicas or 1
+    target = target_replicas(existing, asked)
+    if target > asked:
+        log.warning(
+            "log.replicas_kept",
+            asset=stream,
+            replicas=existing,
+            asked=asked,
+            note="a start never lowers an asset's replicas",
+        )
+    return existing, target
+
+
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     assert config.name is not None
-    try:
-        await js.stream_info(config.name)
-    except NotFoundError:
+    asked = config.num_replicas or 1
+    existing, replicas = await _replicas(js, config.name, asked)
+    if existing is None:
         try:
             await js.add_stream(config)
         except BadRequestError:
-            # Another process created it between our look and our add: fall through.
-            pass
+            # Another process created it between our look and our add: update it instead,
+            # keeping the replicas it was created with if they are more.
+            _, replicas = await _replicas(js, config.name, asked)
         else:
             return
-    await js.update_stream(config)
+    await js.update_stream(config.evolve(num_replicas=replicas))
+
+
+async def _bucket_replicas(js: JetStreamContext, stream: str, asked: int) -> int:
+    """The replicas to create a KV or object store bucket with (on the stream that holds it),
+    raising those of an existing one first: its create is refused unless it matches."""
+    existing, replicas = await _replicas(js, stream, asked)
+    if existing is not None and replicas > existing:
+        config = (await js.stream_info(stream)).config
+        await js.update_stream(config.evolve(num_replicas=replicas))
+    return replicas
 
 
 async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> None:
@@ -233,8 +278,13 @@ async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> Non
 
 
 async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) -> None:
-    """Create or update every JetStream asset Dante uses. Safe to run at every start."""
+    """Create or update every JetStream asset Dante uses. Safe to run at every start.
+
+    An existing asset keeps its replicas when `settings` asks for fewer (`target_replicas`),
+    with a warning naming it and both numbers."""
     settings = settings or LogSettings()
+    asked = settings.replicas
+    kv, obj = KV_STREAM_TEMPLATE, OBJ_STREAM_TEMPLATE  # the streams that hold buckets
     await wait_for_jetstream(js)
     await _ensure_stream(js, event_stream_config(settings))
     await _ensure_stream(js, _dispatch_config(settings))
@@ -247,7 +297,7 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
             history=1,
             ttl=settings.heartbeat_ttl_s,
             storage=StorageType.FILE,
-            replicas=settings.replicas,
+            replicas=await _bucket_replicas(js, kv.format(bucket=HEARTBEAT_BUCKET), asked),
         )
     )
     await js.create_key_value(
@@ -256,7 +306,7 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
             description="Accounts: role, password hash, login token digests",
             history=1,
             storage=StorageType.FILE,
-            replicas=settings.replicas,
+            replicas=await _bucket_replicas(js, kv.format(bucket=ACCOUNTS_BUCKET), asked),
         )
     )
     await js.create_object_store(
@@ -264,7 +314,7 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
         config=ObjectStoreConfig(
             description="Job inputs and results",
             storage=StorageType.FILE,
-            replicas=settings.replicas,
+            replicas=await _bucket_replicas(js, obj.format(bucket=FILES_BUCKET), asked),
         ),
     )
 

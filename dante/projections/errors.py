@@ -14,3 +14,14 @@ class UnknownEvent(ProjectionError, TypeError):
         super().__init__(f"the {projection} projection cannot apply an unknown event {event_type}")
         self.projection = projection
         self.event_type = event_type
+
+
+class CorruptViews(ProjectionError):
+    """The views' SQLite file is damaged: SQLite cannot read it, or its integrity check fails.
+
+    The runner sets such a file aside and folds the views again from the log."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"the views' file {path} is damaged: {reason}")
+        self.path = path
+        self.reason = reason

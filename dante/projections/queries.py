@@ -8,6 +8,7 @@ platform summary, which counts across all three.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ import msgspec
 
 from dante.projections import jobs as jobs_model
 from dante.projections import registry, wallets
+from dante.projections.integrity import FileId, file_id
 from dante.projections.matching import ModelMatcher, tokens_match
 from dante.projections.projector import POSITIONS
 from dante.projections.results import (
@@ -45,15 +47,27 @@ _file_ref = msgspec.json.Decoder(FileRef)
 
 
 class Views:
-    """A read-only handle on the projections' file, for the read queries."""
+    """A read-only handle on the projections' file, for the read queries.
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    Opened with `open(path)`, it reads whatever file is at `path`: when the runner replaces
+    a damaged file with a new one, the next query opens the new one (until then, queries
+    read the old).
+    """
+
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path | None = None, file: FileId | None = None
+    ) -> None:
         self._db = db
+        self._path = path
+        self._file = file
         self._lock = anyio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path) -> Self:
-        return cls(await connect(path, readonly=True))
+        """Open the file at `path`, which must exist (a reader never creates it)."""
+        path = Path(path)
+        file = file_id(path)  # before opening: a file replaced meanwhile is opened again
+        return cls(await connect(path, readonly=True, create=False), path, file)
 
     async def close(self) -> None:
         await self._db.close()
@@ -70,10 +84,25 @@ class Views:
         with anyio.CancelScope(shield=True):
             await self.close()
 
+    async def _follow_replacement(self) -> None:
+        assert self._path is not None
+        current = file_id(self._path)
+        if current is None or current == self._file:
+            return
+        try:
+            db = await connect(self._path, readonly=True, create=False)
+        except sqlite3.Error:
+            return  # gone again, or not readable yet: the old one meanwhile
+        old, self._db, self._file = self._db, db, current
+        with anyio.CancelScope(shield=True):
+            await old.close()
+
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
         """The connection inside one read transaction: every read sees the same position."""
         async with self._lock:
+            if self._path is not None:
+                await self._follow_replacement()
             await self._db.execute("BEGIN")
             try:
                 yield self._db

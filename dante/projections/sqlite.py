@@ -9,6 +9,8 @@ rows are exactly those of the stored position.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -32,9 +34,24 @@ _LOAD_CHUNK: Final = 10_000
 log = structlog.get_logger(__name__)
 
 
-async def connect(path: str | Path, *, readonly: bool = False) -> aiosqlite.Connection:
-    """Open the projections' file: WAL, synchronous=NORMAL, transactions only when asked for."""
-    db = await aiosqlite.connect(path, isolation_level=None)
+def _existing(path: str | Path) -> str:
+    """A URI that opens the file only if it exists (`mode=rw`, not `rwc`). absolute(), not
+    resolve(): the -wal and -shm SQLite derives from the name must be the writer's."""
+    return f"{Path(path).absolute().as_uri()}?mode=rw"
+
+
+async def connect(
+    path: str | Path, *, readonly: bool = False, create: bool = True
+) -> aiosqlite.Connection:
+    """Open the projections' file: WAL, synchronous=NORMAL, transactions only when asked for.
+
+    Without `create`, a file that is not there is not created (`sqlite3.OperationalError`):
+    a reader must never make an empty file where the runner is about to put the views.
+    """
+    if create:
+        db = await aiosqlite.connect(path, isolation_level=None)
+    else:
+        db = await aiosqlite.connect(_existing(path), isolation_level=None, uri=True)
     try:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
@@ -47,6 +64,13 @@ async def connect(path: str | Path, *, readonly: bool = False) -> aiosqlite.Conn
             await db.close()
         raise
     return db
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    """Roll back, keeping the failure that caused it: after some errors (a damaged file, a
+    full disk) SQLite has rolled back already, and ROLLBACK itself would fail."""
+    with contextlib.suppress(sqlite3.Error):
+        await db.execute("ROLLBACK")
 
 
 async def _tables_with_prefix(db: aiosqlite.Connection, prefix: str) -> list[str]:
@@ -103,7 +127,7 @@ async def prepare(
         await db.execute("COMMIT")
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await db.execute("ROLLBACK")
+            await _rollback(db)
         raise
     return positions
 
@@ -142,7 +166,7 @@ async def write(db: aiosqlite.Connection, batch: Batch) -> None:
             for sql, params in batch.statements:
                 await db.execute(sql, params)
         except BaseException:
-            await db.execute("ROLLBACK")
+            await _rollback(db)
             raise
         await db.execute("COMMIT")
 
