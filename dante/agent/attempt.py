@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -66,6 +66,9 @@ class AttemptDeps:
     request_gpus: bool
     stop_grace_s: float
     limits: Limits
+    #: How the reporter waits before it retries: it may end early, when the agent's
+    #: connection to the platform was just (re)established.
+    pause: Callable[[float], Awaitable[None]] = anyio.sleep
 
 
 def job_dir(jobs_dir: Path, job_id: str, attempt: int) -> Path:
@@ -410,7 +413,7 @@ class Attempt:
                 self.log.warning(
                     "report failed; retrying", error=str(exc), retry_in=round(delay, 1)
                 )
-                await anyio.sleep(delay)
+                await self.deps.pause(delay)
                 self._wake.set()
                 continue
             backoff.reset()

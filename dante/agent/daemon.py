@@ -6,11 +6,14 @@ an `Attempt`. On start it first settles what a previous run left: job processes 
 containers that outlived it are killed, attempts that were running are given back to the
 platform (`interrupted`), finished ones are reported. On SIGTERM or SIGINT it stops taking
 work, lets running jobs finish within the drain timeout, stops the rest and gives them back,
-deletes its heartbeat and exits 0; a second signal skips the wait.
+deletes its heartbeat and exits 0; a second signal skips the wait. Its connection is a
+`Link`: when nats-py gives up on one (a refused reconnect, as while the platform restarts),
+a new one is opened and everything carries on over it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +41,7 @@ from dante.agent.heartbeat import Heartbeats
 from dante.agent.identity import locked_work_dir, provider_id_for
 from dante.agent.instructions import consume
 from dante.agent.journal import RAN, AttemptRecord, Journal, Key, Outcome
+from dante.agent.link import Link, Opener
 from dante.agent.sending import Backoff, Unreachable, attempt_call
 from dante.agent.setup import (
     Executors,
@@ -50,8 +54,7 @@ from dante.agent.setup import (
 )
 from dante.agent.transfers import CommandTransfers, Transfers
 from dante.cli.credentials import Credential, stored_login
-from dante.events.streams import DEFAULT_API_PREFIX
-from dante.handlers.client import Client, CommandError, new_command_id
+from dante.handlers.client import CommandError, new_command_id
 from dante.handlers.pricing import suggest_gpu_price
 from dante.schemas import commands as cmd
 from dante.schemas.dispatch import Assignment, Instruction, Stop
@@ -110,26 +113,27 @@ class Machine:
 
 
 class Agent:
-    """One provider machine's daemon over one NATS connection."""
+    """One provider machine's daemon over its link to the platform (or a connection that
+    somebody else keeps open)."""
 
     def __init__(
         self,
         machine: Machine,
-        nc: NATS,
+        nc: NATS | Link,
         journal: Journal,
         *,
         executors: Executors | None = None,
         transfers: Transfers | None = None,
-        api_prefix: str = DEFAULT_API_PREFIX,
+        api_prefix: str | None = None,
     ) -> None:
         self.machine = machine
         config = machine.config
-        self.nc = nc
+        self.link = nc if isinstance(nc, Link) else Link.fixed(nc)
         self.journal = journal
         #: Where this connection reaches the JetStream API (through the platform's imports
         #: when logged in as an account).
-        self.api_prefix = api_prefix
-        self.client = Client(nc, "provider", config.owner, timeout=5, tries=2)
+        self.api_prefix = api_prefix or self.link.api_prefix
+        self.client = self.link.client("provider", config.owner, timeout=5, tries=2)
         self.executors = executors or build_executors(
             config.executor,
             agent_id=machine.provider_id,
@@ -155,9 +159,14 @@ class Agent:
                 machine_cpus=_cpus(),
                 machine_gpus=len(machine.gpus),
             ),
+            pause=self.link.pause,
         )
         self.heartbeats = Heartbeats(
-            nc.jetstream(), config.owner, machine.provider_id, self.running_jobs
+            self.link.jetstream,
+            config.owner,
+            machine.provider_id,
+            self.running_jobs,
+            pause=self.link.pause,
         )
         self.attempts: dict[Key, Attempt] = {}
         self.draining = False
@@ -166,6 +175,11 @@ class Agent:
         self._jobs: anyio.abc.TaskGroup | None = None
 
     # ── state ───────────────────────────────────────────────────────────────────────────
+
+    @property
+    def nc(self) -> NATS:
+        """The connection of the moment."""
+        return self.link.nc
 
     def running_jobs(self) -> list[str]:
         return sorted({a.job_id for a in self.attempts.values() if a.running})
@@ -206,7 +220,7 @@ class Agent:
             services.cancel_scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
-                if self.nc.is_connected:
+                if self.link.is_connected:
                     await self.heartbeats.clear()
                 else:
                     self.log.info("heartbeat not deleted: the platform is unreachable")
@@ -288,7 +302,7 @@ class Agent:
         config = self.machine.config
         with scope:
             await consume(
-                self.nc.jetstream(prefix=self.api_prefix),
+                lambda: self.link.jetstream(prefix=self.api_prefix),
                 config.owner,
                 self.machine.provider_id,
                 self._on_instruction,
@@ -368,6 +382,7 @@ class Agent:
     async def _drain(self, hurry: anyio.Event) -> None:
         self.draining = True
         config = self.machine.config
+        deadline = anyio.current_time() + config.drain_timeout_s
         running = [a for a in self.attempts.values() if a.running]
         self.log.info(
             "shutting down: no new jobs",
@@ -389,6 +404,15 @@ class Agent:
             await _wait_all([a.executed for a in left], config.stop_grace_s + STOP_MARGIN_S)
         # Even in a hurry, the platform should hear that the jobs were given back.
         flush = HURRIED_FLUSH_S if hurry.is_set() else FLUSH_S
+        if self.attempts and not self.link.is_connected:
+            # Reports wait for a connection that may not come back: no longer than the
+            # drain timeout lasts (they are in the journal, for the next start).
+            flush = min(flush, max(0.0, deadline - anyio.current_time()))
+            self.log.info(
+                "the platform is unreachable: reports wait for it until the drain timeout",
+                attempts=[f"{job}/{n}" for job, n in self.attempts],
+                wait_s=round(flush, 1),
+            )
         await _wait_all([a.done for a in list(self.attempts.values())], flush)
         if self.attempts:
             self.log.warning(
@@ -401,7 +425,7 @@ class Agent:
 
         Not while the connection is down: the request would only wait out its timeout.
         """
-        if not self.nc.is_connected:
+        if not self.link.is_connected:
             self.log.info("offers not withdrawn: the platform is unreachable")
             return
         command = cmd.UpdateOffer(
@@ -500,29 +524,39 @@ class Signals:
 async def _serve_connected(
     machine: Machine, journal: Journal, executors: Executors, signals: Signals
 ) -> None:
-    """Connect (for as long as it takes, unless stopped first) and serve."""
+    """Connect (for as long as it takes, unless stopped first) and serve, connecting again
+    whenever the connection is lost for good."""
     from dante.cli.connect import api_prefix, connect
 
     config = machine.config
     credential = agent_credential(config)
+    opener: Opener = functools.partial(
+        connect,
+        config.nats_url,
+        name="dante-agent",
+        forever=True,
+        credential=credential,
+        machine=machine.provider_id,
+    )
+    link = Link(opener, api_prefix=api_prefix(credential))
     log.info("connecting", url=config.nats_url, provider_id=machine.provider_id)
     with anyio.CancelScope() as connecting:
         signals.tasks.start_soon(_cancel_when, signals.stopping, connecting)
-        nc = await connect(
-            config.nats_url,
-            name="dante-agent",
-            forever=True,
-            credential=credential,
-            machine=machine.provider_id,
-        )
+        # A refusal of the very first login ends the agent (LoginRefused): nothing runs yet.
+        await link.open()
     if connecting.cancelled_caught:
         log.info("agent stopped before reaching the platform")
         return
+    # In the signals' task group, not one of its own: a failure of the agent must come out
+    # as it is (see `until_signalled`).
+    keeping = anyio.CancelScope()
+    signals.tasks.start_soon(_keep_open, link, keeping)
     try:
-        agent = Agent(machine, nc, journal, executors=executors, api_prefix=api_prefix(credential))
+        agent = Agent(machine, link, journal, executors=executors)
         await agent.run(signals.stopping, signals.hurry)
     finally:
-        await _close(nc)
+        keeping.cancel()
+        await link.close()
 
 
 async def until_signalled(serving: Callable[[Signals], Awaitable[None]]) -> None:
@@ -547,19 +581,9 @@ async def until_signalled(serving: Callable[[Signals], Awaitable[None]]) -> None
         raise failure
 
 
-async def _close(nc: NATS) -> None:
-    """Close the connection, in whatever state it is.
-
-    On a connection that was lost and is being re-established, nats-py's `close` writes what
-    it buffered meanwhile (heartbeats, requests for instructions) to the socket already closed,
-    and fails (RuntimeError under uvloop) after it has marked the client closed and stopped
-    its tasks: nothing is left to close, nor anyone to tell.
-    """
-    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-        try:
-            await nc.close()
-        except Exception as exc:
-            log.debug("connection closed uncleanly", error=repr(exc))
+async def _keep_open(link: Link, scope: anyio.CancelScope) -> None:
+    with scope:
+        await link.keep_open()
 
 
 def agent_credential(config: AgentConfig) -> Credential | None:

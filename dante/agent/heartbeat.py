@@ -2,12 +2,14 @@
 
 Written as plain JetStream publishes to `$KV.dante_heartbeats.<owner>.<provider_id>` (what
 nats-py's KV `put` and `delete` do underneath): the one subject nats-server lets the agent
-write there, and no bucket lookup through the JetStream API, which it may not use.
+write there, and no bucket lookup through the JetStream API, which it may not use. Each beat
+goes on the connection of the moment (`js` is asked every time: the agent's `Link` replaces
+a connection nats-py gave up on), and the first comes as soon as a new one is open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -25,19 +27,23 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 INTERVAL_S: Final = 5.0
+#: After a failed beat, the next one comes sooner: the connection may be back already.
+RETRY_S: Final = 1.0
 
 
 class Heartbeats:
     def __init__(
         self,
-        js: JetStreamContext,
+        js: Callable[[], JetStreamContext],
         owner: str,
         provider_id: str,
         running: Callable[[], list[str]],
         *,
         interval_s: float = INTERVAL_S,
+        pause: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._js = js
+        self._pause = pause
         self._owner = owner
         self._provider_id = provider_id
         self._running = running
@@ -53,11 +59,12 @@ class Heartbeats:
             running=self._running(),
             agent_version=__version__,
         )
-        await self._js.publish(self._subject, msgspec.json.encode(beat), timeout=5)
+        await self._js().publish(self._subject, msgspec.json.encode(beat), timeout=5)
         self.sent += 1
 
     async def run(self) -> None:
-        """Beat every interval until cancelled; failures are logged and the next beat tried."""
+        """Beat every interval until cancelled; failures are logged and the next beat tried
+        (at once when `pause` ends early: a new connection)."""
         failing = False
         while True:
             try:
@@ -70,8 +77,8 @@ class Heartbeats:
                 if failing:
                     log.info("heartbeat sent again")
                 failing = False
-            await anyio.sleep(self._interval)
+            await self._pause(min(RETRY_S, self._interval) if failing else self._interval)
 
     async def clear(self) -> None:
         """Delete this agent's heartbeat key: it has stopped."""
-        await self._js.publish(self._subject, b"", headers={"KV-Operation": "DEL"}, timeout=5)
+        await self._js().publish(self._subject, b"", headers={"KV-Operation": "DEL"}, timeout=5)

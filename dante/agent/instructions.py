@@ -4,8 +4,11 @@ The platform creates the consumer `agent~<owner>~<provider_id>` on `DANTE_DISPAT
 filtered to `dante.agent.<owner>.<provider_id>.>`, when the machine registers; the agent
 only binds to it, fetches and acknowledges, which is all nats-server lets it do. Until the
 platform has made it, fetching fails and is tried again. Each message is acknowledged only
-after the handler has journaled what it says; a message that could not be journaled is
-redelivered.
+after the handler has journaled what it says; a message that could not be journaled (or
+whose acknowledgement was lost with the connection) is redelivered, and the journal knows
+it. `js` is asked for the connection of the moment before every fetch: when the agent's
+`Link` has replaced a connection nats-py gave up on, the consumer is bound again on the new
+one.
 """
 
 from __future__ import annotations
@@ -36,19 +39,28 @@ FETCH_WAIT_S: Final = 5.0
 Handler = Callable[[Instruction], Awaitable[None]]
 
 
-async def consume(js: JetStreamContext, owner: str, provider_id: str, handle: Handler) -> None:
+async def consume(
+    js: Callable[[], JetStreamContext], owner: str, provider_id: str, handle: Handler
+) -> None:
     """Hand every instruction to `handle`, in order, until cancelled; reconnects are waited
-    out and any failure is retried."""
+    out, a new connection is bound to, and any failure is retried."""
     name = agent_consumer_name(owner, provider_id)
     subscription: JetStreamContext.PullSubscription | None = None
+    bound: JetStreamContext | None = None
     problem = ""
     try:
         while True:
             try:
+                current = js()
+                if subscription is not None and current is not bound:
+                    log.info("binding to our consumer again, on the new connection")
+                    await _unsubscribe(subscription)
+                    subscription = None
                 if subscription is None:
-                    subscription = await js.pull_subscribe_bind(
+                    subscription = await current.pull_subscribe_bind(
                         durable=name, stream=DISPATCH_STREAM
                     )
+                    bound = current
                 messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
             except nats.errors.TimeoutError:
                 messages = []
@@ -67,12 +79,16 @@ async def consume(js: JetStreamContext, owner: str, provider_id: str, handle: Ha
             for message in messages:
                 await _deliver(message, handle)
     finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-            try:
-                if subscription is not None:
-                    await subscription.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe failed", error=repr(exc))
+        if subscription is not None:
+            await _unsubscribe(subscription)
+
+
+async def _unsubscribe(subscription: JetStreamContext.PullSubscription) -> None:
+    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+        try:
+            await subscription.unsubscribe()
+        except Exception as exc:
+            log.debug("unsubscribe failed", error=repr(exc))
 
 
 def _report(previous: str, what: str, exc: Exception) -> str:
@@ -87,12 +103,21 @@ async def _deliver(message: Msg, handle: Handler) -> None:
         instruction = _instruction.decode(message.data)
     except msgspec.DecodeError as exc:
         log.warning("unreadable instruction dropped", subject=message.subject, error=str(exc))
-        await message.term()
+        await _settle(message.term())
         return
     try:
         await handle(instruction)
     except Exception as exc:
         log.exception("instruction not handled; it will come again", error=repr(exc))
-        await message.nak(delay=5)
+        await _settle(message.nak(delay=5))
         return
-    await message.ack()
+    await _settle(message.ack())
+
+
+async def _settle(answer: Awaitable[None]) -> None:
+    """Acknowledge (or not): on a connection just lost that fails, and the message comes
+    again (after the consumer's ack wait), to be recognised by the journal."""
+    try:
+        await answer
+    except Exception as exc:
+        log.info("acknowledgement not sent; the instruction will come again", error=repr(exc))

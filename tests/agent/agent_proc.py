@@ -144,9 +144,20 @@ class Platform(UpProcess):
     """`dante up` whose output keeps being read after it is ready, with the accounts of
     `PASSWORDS` open (the first time)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        super().__init__(data_dir, port, env={"XDG_CONFIG_HOME": str(data_dir.parent / "config")})
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, nats_url: str | None = None
+    ) -> None:
+        """With `nats_url`: on that server (started with the installation's `server_env`,
+        see `InstallationSecrets`), which it neither starts nor stops."""
+        super().__init__(
+            data_dir,
+            port,
+            env={"XDG_CONFIG_HOME": str(data_dir.parent / "config")},
+            nats_url=nats_url,
+        )
         self.env = {k: v for k, v in self.env.items() if not k.startswith("DANTE_")}
+        if nats_url is not None:
+            self.env["DANTE_NATS_URL"] = nats_url
 
     def open_accounts(self) -> Platform:
         for name, password in PASSWORDS.items():
@@ -165,15 +176,12 @@ class Platform(UpProcess):
 
     def start(self, timeout: float = 60) -> Platform:
         self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "dante", "up", "--data-dir", str(self.data_dir),
-                "--port", str(self.port), "--monitor-port", "-1", *self.args,
-            ],
+            self.command(),  # --port P --monitor-port -1, or none with a nats_url
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=self.env,
-        )  # fmt: skip
+        )
         self.reader = _Reader(self.process)
         self.reader.wait_for("ready", timeout, exact=True)
         return self

@@ -1,21 +1,27 @@
-"""Liveness judged against what the platform has heard: a platform behind on its heartbeats
-must not take live machines for dead ones (and requeue their jobs)."""
+"""Liveness judged against what the platform has heard: a platform behind on its heartbeats,
+or one that was away itself (its server restarted), must not take live machines for dead
+ones (and requeue their jobs)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from dante.events.natsd import NatsServer
 from dante.events.streams import heartbeat_key
 from dante.handlers.platform import Platform
 from dante.handlers.runner import Step
 from dante.schemas import dispatch
+from dante.schemas import events as ev
+from tests.agent.daemon_helpers import history
 from tests.handlers.conftest import Clock
 from tests.handlers.harness import Agent, running_platform
 
@@ -119,3 +125,85 @@ async def test_without_a_watcher_nobody_goes_offline(
     await decide_now(platform)
 
     assert platform.tail.world.provider("prv-a").status == "online"
+
+
+async def test_after_the_server_restarted_machines_get_a_whole_silence_to_come_back(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Issue 15: the platform's server stopped and started again (same port, same store).
+    Nobody could heartbeat meanwhile, and agents need a moment to log in again: silence
+    before the platform hears again does not count, and it hears again at once.
+
+    Read from the log, not the platform's world: after a server restart nats-py's ordered
+    consumers (the world's too) stay deaf for a while, and liveness appends regardless."""
+    server = NatsServer(store_dir=tmp_path / "nats").start()
+    server.port = server.client_port or -1  # the same port when it starts again
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+
+    async def offline() -> list[tuple[str, datetime | None]]:
+        return [
+            (r.event.provider_id, r.event.last_seen)
+            for r in await history(nc)
+            if isinstance(r.event, ev.ProviderWentOffline)
+        ]
+
+    try:
+        async with running_platform(nc, tmp_path / "platform", clock) as platform:
+            liveness = platform.liveness
+            bob = Agent(nc, "bob", "prv-b")  # its agent never comes back
+            carol = Agent(nc, "carol", "prv-c")  # hers does
+            for agent in (bob, carol):
+                await agent.register()
+                await agent.beat(platform, clock)
+            beat_at = clock.now
+
+            server.stop()
+            await eventually(lambda: not nc.is_connected, "the platform to lose its server")
+            server.start()
+            await eventually(lambda: nc.is_connected, "the platform to reconnect")
+            clock.advance(SILENCE + 1)  # by the platform's clock, the outage was long
+            await platform.tick()
+            assert await offline() == []
+
+            # Carol's agent is back, and heard at once (nats-py's own watcher would stay
+            # deaf for about 20 s): the platform hears again from now on.
+            await beat_after_restart(nc, liveness, carol, clock)
+            caught_up = liveness.caught_up
+            assert caught_up is not None
+            await eventually(caught_up, "the new watcher to catch up")
+            assert liveness.grace_until == clock.now + timedelta(seconds=SILENCE)
+            await platform.tick()
+            assert await offline() == []
+
+            clock.advance(SILENCE - 1)  # still within the grace
+            await platform.tick()
+            assert await offline() == []
+            await carol.beat(platform, clock)
+
+            clock.advance(2)  # the grace is over: a whole silence without bob
+            await platform.tick()
+            # Bob's last heartbeat is the one before the outage (the new watcher's first
+            # values repeat it: not heard again).
+            assert await offline() == [("prv-b", beat_at)]
+    finally:
+        await nc.close()
+        server.stop()
+
+
+async def beat_after_restart(nc: NATS, liveness: Any, agent: Agent, clock: Clock) -> None:
+    """Heartbeat as soon as JetStream takes it again, and wait (10 s at most) until
+    liveness has heard it."""
+    deadline = asyncio.get_running_loop().time() + 10
+    revision = None
+    while revision is None:
+        try:
+            revision = await put_beat(nc, agent, clock)
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    while not (
+        liveness.handled >= revision and liveness.last_seen.get(agent.provider_id) == clock.now
+    ):
+        assert asyncio.get_running_loop().time() < deadline, "the heartbeat was not heard"
+        await asyncio.sleep(0.05)
