@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 from bench.platform import free_port
 from bench.report import Report, children, rss_mb
-from dante.cli.connect import connect
-from dante.cli.credentials import Credential
-from dante.handlers.client import Client
+from dante.client.commands import Client
+from dante.client.connect import connect
+from dante.client.credentials import Credential
 from dante.projections.results import JobView
 from dante.schemas import commands as cmd
 from dante.schemas.results import SubmitResult

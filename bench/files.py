@@ -21,14 +21,16 @@ from pathlib import Path
 import nats
 import structlog
 
+from dante.client.commands import Client
+from dante.client.transfer import download_results, upload_results
 from dante.events.natsd import NatsServer
-from dante.events.store import Append, EventStore
-from dante.events.streams import FILES_BUCKET, ensure_log
-from dante.handlers.client import Client
-from dante.handlers.files import Files
-from dante.handlers.service import CommandService
-from dante.handlers.transfer import download_results, upload_results
+from dante.events.records import Append
+from dante.events.store import EventStore
+from dante.events.streams import ensure_log
+from dante.events.subjects import FILES_BUCKET
 from dante.schemas import events as ev
+from dante.services.commands import CommandService
+from dante.services.files import Files
 from tests.factories import make, registered, submitted
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from dante.handlers.placement import (
+from dante.domain.placement import (
     GpuSlot,
     ProviderSlots,
     cheapest_price,
@@ -24,7 +24,7 @@ from dante.handlers.placement import (
     place,
     quote,
 )
-from dante.handlers.pricing import suggest_price
+from dante.domain.pricing import suggest_price
 from dante.schemas.values import JobRequirements
 
 # (model name as detected, VRAM in MiB, power limit in W)

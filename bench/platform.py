@@ -35,14 +35,11 @@ from nats.aio.client import Client as NATS
 
 from bench import report
 from dante.events.natsd import NatsServer
-from dante.events.store import Append, EventStore, Pipeline
-from dante.events.streams import (
-    DISPATCH_STREAM,
-    HEARTBEAT_BUCKET,
-    STREAM,
-    ensure_log,
-    heartbeat_key,
-)
+from dante.events.pipeline import Pipeline
+from dante.events.records import Append
+from dante.events.store import EventStore
+from dante.events.streams import ensure_log
+from dante.events.subjects import DISPATCH_STREAM, HEARTBEAT_BUCKET, STREAM, heartbeat_key
 from dante.schemas import events as ev
 from dante.schemas.dispatch import Heartbeat
 from dante.schemas.money import cost, fee_of
@@ -307,7 +304,7 @@ async def prime_durables(nc: NATS, last_seq: int) -> None:
     As `HandlerRunner` makes them, except that they start after `last_seq`: the handlers of
     a platform that ran all along would have acted on every seeded event.
     """
-    from dante.handlers.platform import Platform, PlatformOptions
+    from dante.platform import Platform, PlatformOptions
 
     js = nc.jetstream()
     with tempfile.TemporaryDirectory() as unused:

@@ -29,7 +29,9 @@ import nats
 
 from dante.events.codec import decode_event
 from dante.events.natsd import NatsServer
-from dante.events.store import Append, EventStore, Pipeline
+from dante.events.pipeline import Pipeline
+from dante.events.records import Append
+from dante.events.store import EventStore
 from dante.events.streams import ensure_log
 from dante.projections import PROJECTIONS, rebuild
 from dante.projections.projector import Projector

@@ -46,8 +46,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from dante.events.natsd import NatsServer, find_nats_server
-from dante.events.store import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE, EventStore
-from dante.events.streams import ensure_log, subject_for
+from dante.events.records import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE
+from dante.events.store import EventStore
+from dante.events.streams import ensure_log
+from dante.events.subjects import subject_for
 from dante.projections import rebuild
 from dante.projections.audit import audit
 from dante.schemas import events as ev

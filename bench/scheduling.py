@@ -44,8 +44,8 @@ from bench.platform import (
 )
 from bench.platform import server_url as url_of
 from bench.report import Report, percentile
+from dante.domain.pricing import suggest_price
 from dante.events.store import EventStore
-from dante.handlers.pricing import suggest_price
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.codec import decode_reply, encode

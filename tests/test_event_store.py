@@ -7,8 +7,10 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from dante.events.errors import AppendRejected, ConcurrencyConflict
-from dante.events.store import Append, EventStore, Pipeline
-from dante.events.streams import STREAM, subject_of
+from dante.events.pipeline import Pipeline
+from dante.events.records import Append
+from dante.events.store import EventStore
+from dante.events.subjects import STREAM, subject_of
 from dante.events.upcasting import registered
 from dante.schemas import events as ev
 from tests.factories import deposit, make, sample_events

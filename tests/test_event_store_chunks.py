@@ -5,7 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from dante.events.store import Append, EventStore, Pipeline
+from dante.events.pipeline import Pipeline
+from dante.events.records import Append
+from dante.events.store import EventStore
 from tests.factories import deposit
 
 pytestmark = pytest.mark.anyio

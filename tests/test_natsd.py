@@ -22,7 +22,7 @@ from dante.events.natsd import (
     NatsServerError,
     default_config,
 )
-from dante.handlers.auth.installation import InstallationSecrets
+from dante.services.auth.installation import InstallationSecrets
 
 
 def test_server_reports_its_port_and_stops(tmp_path: Path) -> None:
@@ -119,7 +119,8 @@ def test_shipped_config_does_not_start_without_the_installations_secrets(
 
 @pytest.mark.anyio
 async def test_cluster_replicates_a_stream(nats_cluster: list[NatsServer]) -> None:
-    from dante.events.store import Append, EventStore
+    from dante.events.records import Append
+    from dante.events.store import EventStore
     from dante.events.streams import LogSettings, ensure_log
     from tests.factories import deposit
 

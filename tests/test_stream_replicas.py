@@ -15,8 +15,10 @@ from nats.aio.client import Client as NATS
 from structlog.testing import capture_logs
 
 from dante.events.natsd import NatsServer
-from dante.events.store import Append, EventStore
-from dante.events.streams import (
+from dante.events.records import Append
+from dante.events.store import EventStore
+from dante.events.streams import LogSettings, ensure_log, target_replicas
+from dante.events.subjects import (
     ACCOUNTS_BUCKET,
     DISPATCH_STREAM,
     FILES_BUCKET,
@@ -24,9 +26,6 @@ from dante.events.streams import (
     OUTPUT_STREAM,
     STREAM,
     UPLOAD_STREAM,
-    LogSettings,
-    ensure_log,
-    target_replicas,
 )
 from tests.factories import deposit
 

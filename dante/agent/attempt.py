@@ -36,7 +36,7 @@ from dante.agent.sending import Backoff, Unreachable, attempt_call
 from dante.agent.setup import Limits
 from dante.agent.transfers import Transfers
 from dante.agent.workspace import WorkspaceError, pack_results, safe_path
-from dante.handlers.client import Client, CommandError, PlatformUnavailable, new_command_id
+from dante.client.commands import Client, CommandError, PlatformUnavailable, new_command_id
 from dante.schemas import commands as cmd
 from dante.schemas.values import DockerPayload, FileRef
 

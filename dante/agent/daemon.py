@@ -53,9 +53,9 @@ from dante.agent.setup import (
     telemetry_for,
 )
 from dante.agent.transfers import CommandTransfers, Transfers
-from dante.cli.credentials import Credential, stored_login
-from dante.handlers.client import CommandError, new_command_id
-from dante.handlers.pricing import suggest_gpu_price
+from dante.client.commands import CommandError, new_command_id
+from dante.client.credentials import Credential, stored_login
+from dante.domain.pricing import suggest_gpu_price
 from dante.schemas import commands as cmd
 from dante.schemas.dispatch import Assignment, Instruction, Stop
 from dante.schemas.values import DockerPayload, Gpu, GpuOffer
@@ -526,7 +526,7 @@ async def _serve_connected(
 ) -> None:
     """Connect (for as long as it takes, unless stopped first) and serve, connecting again
     whenever the connection is lost for good."""
-    from dante.cli.connect import api_prefix, connect
+    from dante.client.connect import api_prefix, connect
 
     config = machine.config
     credential = agent_credential(config)

@@ -18,7 +18,7 @@ import msgspec
 import structlog
 
 from dante import __version__
-from dante.events.streams import heartbeat_subject
+from dante.events.subjects import heartbeat_subject
 from dante.schemas.dispatch import Heartbeat
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ import nats.errors
 import structlog
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-from dante.events.streams import DISPATCH_STREAM, agent_consumer_name
+from dante.events.subjects import DISPATCH_STREAM, agent_consumer_name
 from dante.schemas.dispatch import Instruction
 
 if TYPE_CHECKING:

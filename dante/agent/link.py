@@ -32,8 +32,8 @@ import nats.errors
 import structlog
 
 from dante.agent.sending import Backoff
-from dante.events.streams import DEFAULT_API_PREFIX
-from dante.handlers.client import Client
+from dante.client.commands import Client
+from dante.events.subjects import DEFAULT_API_PREFIX
 from dante.schemas.commands import Command, Role
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ Callback = Callable[[], Awaitable[None]]
 
 
 class Opener(Protocol):
-    """Opens one connection (`dante.cli.connect.connect` with the agent's credential),
+    """Opens one connection (`dante.client.connect.connect` with the agent's credential),
     passing the callbacks on to nats-py; raises `ConnectFailed` when it cannot."""
 
     def __call__(
@@ -217,7 +217,7 @@ class Link:
             await self._reopen()
 
     async def _reopen(self) -> None:
-        from dante.cli.connect import ConnectFailed, LoginRefused
+        from dante.client.connect import ConnectFailed, LoginRefused
 
         backoff = Backoff(first=FIRST_RETRY_S, ceiling=MAX_RETRY_S)
         delay = backoff.delay()

@@ -15,7 +15,7 @@ from typing import Final, TypeVar
 
 import nats.errors
 
-from dante.handlers.client import CommandError, PlatformUnavailable
+from dante.client.commands import CommandError, PlatformUnavailable
 
 T = TypeVar("T")
 

@@ -72,7 +72,7 @@ def script_sandbox(config: AgentConfig) -> Sandbox:
     """How script jobs are confined, hiding what is the agent's own: its credentials (the
     config folder), its `.env`, its work folder (journal, provider id, other jobs) and the
     platform's data folder where one machine runs both."""
-    from dante.cli.credentials import config_dir
+    from dante.client.credentials import config_dir
 
     hidden = [config_dir(), config.work_dir]
     hidden += [path for path in (config.dotenv, config.data_dir) if path is not None]

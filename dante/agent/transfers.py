@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Protocol
 
 from dante.agent.executors.spec import OutputLine
-from dante.handlers import transfer
-from dante.handlers.client import Client
+from dante.client import transfer
+from dante.client.commands import Client
 from dante.schemas import commands as cmd
 from dante.schemas.values import FileRef
 
@@ -37,7 +37,7 @@ def wire_line(line: OutputLine) -> cmd.OutputLine:
 
 
 class CommandTransfers:
-    """Transfers through the command service (`dante.handlers.transfer`)."""
+    """Transfers through the command service (`dante.client.transfer`)."""
 
     def __init__(self, client: Client, provider_id: str) -> None:
         self._client = client

@@ -1,7 +1,7 @@
 """`dante account create`, `dante login`, `dante logout`: who you are on the platform.
 
 Every command logs in with DANTE_USERNAME and DANTE_PASSWORD when they are set, else with
-the login `dante login` stored (see `dante.cli.credentials`).
+the login `dante login` stored (see `dante.client.credentials`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
 
-from dante.cli.connect import EXIT_REJECTED, EXIT_USAGE, ConnectFailed, connect, resolve_url
-from dante.cli.credentials import (
+from dante.client.connect import EXIT_REJECTED, EXIT_USAGE, ConnectFailed, connect, resolve_url
+from dante.client.credentials import (
     PASSWORD_VAR,
     USERNAME_VAR,
     Credential,
@@ -35,7 +35,7 @@ class _Usage(Exception):
 
 async def _exit_code(step: Callable[[], Awaitable[None]]) -> int:
     """Run one account step; a refusal is a message on stderr and the CLI's exit code."""
-    from dante.handlers.client import CommandError, PlatformUnavailable
+    from dante.client.commands import CommandError, PlatformUnavailable
 
     try:
         await step()
@@ -70,7 +70,7 @@ def _ask(*, confirm: bool) -> tuple[str, str]:
 
 async def _login(url: str, username: str, password: str) -> str:
     """Check the password with the platform and store a login token; where it is kept."""
-    from dante.handlers.auth.client import issue_token
+    from dante.client.accounts import issue_token
 
     nc = await connect(
         url, name="dante-login", credential=Credential(username=username, secret=password)
@@ -94,7 +94,7 @@ async def create(
     """Open an account: asks for a name and a password (twice), or takes DANTE_USERNAME and
     DANTE_PASSWORD. Names have 2 to 32 characters (a-z, 0-9, '-', '_'), passwords 8 or more.
     """
-    from dante.handlers.auth.client import new_nonce, sign_up
+    from dante.client.accounts import new_nonce, sign_up
 
     url = resolve_url(None)
 
@@ -129,8 +129,8 @@ async def login() -> int:
 
 async def logout() -> int:
     """Log out: revoke the stored login token on the platform and forget it here."""
-    from dante.handlers.auth.client import revoke_token
-    from dante.handlers.client import CommandError, PlatformUnavailable
+    from dante.client.accounts import revoke_token
+    from dante.client.commands import CommandError, PlatformUnavailable
 
     url = resolve_url(None)
     try:

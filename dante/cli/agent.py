@@ -135,9 +135,9 @@ async def run(
         (refuse to start without it) or off [DANTE_SCRIPT_SANDBOX; default: auto].
     """
     from dante.agent.config import AgentOptions, ConfigError, load_config
-    from dante.cli.common import shared
-    from dante.cli.connect import EXIT_USAGE
     from dante.cli.logs import configure_logging
+    from dante.cli.options import shared
+    from dante.client.connect import EXIT_USAGE
 
     options = AgentOptions(
         name=name,
@@ -172,7 +172,7 @@ async def run(
 def _gpus_to_offer(simulate: str | None) -> tuple[Gpu, ...] | int:
     """The GPUs to serve, or the exit code after saying why there are none."""
     from dante.agent.gpus import detect_gpus, simulated_detection
-    from dante.cli.connect import EXIT_USAGE
+    from dante.client.connect import EXIT_USAGE
 
     if simulate is not None:
         try:
@@ -199,7 +199,7 @@ async def _serve(config: AgentConfig, gpus: tuple[Gpu, ...]) -> int:
     from dante.agent.identity import WorkDirError
     from dante.agent.journal import JournalError
     from dante.agent.setup import SetupError
-    from dante.cli.connect import ConnectFailed
+    from dante.client.connect import ConnectFailed
 
     try:
         await serve(config, gpus)

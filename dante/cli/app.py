@@ -29,8 +29,8 @@ SESSION = Group("Who and where (any command)", sort_key=6)
 def _one_line(error: CycloptsError) -> NoReturn:
     """Usage errors as one plain line with where to look (or, with --json, one JSON document),
     like every other failure; then exit 2, as cyclopts would."""
-    from dante.cli.common import Failure, report
-    from dante.cli.connect import EXIT_USAGE
+    from dante.cli.failures import Failure, report
+    from dante.client.connect import EXIT_USAGE
 
     command = " ".join(["dante", *(error.command_chain or ())]).strip()
     message = " ".join(str(error).split()).rstrip(".,; ")
@@ -99,7 +99,8 @@ def launcher(
 ) -> int:
     import sys
 
-    from dante.cli.common import Shared, guard, set_shared
+    from dante.cli.failures import guard
+    from dante.cli.options import Shared, set_shared
 
     set_shared(Shared(nats_url=nats_url, user=user))
     if not tokens and sys.stdin.isatty() and sys.stdout.isatty():

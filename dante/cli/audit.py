@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 import msgspec
 from cyclopts import Parameter
 
-from dante.cli.connect import EXIT_REJECTED, EXIT_USAGE, resolve_url
 from dante.cli.operator_log import LogUnavailable, error, operator_log
 from dante.cli.progress import ProgressBar
+from dante.client.connect import EXIT_REJECTED, EXIT_USAGE, resolve_url
 
 if TYPE_CHECKING:
     from dante.projections.audit import AuditReport
@@ -81,7 +81,7 @@ async def audit(
     replay to their position. Exit 0 when all hold, 1 otherwise, 2 for a usage error, 3
     when the platform cannot be reached.
     """
-    from dante.cli.up import default_data_dir
+    from dante.cli.lifecycle import default_data_dir
     from dante.projections.audit import audit as run_audit
 
     if max_listed < 1:

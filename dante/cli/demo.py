@@ -18,7 +18,7 @@ from anyio.abc import Process, TaskStatus
 from dante.schemas.money import UDGPU_PER_DGPU
 
 if TYPE_CHECKING:
-    from dante.cli.credentials import Credential
+    from dante.client.credentials import Credential
 
 #: Two simulated GPUs, as `dante agent run --simulate` takes them.
 DEMO_GPUS: Final = "2xNVIDIA GeForce RTX 4090:24"
@@ -51,7 +51,7 @@ class DemoAgent:
         ]  # fmt: skip
 
     def _env(self) -> dict[str, str]:
-        from dante.cli.credentials import PASSWORD_VAR, USERNAME_VAR
+        from dante.client.credentials import PASSWORD_VAR, USERNAME_VAR
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("DANTE_")}
         env.update(
@@ -93,7 +93,7 @@ class DemoAgent:
 
     async def stop(self) -> None:
         """Ask the agent to stop (it gives its running jobs back), then insist."""
-        from dante.cli.common import stop_child
+        from dante.cli.lifecycle import stop_child
 
         self._stopping = True
         if self._process is not None:
@@ -102,8 +102,8 @@ class DemoAgent:
 
 async def fund(url: str, renter: Credential) -> bool:
     """Give the demo renter its 100 dGPU, once; False when it cannot log in."""
-    from dante.cli.connect import ConnectFailed, connect
-    from dante.handlers.client import Client, new_command_id
+    from dante.client.commands import Client, new_command_id
+    from dante.client.connect import ConnectFailed, connect
     from dante.projections.results import Balance
     from dante.schemas.commands import Deposit, GetBalance
 
@@ -126,8 +126,8 @@ async def fund(url: str, renter: Credential) -> bool:
 
 async def wait_until_offered(url: str, renter: Credential, provider: str) -> bool:
     """Wait until the demo provider's GPUs are on the market (it registered and is online)."""
-    from dante.cli.connect import connect
-    from dante.handlers.client import Client
+    from dante.client.commands import Client
+    from dante.client.connect import connect
     from dante.projections.results import OfferRow
     from dante.schemas.commands import ListOffers
 

@@ -10,10 +10,11 @@ from typing import Annotated, Final
 import msgspec
 from cyclopts import Parameter
 
-from dante.cli.connect import EXIT_USAGE, resolve_url
 from dante.cli.operator_log import LogUnavailable, error, operator_log
-from dante.events.store import EventStore, RawMessage
-from dante.events.streams import EVENT_PREFIX, subject_of
+from dante.client.connect import EXIT_USAGE, resolve_url
+from dante.events.records import RawMessage
+from dante.events.store import EventStore
+from dante.events.subjects import EVENT_PREFIX, subject_of
 
 _TIME: Final = "%Y-%m-%d %H:%M:%S"
 

@@ -1,52 +1,28 @@
 """What goes into a job and comes out of it: input uploads, logs, and results.
 
-Transfers go through `dante.handlers.transfer`; progress shows on stderr in a terminal only.
+Transfers go through `dante.client.transfer`; progress shows on stderr in a terminal only.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 from cyclopts import Parameter
 
-from dante.cli.common import Json, Session, UsageError, with_session
+from dante.cli.failures import UnsafeResults
 from dante.cli.jobs import JobId, again, check_job_id
+from dante.cli.options import Json, UsageError
 from dante.cli.render import Progress, emit, size, to_builtins
+from dante.cli.session import Session, with_session
 
 if TYPE_CHECKING:
-    from dante.cli.submission import Upload
-    from dante.handlers.client import Client
     from dante.schemas.results import LogLine, LogPage
-    from dante.schemas.values import FileRef
 
 #: How often `--follow` asks for new lines when there were none, at most.
 _FOLLOW_MAX_PAUSE_S: Final = 1.0
-
-
-async def upload_inputs(client: Client, uploads: Sequence[Upload]) -> list[FileRef]:
-    """Upload each input; the references to submit the job with."""
-    from dante.handlers.transfer import upload_input
-
-    progress = Progress()
-    refs = []
-    total = sum(u.size for u in uploads)
-    done = 0
-    try:
-        for n, upload in enumerate(uploads, start=1):
-            progress.show(
-                f"uploading {n}/{len(uploads)}: {upload.rel_path} ({size(upload.size)}; "
-                f"{size(done)} of {size(total)} sent)",
-                force=True,
-            )
-            refs.append(await upload_input(client, upload.local, upload.rel_path))
-            done += upload.size
-    finally:
-        progress.clear()
-    return refs
 
 
 # ── logs ────────────────────────────────────────────────────────────────────────────────
@@ -76,7 +52,7 @@ async def show_logs(
     """Print a job's output; with `follow`, keep printing until the job has ended."""
     import anyio
 
-    from dante.handlers.transfer import read_logs
+    from dante.client.transfer import read_logs
 
     renter = s.renter()
     check_job_id(job_id)
@@ -141,10 +117,6 @@ async def logs(
 # ── results ─────────────────────────────────────────────────────────────────────────────
 
 
-class UnsafeResults(Exception):
-    """A results archive with entries that could reach outside its folder."""
-
-
 def _extract(archive: Path, dest: Path) -> list[str]:
     """Unpack the results into `dest`, refusing unsafe entries and never overwriting a file."""
     import tarfile
@@ -176,7 +148,7 @@ async def fetch_results(
 ) -> int:
     import anyio
 
-    from dante.handlers.transfer import download_results
+    from dante.client.transfer import download_results
 
     check_job_id(job_id)
     dest = out or Path(job_id)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 from cyclopts import App, Parameter
 
-from dante.cli.common import EXIT_TIMEOUT, Json, Session, UsageError, with_session
+from dante.cli.options import EXIT_TIMEOUT, Json, UsageError
 from dante.cli.render import (
     Progress,
     ago,
@@ -21,6 +21,7 @@ from dante.cli.render import (
     to_builtins,
     when,
 )
+from dante.cli.session import Session, with_session
 from dante.cli.submission import Interpreter, JobSpec, describe_payload
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ async def list_jobs(
 async def submit_job(s: Session, spec: JobSpec, *, json: bool = False) -> int:
     """Quote (refused early if nothing could ever run it), upload inputs, submit."""
     from dante.cli.price import get_quote, quote_document, quote_lines
-    from dante.handlers.client import new_command_id
+    from dante.client.commands import new_command_id
     from dante.schemas.commands import SubmitJob
     from dante.schemas.results import SubmitResult
 
@@ -183,7 +184,7 @@ async def submit_job(s: Session, spec: JobSpec, *, json: bool = False) -> int:
     quote = await get_quote(s, spec.requirements, spec.requirements.max_duration_s)
     inputs = []
     if spec.uploads:
-        from dante.cli.job_output import upload_inputs
+        from dante.cli.submission import upload_inputs
 
         inputs = await upload_inputs(renter, spec.uploads)
     command = SubmitJob(
@@ -237,7 +238,7 @@ async def wait_for(
 
 async def again(ask: Callable[[], Awaitable[T]], previous: T) -> T:
     """One more look while waiting: a moment's unavailability keeps the previous answer."""
-    from dante.handlers.client import CommandError
+    from dante.client.commands import CommandError
 
     try:
         return await ask()
@@ -248,7 +249,7 @@ async def again(ask: Callable[[], Awaitable[T]], previous: T) -> T:
 
 
 async def cancel_job(s: Session, job_id: str, *, reason: str = "", json: bool = False) -> int:
-    from dante.handlers.client import new_command_id
+    from dante.client.commands import new_command_id
     from dante.schemas.commands import CancelJob
     from dante.schemas.results import JobResult
 

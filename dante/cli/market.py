@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 import msgspec
 from cyclopts import Parameter
 
-from dante.cli.common import Json, Session, UsageError, with_session
+from dante.cli.options import Json, UsageError
 from dante.cli.render import dgpu, emit, rate, table
+from dante.cli.session import Session, with_session
 
 
 class OfferFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,7 +47,7 @@ class OfferFilter(msgspec.Struct, frozen=True, kw_only=True):
 
 def check_model(model: str, option: str = "--gpu") -> str:
     """A model or family a GPU name can match ("RTX 4090", "H100", "=RTX 4080")."""
-    from dante.handlers.pricing import ModelPattern
+    from dante.domain.pricing import ModelPattern
 
     text = model.strip()
     if not text or len(text) > 100:

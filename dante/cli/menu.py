@@ -15,21 +15,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dante.cli.common import (
-    EXIT_INTERRUPTED,
-    Failure,
-    Session,
-    Shared,
-    UsageError,
-    acting,
-    failure_of,
-    nats_url,
-    report,
-    set_shared,
-    shared,
-    with_session,
-)
-from dante.cli.connect import EXIT_USAGE
+from dante.cli.failures import Failure, failure_of, report
+from dante.cli.options import EXIT_INTERRUPTED, Shared, UsageError, nats_url, set_shared, shared
+from dante.cli.session import Session, acting, with_session
+from dante.client.connect import EXIT_USAGE
 
 if TYPE_CHECKING:
     from dante.cli.submission import JobSpec

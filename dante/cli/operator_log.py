@@ -11,8 +11,8 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from dante.cli.connect import ConnectFailed, api_prefix, connect
-from dante.cli.credentials import operator_credential
+from dante.client.connect import ConnectFailed, api_prefix, connect
+from dante.client.credentials import operator_credential
 from dante.events.store import EventStore
 
 

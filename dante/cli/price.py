@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, Parameter
 
-from dante.cli.common import Json, Session, UsageError, with_session
+from dante.cli.options import Json, UsageError
 from dante.cli.render import dgpu, duration, emit, pairs, rate
+from dante.cli.session import Session, with_session
 
 if TYPE_CHECKING:
-    from dante.handlers.placement import Quote
+    from dante.domain.placement import Quote
     from dante.schemas.values import JobRequirements
 
 app = App(name="price", help="Prices per GPU-hour: what the reference table suggests.")
@@ -92,7 +93,7 @@ def quote_lines(quote: Quote, extra: list[tuple[str, str]] | None = None) -> str
 
 
 async def get_quote(s: Session, req: JobRequirements, duration_s: int | None) -> Quote:
-    from dante.handlers.placement import Quote
+    from dante.domain.placement import Quote
     from dante.schemas.commands import QuoteJob
 
     return await s.reader().send(QuoteJob(requirements=req, duration_s=duration_s), Quote)
@@ -139,7 +140,7 @@ def suggest(
     Works offline: the reference table is part of Dante. A model no rule matches gets the
     default base of 0.25 dGPU.
     """
-    from dante.handlers.pricing import suggest_price
+    from dante.domain.pricing import suggest_price
 
     if not gpu.strip() or len(gpu) > 100:
         raise UsageError("--gpu needs the GPU's model name (1 to 100 characters)")

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import msgspec
 from cyclopts import Parameter
 
-from dante.cli.connect import EXIT_USAGE, resolve_url
 from dante.cli.operator_log import LogUnavailable, error, operator_log
 from dante.cli.progress import ProgressBar
+from dante.client.connect import EXIT_USAGE, resolve_url
 
 
 def parse_time(text: str) -> datetime:

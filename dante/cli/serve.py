@@ -1,6 +1,6 @@
 """`dante serve`: parts of the platform in a process of their own.
 
-The platform's parts (`dante.handlers.platform`: the commands, the handlers, the views)
+The platform's parts (`dante.platform`: the commands, the handlers, the views)
 share nothing but the log and the views' file, so `dante up` runs the handlers and the views
 in a child process (`dante serve handlers views`, managed by `PartsProcess`) while it answers
 the commands itself: the platform uses two cores instead of one. An operator can also run
@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Annotated, Final
 import anyio
 from cyclopts import Parameter
 
-from dante.cli.common import stop_child
-from dante.cli.connect import ConnectFailed, connect
-from dante.cli.credentials import platform_credential
+from dante.cli.lifecycle import stop_child
 from dante.cli.logs import configure_logging
-from dante.handlers.auth.installation import (
+from dante.client.connect import ConnectFailed, connect
+from dante.client.credentials import platform_credential
+from dante.collector import settle_heap
+from dante.platform import Part
+from dante.services.auth.installation import (
     PLATFORM_PASSWORD_VAR,
     SECRETS_FILE,
     InstallationSecrets,
 )
-from dante.handlers.platform import Part
-from dante.runtime import settle_heap
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -76,10 +76,10 @@ async def serve(
     the secrets.json of --data-dir (by default the folder `dante up` uses). Runs until Ctrl-C
     or SIGTERM.
     """
-    from dante.cli.common import nats_url
-    from dante.cli.up import default_data_dir, stop_on_signals
+    from dante.cli.lifecycle import default_data_dir, stop_on_signals
+    from dante.cli.options import nats_url
     from dante.events.streams import LogSettings
-    from dante.handlers.platform import ALL_PARTS, Platform, PlatformOptions
+    from dante.platform import ALL_PARTS, Platform, PlatformOptions
 
     configure_logging()
     data_dir = data_dir or default_data_dir()
@@ -112,7 +112,7 @@ async def serve(
                 tg.start_soon(_stop_when_parent_goes, tg.cancel_scope)
             tg.start_soon(platform.run)
             await platform.ready.wait()
-            # The world is most of the heap and lives as long as the process (dante.runtime).
+            # The world is most of the heap and lives as long as the process (dante.collector).
             settle_heap()
             print(READY_LINE, flush=True)
     finally:

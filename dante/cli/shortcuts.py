@@ -12,7 +12,8 @@ from typing import Annotated, Final
 
 from cyclopts import Parameter
 
-from dante.cli.common import Json, with_session
+from dante.cli.options import Json
+from dante.cli.session import with_session
 
 #: What `dante submit NAME` runs unless told otherwise: it shows the GPUs it was given, works
 #: for a few seconds (so there is something to bill) and leaves a result file.

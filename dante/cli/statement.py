@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Final
 import msgspec
 from cyclopts import Parameter
 
-from dante.cli.connect import (
+from dante.client.connect import (
     EXIT_REJECTED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
@@ -114,8 +114,8 @@ async def fetch_statement(
     url: str, job_id: str, *, to_seq: int | None, provider: bool
 ) -> JobStatement:
     """Ask the platform, as the logged-in account, for a job's statement."""
-    from dante.cli.credentials import CredentialError, user_credential
-    from dante.handlers.client import Client, CommandError, PlatformUnavailable
+    from dante.client.commands import Client, CommandError, PlatformUnavailable
+    from dante.client.credentials import CredentialError, user_credential
     from dante.projections.statement import JobStatement
     from dante.schemas.commands import GetJobStatement, GetProviderJobStatement
 

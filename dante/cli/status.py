@@ -9,11 +9,12 @@ from typing import Annotated, Any
 import msgspec
 from cyclopts import Parameter
 
-from dante.cli.common import Json, nats_url, with_session
-from dante.cli.connect import EXIT_REJECTED, api_prefix, connect
-from dante.cli.credentials import operator_credential
+from dante.cli.options import Json, nats_url
 from dante.cli.render import emit, pairs
-from dante.events.streams import DEFAULT_API_PREFIX, STREAM
+from dante.cli.session import with_session
+from dante.client.connect import EXIT_REJECTED, api_prefix, connect
+from dante.client.credentials import operator_credential
+from dante.events.subjects import DEFAULT_API_PREFIX, STREAM
 from dante.projections.results import PlatformSummary
 
 
@@ -40,9 +41,9 @@ async def _ping(nc: Any, names: tuple[str, ...], timeout: float = 0.5) -> list[d
 async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dict[str, Any]:
     """`api_prefix`: `CLIENT_API_PREFIX` when connected as the operator (see nats.conf)."""
     from dante.cli.up import UP_SERVICE
-    from dante.handlers.client import Client, CommandError, PlatformUnavailable
-    from dante.handlers.service import SERVICE_NAME
+    from dante.client.commands import Client, CommandError, PlatformUnavailable
     from dante.schemas.commands import GetPlatformStatus
+    from dante.services.commands import SERVICE_NAME
 
     answers = await _ping(nc, (SERVICE_NAME, UP_SERVICE))
     report: dict[str, Any] = {

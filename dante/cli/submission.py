@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from dante.cli.common import UsageError
+from dante.cli.options import UsageError
+from dante.cli.render import Progress, size
 
 if TYPE_CHECKING:
-    from dante.schemas.values import JobPayload, JobRequirements
+    from dante.client.commands import Client
+    from dante.schemas.values import FileRef, JobPayload, JobRequirements
 
 Interpreter = Literal["python3", "bash"]
 
@@ -181,3 +183,25 @@ def describe_payload(payload: Any) -> str:
             f" {' '.join(payload.command)}" if payload.command else ""
         )
     return f"{payload.interpreter} script"
+
+
+async def upload_inputs(client: Client, uploads: Sequence[Upload]) -> list[FileRef]:
+    """Upload each input; the references to submit the job with."""
+    from dante.client.transfer import upload_input
+
+    progress = Progress()
+    refs = []
+    total = sum(u.size for u in uploads)
+    done = 0
+    try:
+        for n, upload in enumerate(uploads, start=1):
+            progress.show(
+                f"uploading {n}/{len(uploads)}: {upload.rel_path} ({size(upload.size)}; "
+                f"{size(done)} of {size(total)} sent)",
+                force=True,
+            )
+            refs.append(await upload_input(client, upload.local, upload.rel_path))
+            done += upload.size
+    finally:
+        progress.clear()
+    return refs

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,11 @@ import anyio
 from cyclopts import Parameter
 
 from dante import __version__
-from dante.cli.common import URL_ENV, UsageError
-from dante.cli.connect import ConnectFailed, connect, resolve_url
-from dante.cli.credentials import (
+from dante.cli.lifecycle import default_data_dir, stop_on_signals
+from dante.cli.logs import configure_logging
+from dante.cli.options import URL_ENV, UsageError
+from dante.client.connect import ConnectFailed, connect, resolve_url
+from dante.client.credentials import (
     PASSWORD_VAR,
     USERNAME_VAR,
     Credential,
@@ -24,11 +25,10 @@ from dante.cli.credentials import (
     save_operator,
     system_credential,
 )
-from dante.cli.logs import configure_logging
+from dante.collector import settle_heap
 from dante.events.natsd import ListenFailed, NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
-from dante.handlers.auth.installation import InstallationSecrets
-from dante.runtime import settle_heap
+from dante.services.auth.installation import InstallationSecrets
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
 
     from dante.cli.demo import DemoAgent
-    from dante.handlers.auth.service import Identity
+    from dante.services.auth.service import Identity
 
 DEMO_RENTER: Final = ("demo-user", "demo-pass")
 DEMO_PROVIDER: Final = "demo-provider"
@@ -57,30 +57,6 @@ UP_SERVICE: Final = "dante-up"
 #: The platform folds its whole log into memory before it serves: over a minute per million
 #: events on a 2-core machine (bench/memory.py). This only catches a start that hangs.
 READY_TIMEOUT_S: Final = 3600
-
-
-def default_data_dir() -> Path:
-    """The per-user data folder: $DANTE_DATA_DIR, $XDG_DATA_HOME/dante or ~/.local/share/dante."""
-    explicit = os.environ.get("DANTE_DATA_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "dante"
-
-
-async def stop_on_signals(
-    scope: anyio.CancelScope, first: list[Callable[[], Awaitable[None]]], who: str = ""
-) -> None:
-    """On SIGINT or SIGTERM, say so (as `who`, if given), run `first`, then cancel `scope`."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for received in signals:
-            said = f"{who}: " if who else ""
-            name = signal.Signals(received).name
-            print(f"\n{said}stopping ({name}) ...", file=sys.stderr, flush=True)
-            for stop in first:
-                await stop()
-            scope.cancel()
-            return
 
 
 async def up(
@@ -125,7 +101,7 @@ async def up(
     the installation's nats.env, instead of starting one; --port or --monitor-port starts one
     even where a variable names a server.
     """
-    from dante.cli.common import shared
+    from dante.cli.options import shared
 
     explicit = shared().nats_url
     embedding = port is not None or monitor_port is not None
@@ -230,9 +206,9 @@ async def _serve(
     not start, if so. `server`: the embedded nats-server, if any, restarted whenever it
     dies (the connections reconnect to it by themselves)."""
     from dante.cli.serve import PartsFailed, PartsProcess
-    from dante.handlers.auth.service import Identity
-    from dante.handlers.auth.sessions import Sessions
-    from dante.handlers.platform import ALL_PARTS, Platform, PlatformOptions
+    from dante.platform import ALL_PARTS, Platform, PlatformOptions
+    from dante.services.auth.service import Identity
+    from dante.services.auth.sessions import Sessions
 
     nc, system = connections
     monitor = None if server is None else server.monitor_url
@@ -273,7 +249,7 @@ async def _serve(
                 await platform.ready.wait()
                 await identity.ready.wait()
             # The world read from the log is most of the heap and lives as long as the
-            # process: keep the cyclic collector from rescanning it (see dante.runtime).
+            # process: keep the cyclic collector from rescanning it (see dante.collector).
             settle_heap()
             written = save_operator(url, installation.operator_token)
             if monitor is not None:
@@ -379,7 +355,7 @@ async def open_demo_accounts(identity: Identity) -> DemoAccounts:
     this process (the platform keeps its hash), so a new one is set on each start."""
     import secrets as random
 
-    from dante.handlers.rejection import Rejected
+    from dante.domain.rejection import Rejected
 
     renter, password = os.environ.get(USERNAME_VAR), os.environ.get(PASSWORD_VAR)
     if not renter or not password:

@@ -10,8 +10,10 @@ from typing import Annotated
 
 from cyclopts import App, Parameter
 
-from dante.cli.common import Hinted, Json, Session, with_session
+from dante.cli.failures import Hinted
+from dante.cli.options import Json
 from dante.cli.render import dgpu, emit, pairs, table, to_builtins, when
+from dante.cli.session import Session, with_session
 
 app = App(name="wallet", help="Your money on Dante: deposit, check, read the history, withdraw.")
 
@@ -59,7 +61,7 @@ async def show_balance(s: Session, *, json: bool = False) -> int:
 
 
 async def make_deposit(s: Session, amount: int, *, reference: str = "", json: bool = False) -> int:
-    from dante.handlers.client import new_command_id
+    from dante.client.commands import new_command_id
     from dante.schemas.commands import Deposit
     from dante.schemas.results import WalletResult
 
@@ -124,7 +126,7 @@ async def show_history(
 async def make_withdrawal(
     s: Session, amount: int, *, to: str | None = None, json: bool = False
 ) -> int:
-    from dante.handlers.client import CommandError, new_command_id
+    from dante.client.commands import CommandError, new_command_id
     from dante.schemas.commands import Withdraw
     from dante.schemas.results import WalletResult
 
@@ -191,7 +193,7 @@ async def history(
     json_output: Json = False,
 ) -> int:
     """List every movement of your money: deposits, holds, charges, releases, payouts."""
-    from dante.cli.common import UsageError
+    from dante.cli.options import UsageError
 
     if not 1 <= limit <= 10_000:
         raise UsageError(f"--limit must be between 1 and 10000, not {limit}")
@@ -222,7 +224,7 @@ async def withdraw(
     """
     import re
 
-    from dante.cli.common import UsageError
+    from dante.cli.options import UsageError
     from dante.schemas.money import parse_dgpu
 
     udgpu = parse_dgpu(amount)

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 import structlog
@@ -32,20 +31,24 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from dante.events.codec import Recorded, decode_event
 from dante.events.direct import MAX_BATCH, DirectReader, StoredMessage
 from dante.events.errors import AppendRejected, AppendTimeout, ConcurrencyConflict, EventStoreError
-from dante.events.streams import (
-    DEFAULT_API_PREFIX,
-    EVENT_PREFIX,
-    STREAM,
-    subject_for,
-    subject_of,
+from dante.events.records import (
+    BATCH_COMMIT,
+    BATCH_ID,
+    BATCH_SEQUENCE,
+    Append,
+    Appended,
+    Fold,
+    LogMessage,
+    RawMessage,
+    parse_time,
 )
+from dante.events.subjects import DEFAULT_API_PREFIX, EVENT_PREFIX, STREAM, subject_of
 from dante.schemas.codec import encode
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
-    from dante.schemas.events import Event
 
 log = structlog.get_logger(__name__)
 
@@ -53,83 +56,14 @@ WRONG_LAST_SEQUENCE: Final = 10071
 BATCH_DUPLICATE: Final = 10201
 _json: Final = msgspec.json.Decoder(dict[str, Any])
 
-#: Headers nats-server (2.12+) keeps on every stored message of an atomic batch; the last
-#: one also keeps the commit marker.
-BATCH_ID: Final = "Nats-Batch-Id"
-BATCH_SEQUENCE: Final = "Nats-Batch-Sequence"
-BATCH_COMMIT: Final = "Nats-Batch-Commit"
-
-#: What `read_chunks` yields per message: (sequence, subject, store time, payload).
-RawMessage = tuple[int, str, datetime | None, bytes]
-
-
-class LogMessage(NamedTuple):
-    """A message read off the log in order, with its stored headers (`read_messages`)."""
-
-    seq: int
-    subject: str
-    stored_at: datetime | None
-    headers: dict[str, str]
-    data: bytes
-
-    @property
-    def batch_id(self) -> str | None:
-        """The atomic batch it was appended in; None for a single append."""
-        return self.headers.get(BATCH_ID)
-
-    @property
-    def committed(self) -> bool:
-        """Whether the log is at a committed position after this message: a single append,
-        or the last message of an atomic batch (positions inside a batch never existed for
-        any reader)."""
-        return BATCH_ID not in self.headers or BATCH_COMMIT in self.headers
-
-
 _Item = TypeVar("_Item", bound=tuple[Any, ...])
 
 
-@dataclass(frozen=True, slots=True)
-class Append:
-    """One event to append, and the version of its aggregate it was decided against.
-
-    `expected`: the aggregate's last stream sequence when read (0: it had no events yet), or
-    None to append without a check (only for events whose order cannot matter, like a fee).
-    """
-
-    event: Event
-    expected: int | None = None
-    subject: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "subject", subject_for(self.event))
-
-
-@dataclass(frozen=True, slots=True)
-class Appended:
-    """Where appended events landed; `duplicate` when they had landed before (a retry)."""
-
-    seqs: tuple[int, ...]
-    duplicate: bool = False
-
-    @property
-    def last(self) -> int:
-        return self.seqs[-1] if self.seqs else 0
-
-
-def _headers(item: Append) -> dict[str, str]:
+def headers_of(item: Append) -> dict[str, str]:
     headers = {"Nats-Msg-Id": item.event.event_id}
     if item.expected is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(item.expected)
     return headers
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    # nats-server writes nanoseconds; Python keeps microseconds.
-    head, _, tail = value.rstrip("Z").partition(".")
-    frac = (tail[:6]).ljust(6, "0") if tail else "000000"
-    return datetime.fromisoformat(f"{head}.{frac}").replace(tzinfo=UTC)
 
 
 class EventStore:
@@ -185,14 +119,14 @@ class EventStore:
     async def _send(self, items: Sequence[Append], payloads: list[bytes]) -> dict[str, Any]:
         if len(items) == 1:
             msg = await self._nc.request(
-                items[0].subject, payloads[0], timeout=self._timeout, headers=_headers(items[0])
+                items[0].subject, payloads[0], timeout=self._timeout, headers=headers_of(items[0])
             )
             return _json.decode(msg.data)
         # An atomic batch: every message but the last is staged, the last commits.
         batch_id = self._nc._nuid.next().decode()  # noqa: SLF001 (nats-py's unique id source)
         last = len(items)
         for index, (item, payload) in enumerate(zip(items, payloads, strict=True), start=1):
-            headers = _headers(item)
+            headers = headers_of(item)
             headers[BATCH_ID] = batch_id
             headers[BATCH_SEQUENCE] = str(index)
             if index < last:
@@ -249,6 +183,16 @@ class EventStore:
 
     # ── reading one aggregate ───────────────────────────────────────────────────────────
 
+    async def catch_up(self, fold: Fold, subject: str) -> int:
+        """Apply to `fold` what the log has for one aggregate beyond its version; return how
+        many events it applied (after a conflict: the aggregate moved on elsewhere)."""
+        _, _, aggregate, aggregate_id = subject.split(".", 3)
+        current = fold.version_of_aggregate(aggregate, aggregate_id)
+        applied = 0
+        for recorded in await self.load(aggregate, aggregate_id, after=current):
+            applied += fold.apply_event(recorded.event, recorded.seq)
+        return applied
+
     async def version(self, subject: str) -> int:
         """The stream sequence of the last event on `subject`, 0 when it has none."""
         last = await self._last_message(subject)
@@ -261,7 +205,7 @@ class EventStore:
             Recorded(
                 seq=seq,
                 subject=subject,
-                stored_at=_parse_time(headers.get("Nats-Time-Stamp")),
+                stored_at=parse_time(headers.get("Nats-Time-Stamp")),
                 event=decode_event(data),
             )
             async for seq, headers, data in self._direct_batch(subject, after + 1)
@@ -277,7 +221,7 @@ class EventStore:
             yield Recorded(
                 seq=seq,
                 subject=headers.get("Nats-Subject", subjects),
-                stored_at=_parse_time(headers.get("Nats-Time-Stamp")),
+                stored_at=parse_time(headers.get("Nats-Time-Stamp")),
                 event=decode_event(data),
             )
 
@@ -385,7 +329,7 @@ class EventStore:
         def raw_stored(found: StoredMessage) -> RawMessage:
             headers = found.headers
             subject = headers.get("Nats-Subject", subjects)
-            return (found.seq, subject, _parse_time(headers.get("Nats-Time-Stamp")), found.data)
+            return (found.seq, subject, parse_time(headers.get("Nats-Time-Stamp")), found.data)
 
         async for chunk in self._chunks(
             start,
@@ -420,7 +364,7 @@ class EventStore:
         def from_direct(found: StoredMessage) -> LogMessage:
             headers = found.headers
             subject = headers.get("Nats-Subject", subjects)
-            at = _parse_time(headers.get("Nats-Time-Stamp"))
+            at = parse_time(headers.get("Nats-Time-Stamp"))
             return LogMessage(found.seq, subject, at, headers, found.data)
 
         async for chunk in self._chunks(
@@ -544,60 +488,10 @@ class EventStore:
         while True:
             async for found, headers, data in self._direct_batch(subjects, seq):
                 subject = headers.get("Nats-Subject", subjects)
-                yield found, subject, _parse_time(headers.get("Nats-Time-Stamp")), data
+                yield found, subject, parse_time(headers.get("Nats-Time-Stamp")), data
                 seq = found + 1
                 if stop is not None and found >= stop:
                     return
             if stop is not None:
                 return
             await asyncio.sleep(interval)
-
-
-class Pipeline:
-    """Append many independent events fast with nats-py's `publish_async`, safely.
-
-    nats-py 2.16's `publish_async` has two faults: an error reply may never reach the caller
-    (its future hangs and keeps its slot), and futures have no acknowledgement timeout. So
-    each window of publishes is bounded by a timeout; whatever is still pending then is
-    cancelled (freeing its slot) and re-appended one by one through `EventStore.append`,
-    with the same message ids, which either lands it, finds it already landed, or raises the
-    real error.
-    """
-
-    def __init__(self, store: EventStore, *, window: int = 2000, ack_timeout: float = 5.0) -> None:
-        self._store = store
-        self._js = store._nc.jetstream(publish_async_max_pending=window)  # noqa: SLF001
-        self._window = window
-        self._ack_timeout = ack_timeout
-
-    async def append_all(self, items: Iterable[Append]) -> list[int]:
-        """Append every item; return their sequences in order."""
-        seqs: list[int] = []
-        chunk: list[Append] = []
-        for item in items:
-            chunk.append(item)
-            if len(chunk) >= self._window:
-                seqs.extend(await self._append_window(chunk))
-                chunk = []
-        if chunk:
-            seqs.extend(await self._append_window(chunk))
-        return seqs
-
-    async def _append_window(self, chunk: list[Append]) -> list[int]:
-        futures: list[asyncio.Future[Any]] = [
-            await self._js.publish_async(
-                item.subject, encode(item.event), headers=_headers(item), stream=self._store.stream
-            )
-            for item in chunk
-        ]
-        _, pending = await asyncio.wait(futures, timeout=self._ack_timeout)
-        for future in pending:
-            future.cancel()
-        seqs: list[int] = []
-        for item, future in zip(chunk, futures, strict=True):
-            if future.done() and not future.cancelled() and future.exception() is None:
-                seqs.append(int(future.result().seq))
-            else:
-                # Hung, timed out or failed: the slow path with the same message id tells.
-                seqs.append((await self._store.append(item)).last)
-        return seqs

@@ -21,13 +21,13 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
+from dante.domain.model import WalletState, World, evolve_wallet
+from dante.domain.model.world import AttemptBook
+from dante.domain.settings import Settings
 from dante.events.codec import Recorded
-from dante.events.store import Append
-from dante.events.streams import subject_of
-from dante.handlers.model import WalletState, World, evolve_wallet
-from dante.handlers.model.world import AttemptBook
+from dante.events.records import Append
+from dante.events.subjects import subject_of
 from dante.handlers.runner import Step
-from dante.handlers.settings import Settings
 from dante.schemas import events as ev
 from dante.schemas.money import cost, fee_of
 from dante.schemas.values import PLATFORM_WALLET

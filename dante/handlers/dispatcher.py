@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Final
 
+from dante.domain.model import World
 from dante.events.codec import Recorded
-from dante.events.streams import EVENT_PREFIX, dispatch_subject
-from dante.handlers.model import World
+from dante.events.subjects import EVENT_PREFIX, dispatch_subject
 from dante.handlers.runner import Instruction, Step
 from dante.schemas import dispatch
 from dante.schemas import events as ev

@@ -38,12 +38,12 @@ import anyio
 import msgspec
 import structlog
 
+from dante.domain.model import World
+from dante.domain.settings import Settings
 from dante.events.codec import Recorded
-from dante.events.store import Append
-from dante.events.streams import EVENT_PREFIX, HEARTBEAT_BUCKET, heartbeat_key
-from dante.handlers.model import World
+from dante.events.records import Append
+from dante.events.subjects import EVENT_PREFIX, HEARTBEAT_BUCKET, heartbeat_key
 from dante.handlers.runner import Step, StepExecutor, utcnow
-from dante.handlers.settings import Settings
 from dante.schemas import events as ev
 from dante.schemas.dispatch import Heartbeat
 

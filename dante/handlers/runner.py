@@ -38,10 +38,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from dante.domain.model import World
 from dante.events.codec import Recorded, decode_event
 from dante.events.errors import ConcurrencyConflict
-from dante.events.streams import EVENT_PREFIX
-from dante.handlers.model import World
+from dante.events.subjects import EVENT_PREFIX
 from dante.handlers.pull import Puller
 from dante.schemas.codec import DecodeError
 
@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
-    from dante.events.store import Append, EventStore
+    from dante.events.records import Append
+    from dante.events.store import EventStore
 
 log = structlog.get_logger(__name__)
 
@@ -180,7 +181,7 @@ class StepExecutor:
                     await self._execute(step)
             except ConcurrencyConflict as conflict:
                 log.debug("handler.conflict", handler=self._name, subject=conflict.subject)
-                await self.world.refresh(self._store, conflict.subject)
+                await self._store.catch_up(self.world, conflict.subject)
                 continue
             return True
         log.warning("handler.gave_up", handler=self._name)
@@ -209,7 +210,7 @@ class StepExecutor:
                 await self._flush(batch, done)
             except ConcurrencyConflict as conflict:
                 log.debug("handler.conflict", handler=self._name, subject=conflict.subject)
-                await self.world.refresh(self._store, conflict.subject)
+                await self._store.catch_up(self.world, conflict.subject)
         if not all(done):
             log.warning("handler.gave_up", handler=self._name, decisions=done.count(False))
         return done
@@ -240,7 +241,7 @@ class StepExecutor:
                 # Landed before, perhaps merged differently: where is unknown, so read it
                 # back, and make these decisions again (they yield only what is missing).
                 for subject in dict.fromkeys(item.subject for item in appends):
-                    await self.world.refresh(self._store, subject)
+                    await self._store.catch_up(self.world, subject)
                 return
             for item, seq in zip(appends, appended.seqs, strict=True):
                 self.world.apply_event(item.event, seq)
@@ -262,7 +263,7 @@ class StepExecutor:
                     self.world.apply_event(item.event, seq)
             else:
                 for item in step.appends:
-                    await self.world.refresh(self._store, item.subject)
+                    await self._store.catch_up(self.world, item.subject)
         for instruction in step.instructions:
             await self._publish(instruction)
 

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Final
 
+from dante.domain import market
+from dante.domain.model import JobState, World
+from dante.domain.placement import Placement, explain_no_fit
+from dante.domain.settings import Settings
 from dante.events.codec import Recorded
-from dante.events.store import Append
-from dante.handlers import market
-from dante.handlers.model import JobState, World
-from dante.handlers.placement import Placement, explain_no_fit
+from dante.events.records import Append
 from dante.handlers.runner import Step
-from dante.handlers.settings import Settings
 from dante.schemas import events as ev
 from dante.schemas.money import format_dgpu
 

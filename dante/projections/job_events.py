@@ -17,7 +17,7 @@ import msgspec
 
 from dante.events.codec import decode_event
 from dante.events.store import EventStore
-from dante.events.streams import EVENT_PREFIX, subject_of
+from dante.events.subjects import EVENT_PREFIX, subject_of
 from dante.schemas import events as ev
 
 

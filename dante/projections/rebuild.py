@@ -18,13 +18,13 @@ import aiosqlite
 import anyio
 import msgspec
 
+from dante.collector import collector_paused
 from dante.events.store import EventStore
 from dante.projections.catalog import PROJECTIONS
 from dante.projections.fold import LogFold
 from dante.projections.projector import Batch, Projector
 from dante.projections.sqlite import connect, prepare
 from dante.projections.tables import Projection
-from dante.runtime import collector_paused
 
 #: Called after every committed batch with (events folded, events to fold at most).
 Progress = Callable[[int, int], None]

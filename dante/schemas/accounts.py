@@ -19,7 +19,7 @@ Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 
 
 #: Only bounds the message: the platform checks the name and the password by its rules
-#: (dante/handlers/auth/accounts.py), so a bad one is told what those rules are.
+#: (dante/services/auth/accounts.py), so a bad one is told what those rules are.
 _Field = Annotated[str, msgspec.Meta(max_length=4096)]
 
 

@@ -16,7 +16,7 @@ ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ACCOUNT_PATTERN: Final = r"^[a-z][a-z0-9_-]{1,31}$"
 #: The platform's own wallet, which collects fees. No account may take this name.
 PLATFORM_WALLET: Final = "platform"
-#: `signup` is the user name of connections that open accounts (dante/handlers/auth/permissions.py).
+#: `signup` is the user name of connections that open accounts (dante/services/auth/permissions.py).
 RESERVED_ACCOUNTS: Final = frozenset(
     {
         PLATFORM_WALLET,

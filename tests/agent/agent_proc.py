@@ -170,7 +170,7 @@ class Platform(UpProcess):
 
     @property
     def platform_password(self) -> str:
-        from dante.handlers.auth.installation import InstallationSecrets
+        from dante.services.auth.installation import InstallationSecrets
 
         return InstallationSecrets.load_or_create(self.data_dir).platform_password
 

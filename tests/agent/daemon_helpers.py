@@ -10,10 +10,10 @@ from typing import Any
 import anyio
 from nats.aio.client import Client as NATS
 
+from dante.client.commands import Client, new_command_id
+from dante.domain.model import World
 from dante.events.codec import Recorded
 from dante.events.store import EventStore
-from dante.handlers.client import Client, new_command_id
-from dante.handlers.model import World
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.money import cost

@@ -19,10 +19,10 @@ from dante.agent.daemon import JOURNAL_FILE, Agent, Machine
 from dante.agent.gpus import parse_simulate
 from dante.agent.identity import provider_id_for
 from dante.agent.journal import Journal
+from dante.client import transfer
 from dante.events.natsd import NatsServer
-from dante.events.streams import DISPATCH_STREAM, dispatch_subject
-from dante.handlers import transfer
-from dante.handlers.platform import Platform, PlatformOptions
+from dante.events.subjects import DISPATCH_STREAM, dispatch_subject
+from dante.platform import Platform, PlatformOptions
 from dante.schemas import events as ev
 from dante.schemas.dispatch import Stop
 from dante.schemas.results import LogPage

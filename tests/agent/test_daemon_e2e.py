@@ -21,11 +21,11 @@ from nats.js.errors import NotFoundError
 from dante.agent.daemon import JOURNAL_FILE
 from dante.agent.executors.sandbox import landlock_abi
 from dante.agent.journal import Journal
-from dante.cli.connect import connect
-from dante.cli.credentials import Credential, platform_credential
-from dante.events.streams import HEARTBEAT_BUCKET, heartbeat_key
-from dante.handlers import transfer
-from dante.handlers.client import Client
+from dante.client import transfer
+from dante.client.commands import Client
+from dante.client.connect import connect
+from dante.client.credentials import Credential, platform_credential
+from dante.events.subjects import HEARTBEAT_BUCKET, heartbeat_key
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.values import DockerPayload

@@ -22,13 +22,13 @@ from nats.aio.client import Client as NATS
 
 from dante.agent.daemon import JOURNAL_FILE
 from dante.agent.journal import Journal
-from dante.cli.connect import ConnectFailed, connect
-from dante.cli.credentials import Credential, platform_credential
+from dante.client.commands import Client
+from dante.client.connect import ConnectFailed, connect
+from dante.client.credentials import Credential, platform_credential
 from dante.events.natsd import NatsServer, default_config
-from dante.handlers.auth.installation import InstallationSecrets
-from dante.handlers.client import Client
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
+from dante.services.auth.installation import InstallationSecrets
 from tests.agent.agent_proc import PASSWORDS, AgentProcess, Platform
 from tests.agent.daemon_helpers import (
     Renter,

@@ -12,9 +12,9 @@ import anyio
 import pytest
 from nats.aio.client import Client as NATS
 
-from dante.cli.connect import connect
-from dante.cli.credentials import Credential, platform_credential
 from dante.cli.statement import fetch_statement
+from dante.client.connect import connect
+from dante.client.credentials import Credential, platform_credential
 from tests.agent.agent_proc import PASSWORDS, AgentProcess, Platform
 from tests.agent.daemon_helpers import Renter, settled, wait_for
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dante.events.store import Append
+from dante.events.records import Append
 from dante.projections.audit import Auditor
 from tests.handlers.sim import MemoryLog, Sim
 from tests.handlers.test_money_properties import DGPU, ops, run

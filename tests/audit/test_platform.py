@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from dante.handlers.client import Client, CommandError, new_command_id
-from dante.handlers.platform import Platform
+from dante.client.commands import Client, CommandError, new_command_id
+from dante.platform import Platform
 from dante.projections import rebuild
 from dante.projections.audit import audit
 from dante.projections.job_events import Stored, job_events

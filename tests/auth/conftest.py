@@ -13,8 +13,9 @@ from typing import Literal
 import pytest
 from nats.aio.client import Client as NATS
 
-from dante.cli.connect import connect
-from dante.cli.credentials import (
+from dante.client.accounts import new_nonce, sign_up
+from dante.client.connect import connect
+from dante.client.credentials import (
     PASSWORD_VAR,
     USERNAME_VAR,
     Credential,
@@ -23,11 +24,10 @@ from dante.cli.credentials import (
     system_credential,
 )
 from dante.events.natsd import NatsServer, default_config
-from dante.handlers.auth.client import new_nonce, sign_up
-from dante.handlers.auth.installation import InstallationSecrets
-from dante.handlers.auth.service import Identity
-from dante.handlers.auth.sessions import Sessions
-from dante.handlers.platform import Platform, PlatformOptions
+from dante.platform import Platform, PlatformOptions
+from dante.services.auth.installation import InstallationSecrets
+from dante.services.auth.service import Identity
+from dante.services.auth.sessions import Sessions
 from tests.handlers.conftest import Clock
 
 

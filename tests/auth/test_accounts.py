@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from dante.cli.connect import connect
-from dante.cli.credentials import signup_credential
-from dante.handlers.auth.client import new_nonce, sign_up
-from dante.handlers.client import Client, CommandError, new_command_id, request
+from dante.client.accounts import new_nonce, sign_up
+from dante.client.commands import Client, CommandError, new_command_id, request
+from dante.client.connect import connect
+from dante.client.credentials import signup_credential
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.values import RESERVED_ACCOUNTS

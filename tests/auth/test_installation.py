@@ -5,7 +5,7 @@ import re
 import stat
 from pathlib import Path
 
-from dante.handlers.auth.installation import ENV_FILE, SECRETS_FILE, InstallationSecrets
+from dante.services.auth.installation import ENV_FILE, SECRETS_FILE, InstallationSecrets
 
 
 def mode(path: Path) -> int:

@@ -16,13 +16,13 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeout
 
-from dante.events.streams import (
+from dante.client.commands import Client, CommandError, new_command_id, request
+from dante.events.subjects import (
     CLIENT_API_PREFIX,
     DISPATCH_STREAM,
     agent_consumer_name,
     heartbeat_subject,
 )
-from dante.handlers.client import Client, CommandError, new_command_id, request
 from dante.projections.statement import JobStatement
 from dante.schemas import commands as cmd
 from dante.schemas import dispatch

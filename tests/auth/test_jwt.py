@@ -7,7 +7,7 @@ import nacl.signing
 import nkeys  # type: ignore[import-untyped]
 import pytest
 
-from dante.handlers.auth.jwt import JwtError, Signer, claims_of, new_account_seed
+from dante.services.auth.jwt import JwtError, Signer, claims_of, new_account_seed
 
 
 def _unb64(text: str) -> bytes:

@@ -11,13 +11,13 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from structlog.testing import capture_logs
 
-from dante.cli.connect import LoginRefused, connect
-from dante.cli.credentials import Credential, signup_credential
 from dante.cli.status import gather_status
+from dante.client.accounts import issue_token, new_nonce, revoke_token
+from dante.client.commands import Client, CommandError, new_command_id
+from dante.client.connect import LoginRefused, connect
+from dante.client.credentials import Credential, signup_credential
 from dante.events.natsd import NatsServer
-from dante.events.streams import CLIENT_API_PREFIX
-from dante.handlers.auth.client import issue_token, new_nonce, revoke_token
-from dante.handlers.client import Client, CommandError, new_command_id
+from dante.events.subjects import CLIENT_API_PREFIX
 from dante.schemas import commands as cmd
 from tests.auth.conftest import Secured
 

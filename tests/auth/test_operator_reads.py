@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dante.events.store import Append, EventStore, Pipeline
-from dante.events.streams import CLIENT_API_PREFIX
+from dante.events.pipeline import Pipeline
+from dante.events.records import Append
+from dante.events.store import EventStore
+from dante.events.subjects import CLIENT_API_PREFIX
 from dante.projections import rebuild
 from dante.projections.audit import audit
 from tests.auth.conftest import Secured

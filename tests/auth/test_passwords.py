@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from dante.handlers.auth.accounts import AccountRecord, LoginToken, check_secret
-from dante.handlers.auth.passwords import (
+from dante.services.auth.accounts import AccountRecord, LoginToken, check_secret
+from dante.services.auth.passwords import (
     ScryptCost,
     WeakPassword,
     check_password_rules,

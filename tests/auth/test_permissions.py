@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dante.events.streams import agent_consumer_name
-from dante.handlers.auth.permissions import Scope, permissions_for
+from dante.events.subjects import agent_consumer_name
+from dante.services.auth.permissions import Scope, permissions_for
 
 OWN = st.from_regex(r"\A[a-z][a-z0-9_-]{1,31}\Z")
 PID = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,63}\Z")

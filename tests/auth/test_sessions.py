@@ -8,8 +8,8 @@ import gc
 import pytest
 from nats.aio.client import Client as NATS
 
-from dante.handlers.auth.client import issue_token, revoke_token
-from dante.handlers.client import Client, CommandError, PlatformUnavailable
+from dante.client.accounts import issue_token, revoke_token
+from dante.client.commands import Client, CommandError, PlatformUnavailable
 from dante.schemas import commands as cmd
 from tests.auth.conftest import Secured
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from dante.handlers.auth.throttle import Throttle
+from dante.services.auth.throttle import Throttle
 
 pytestmark = pytest.mark.anyio
 

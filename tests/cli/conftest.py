@@ -12,7 +12,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from dante.events.natsd import NatsServer
-from dante.handlers.platform import Platform
+from dante.platform import Platform
 from tests.cli.cli import Ran, run_dante
 from tests.handlers.conftest import Clock
 from tests.handlers.harness import Agent, running_platform

@@ -17,10 +17,11 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from dante.cli.statement import statement
+from dante.client.commands import Client
 from dante.events.natsd import NatsServer
-from dante.events.store import Append, EventStore
-from dante.handlers.client import Client
-from dante.handlers.platform import Platform
+from dante.events.records import Append
+from dante.events.store import EventStore
+from dante.platform import Platform
 from dante.projections import rebuild
 from dante.projections.statement import JobStatement
 from dante.schemas import commands as cmd

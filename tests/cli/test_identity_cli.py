@@ -19,8 +19,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dante.cli.connect import LoginRefused, connect
-from dante.cli.credentials import Credential
+from dante.client.connect import LoginRefused, connect
+from dante.client.credentials import Credential
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

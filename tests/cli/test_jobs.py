@@ -10,8 +10,8 @@ import pytest
 
 from dante.agent.workspace import pack_results
 from dante.cli.shortcuts import HELLO_SCRIPT
-from dante.handlers.client import new_command_id
-from dante.handlers.transfer import fetch_input, send_output, upload_results
+from dante.client.commands import new_command_id
+from dante.client.transfer import fetch_input, send_output, upload_results
 from dante.schemas import commands as cmd
 from dante.schemas import dispatch
 from dante.schemas.money import cost

@@ -15,7 +15,7 @@ NOWHERE = "nats://127.0.0.1:1"
 
 async def more_providers(market: Market) -> None:
     """carol: four RTX 4090 at 0.7 in Lyon; dave: one A100 80 GB at 2.1 in Oslo."""
-    from dante.handlers.client import new_command_id
+    from dante.client.commands import new_command_id
     from dante.schemas import commands as cmd
     from dante.schemas.values import GpuOffer
     from tests.factories import SOLANA

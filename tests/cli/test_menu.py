@@ -14,8 +14,8 @@ import anyio
 import pytest
 
 from dante.agent.workspace import pack_results
-from dante.handlers.client import new_command_id
-from dante.handlers.transfer import send_output, upload_results
+from dante.client.commands import new_command_id
+from dante.client.transfer import send_output, upload_results
 from dante.schemas import commands as cmd
 from tests.cli.cli import clean_env
 from tests.cli.conftest import Market

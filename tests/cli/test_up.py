@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from dante.cli.connect import connect
-from dante.cli.credentials import Credential
 from dante.cli.up import default_monitor_port
+from dante.client.commands import Client, CommandError, new_command_id
+from dante.client.connect import connect
+from dante.client.credentials import Credential
 from dante.events.natsd import NatsServer, default_config
-from dante.handlers.auth.installation import InstallationSecrets
-from dante.handlers.client import Client, CommandError, new_command_id
 from dante.projections.results import Balance
 from dante.schemas.commands import Deposit, GetBalance
 from dante.schemas.results import WalletResult
+from dante.services.auth.installation import InstallationSecrets
 from tests.cli.platform_proc import UpProcess, dante, environment, free_port
 
 pytestmark = pytest.mark.anyio

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
-from dante.cli.connect import connect
-from dante.cli.credentials import Credential
-from dante.handlers.client import Client, new_command_id
+from dante.client.commands import Client, new_command_id
+from dante.client.connect import connect
+from dante.client.credentials import Credential
 from dante.projections.results import Balance
 from dante.schemas.commands import Command, Deposit, GetBalance
 from dante.schemas.results import WalletResult

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dante.handlers.client import Client, new_command_id
+from dante.client.commands import Client, new_command_id
 from dante.schemas import commands as cmd
 from tests.cli.cli import run_dante
 from tests.cli.conftest import Market

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from nats.aio.client import Client as NATS
 
+from dante.client.commands import Client
 from dante.events.store import EventStore
-from dante.handlers.client import Client
-from dante.handlers.service import CommandService
 from dante.schemas.commands import Role
+from dante.services.commands import CommandService
 
 
 class Clock:

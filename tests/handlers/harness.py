@@ -12,11 +12,11 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 
+from dante.client.commands import Client, new_command_id
+from dante.domain.settings import Settings
 from dante.events.store import EventStore
-from dante.events.streams import DISPATCH_STREAM, heartbeat_key
-from dante.handlers.client import Client, new_command_id
-from dante.handlers.platform import Platform, PlatformOptions
-from dante.handlers.settings import Settings
+from dante.events.subjects import DISPATCH_STREAM, heartbeat_key
+from dante.platform import Platform, PlatformOptions
 from dante.schemas import commands as cmd
 from dante.schemas import dispatch
 from dante.schemas import events as ev

@@ -7,15 +7,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dante.domain.deciders import DECIDERS, Context
+from dante.domain.model import World
+from dante.domain.rejection import Rejected
+from dante.domain.settings import Settings
 from dante.events.codec import Recorded
 from dante.events.errors import ConcurrencyConflict
-from dante.events.store import Append
+from dante.events.records import Append
 from dante.handlers.billing import Billing
-from dante.handlers.commands import DECIDERS, Context
-from dante.handlers.model import World
-from dante.handlers.rejection import Rejected
 from dante.handlers.scheduler import Scheduler
-from dante.handlers.settings import Settings
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 import pytest
 
+from dante.domain.model import World
 from dante.events.codec import Recorded
-from dante.events.store import Append
-from dante.events.streams import subject_of
+from dante.events.records import Append
+from dante.events.subjects import subject_of
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness
-from dante.handlers.model import World
 from dante.handlers.runner import Step, event_type
 from dante.handlers.scheduler import Scheduler
 from dante.schemas import events as ev

@@ -9,13 +9,14 @@ import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
-from dante.events.store import Append, EventStore
-from dante.handlers.client import Client, CommandError, new_command_id
-from dante.handlers.service import CommandService
+from dante.client.commands import Client, CommandError, new_command_id
+from dante.events.records import Append
+from dante.events.store import EventStore
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.results import JobResult, ProviderResult, SubmitResult, WalletResult
 from dante.schemas.values import GpuOffer, GpuSample, JobRequirements, ScriptPayload, UsageTick
+from dante.services.commands import CommandService
 from tests.factories import SOLANA, gpu
 from tests.factories import deposit as deposit_event
 from tests.handlers.conftest import Clock

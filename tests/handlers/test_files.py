@@ -15,14 +15,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 
-from dante.events.natsd import NatsServer
-from dante.events.store import Append, EventStore
-from dante.events.streams import OUTPUT_STREAM, UPLOAD_PREFIX, UPLOAD_STREAM
-from dante.handlers.client import Client, CommandError, new_command_id
-from dante.handlers.files import Files
-from dante.handlers.files.objects import Objects
-from dante.handlers.service import CommandService
-from dante.handlers.transfer import (
+from dante.client.commands import Client, CommandError, new_command_id
+from dante.client.transfer import (
     TransferError,
     download_results,
     fetch_input,
@@ -31,10 +25,17 @@ from dante.handlers.transfer import (
     upload_input,
     upload_results,
 )
+from dante.events.natsd import NatsServer
+from dante.events.records import Append
+from dante.events.store import EventStore
+from dante.events.subjects import OUTPUT_STREAM, UPLOAD_PREFIX, UPLOAD_STREAM
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.results import ChunkResult, LogPage, UploadResult
 from dante.schemas.values import FileRef
+from dante.services.commands import CommandService
+from dante.services.files import Files
+from dante.services.files.objects import Objects
 from tests.factories import NOW, make, registered, submitted
 from tests.handlers.conftest import Clock
 
@@ -699,8 +700,8 @@ async def test_uploads_through_two_live_instances(
 async def test_an_assembly_claimed_elsewhere_is_waited_for_until_its_claim_lapses(
     bob: Client, store: EventStore, nc: NATS
 ) -> None:
-    from dante.handlers.files.uploads import Claim
     from dante.schemas.codec import encode
+    from dante.services.files.uploads import Claim
 
     await place(store)
     data = payload(CHUNK + 1, seed=11)

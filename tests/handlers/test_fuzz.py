@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from dante.events.natsd import NatsServer
 from dante.events.store import EventStore
 from dante.events.streams import ensure_log
-from dante.handlers.service import CommandService
 from dante.schemas.codec import COMMAND_TYPES
 from dante.schemas.commands import Command
+from dante.services.commands import CommandService
 
 ROUTES = sorted(COMMAND_TYPES)
 

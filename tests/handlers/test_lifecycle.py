@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
-from dante.handlers.client import Client, new_command_id
-from dante.handlers.platform import Platform
+from dante.client.commands import Client, new_command_id
+from dante.platform import Platform
 from dante.schemas import commands as cmd
 from dante.schemas import dispatch
 from dante.schemas import events as ev

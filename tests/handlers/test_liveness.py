@@ -16,9 +16,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from dante.events.natsd import NatsServer
-from dante.events.streams import heartbeat_key
-from dante.handlers.platform import Platform
+from dante.events.subjects import heartbeat_key
 from dante.handlers.runner import Step
+from dante.platform import Platform
 from dante.schemas import dispatch
 from dante.schemas import events as ev
 from tests.agent.daemon_helpers import history

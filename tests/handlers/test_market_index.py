@@ -7,11 +7,11 @@ import random
 import pytest
 
 from bench.placement import synthetic
+from dante.domain import market
+from dante.domain.market import provider_slots
+from dante.domain.model import World
+from dante.domain.placement import cheapest_price, place
 from dante.events.codec import Recorded
-from dante.handlers import market
-from dante.handlers.market import provider_slots
-from dante.handlers.model import World
-from dante.handlers.placement import cheapest_price, place
 from dante.schemas import events as ev
 from dante.schemas.values import JobRequirements
 from tests.factories import make, registered
@@ -77,7 +77,7 @@ def test_the_market_follows_the_world() -> None:
 
 
 def test_what_a_job_could_ever_cost_follows_offers() -> None:
-    from dante.handlers.settings import Settings
+    from dante.domain.settings import Settings
     from dante.schemas.values import GpuOffer
 
     world = World()

@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dante.handlers.rejection import Rejected
+from dante.domain.rejection import Rejected
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.money import cost, fee_of

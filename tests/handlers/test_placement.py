@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dante.handlers.placement import (
+from dante.domain.placement import (
     NEVER_CODES,
     GpuSlot,
     Placement,
@@ -20,7 +20,7 @@ from dante.handlers.placement import (
     place,
     quote,
 )
-from dante.handlers.pricing import model_matches, whole_gb
+from dante.domain.pricing import model_matches, whole_gb
 from dante.schemas.money import cost, fee_of
 from dante.schemas.values import JobRequirements
 

@@ -14,9 +14,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from dante.client.commands import Client
 from dante.events.natsd import NatsServer
-from dante.handlers.client import Client
-from dante.handlers.platform import Part, Platform, PlatformOptions
+from dante.platform import Part, Platform, PlatformOptions
 from dante.projections.results import Balance
 from dante.schemas import commands as cmd
 from dante.schemas.money import cost, fee_of

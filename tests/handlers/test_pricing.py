@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dante.handlers.pricing import (
+from dante.domain.pricing import (
     DEFAULT_BASE,
     REFERENCE_PRICES,
     REFERENCE_TABLE,

@@ -9,9 +9,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 
-from dante.handlers.client import Client, CommandError
-from dante.handlers.placement import Quote
-from dante.handlers.platform import Platform
+from dante.client.commands import Client, CommandError
+from dante.domain.placement import Quote
+from dante.platform import Platform
 from dante.projections.results import Balance, JobView, LedgerEntry, OfferRow, PlatformSummary
 from dante.schemas import commands as cmd
 from dante.schemas.money import cost, fee_of

@@ -8,8 +8,10 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 
-from dante.events.store import Append, EventStore
-from dante.events.streams import STREAM, ensure_log
+from dante.events.records import Append
+from dante.events.store import EventStore
+from dante.events.streams import ensure_log
+from dante.events.subjects import STREAM
 from dante.projections.catalog import PROJECTIONS
 from dante.projections.projector import Projector
 from dante.projections.sqlite import connect, dump, prepare, write

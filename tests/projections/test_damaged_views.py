@@ -19,7 +19,9 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from dante.events.store import Append, EventStore, Pipeline
+from dante.events.pipeline import Pipeline
+from dante.events.records import Append
+from dante.events.store import EventStore
 from dante.projections import ProjectionError, ProjectionRunner, Views, balance, rebuild
 from dante.projections.errors import CorruptViews
 from dante.projections.integrity import damage, quick_check, set_aside

@@ -9,7 +9,8 @@ import anyio
 import pytest
 from nats.aio.client import Client as NATS
 
-from dante.events.store import Append, EventStore
+from dante.events.records import Append
+from dante.events.store import EventStore
 from dante.projections import (
     ProjectionError,
     ProjectionRunner,

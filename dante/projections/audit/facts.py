@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from dante.schemas import events as ev
 
-#: Job states, as in `dante.handlers.model.job`.
+#: Job states, as in `dante.domain.model.job`.
 ENDED: Final = frozenset({"completed", "failed", "cancelled", "stopped"})
 PLACED: Final = frozenset({"assigned", "running"})
 

@@ -1,7 +1,7 @@
 """Jobs: every event legal in the job's state, and usage recorded only while an attempt runs.
 
 The table of legal transitions is the one the deciders and handlers can produce
-(`dante.handlers.commands`, the scheduler, billing), which `dante.handlers.model.job` folds:
+(`dante.domain.deciders`, the scheduler, billing), which `dante.domain.model.job` folds:
 
     new ──JobSubmitted──► queued ──JobAssigned(n+1)──► assigned ──JobStarted──► running
     queued ──JobQueued──► queued          assigned|running ──JobRequeued──► queued

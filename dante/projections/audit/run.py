@@ -8,12 +8,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from dante.collector import collector_paused
 from dante.events.codec import decode_event
 from dante.events.store import EventStore
 from dante.projections.audit.auditor import SETTLE_GRACE, Auditor
 from dante.projections.audit.report import AuditReport, ViewsComparison
 from dante.projections.audit.views import compare_views
-from dante.runtime import collector_paused
 from dante.schemas.codec import DecodeError
 
 #: Called after every chunk read with (events audited, events to audit at most).

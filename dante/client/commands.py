@@ -1,0 +1,181 @@
+"""The client side of the command service: send a command, get its result or a typed error.
+
+Used by the CLI, the agent and the tests. A command that gets no answer in time is sent
+again with the same command id, which the service treats as the same command, so retrying
+is always safe.
+
+nats-server refuses a publish the connection may not make (acting as someone else) with an
+asynchronous error and no reply. On a connection opened by `dante.client.connect.connect`
+(which watches those errors, see `Refusals`), such a command fails at once with a
+`forbidden` `CommandError` instead of waiting for a reply that will never come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import weakref
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+
+import msgspec
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from dante.schemas.codec import decode_reply, encode
+from dante.schemas.commands import Command, ErrorInfo, Role
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """The platform refused the command; `info` has the code, message and field."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+    @property
+    def code(self) -> str:
+        return self.info.code
+
+
+class PlatformUnavailable(Exception):
+    """Nothing answered: the platform is not running or not reachable."""
+
+
+_VIOLATION: Final = "permissions violation for publish to "
+
+
+class Refusals:
+    """The publishes nats-server refused on one connection, for whoever waits on them.
+
+    Pass `on_error` as the connection's `error_cb` and register the connection with
+    `watch_refusals`; nats-py reports a refused publish as an error naming its subject.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+
+    async def on_error(self, error: Exception) -> None:
+        text = str(error)
+        at = text.lower().find(_VIOLATION)
+        if at < 0:
+            return
+        subject = text[at + len(_VIOLATION) :].strip().strip("\"'").lower()
+        for future in self._waiting.pop(subject, set()):
+            if not future.done():
+                future.set_result(None)
+
+    def expect(self, subject: str) -> asyncio.Future[None]:
+        """A future that completes if a publish to `subject` is refused; `forget` it after."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(subject.lower(), set()).add(future)
+        return future
+
+    def forget(self, subject: str, future: asyncio.Future[None]) -> None:
+        waiting = self._waiting.get(subject.lower())
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiting[subject.lower()]
+        future.cancel()
+
+
+_refusals: weakref.WeakKeyDictionary[NATS, Refusals] = weakref.WeakKeyDictionary()
+
+
+def watch_refusals(nc: NATS, refusals: Refusals) -> None:
+    _refusals[nc] = refusals
+
+
+def refused(subject: str) -> CommandError:
+    return CommandError(
+        ErrorInfo(
+            code="forbidden",
+            message=f"the server refused to let this connection publish to {subject}: "
+            "you may act only as the account you logged in as",
+        )
+    )
+
+
+async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg:
+    """`nc.request`, failing at once with `refused` when the server refuses the publish."""
+    refusals = _refusals.get(nc)
+    if refusals is None:
+        return await nc.request(subject, payload, timeout=timeout)
+    denied = refusals.expect(subject)
+    asking = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout))
+    try:
+        either: set[asyncio.Future[Any]] = {asking, denied}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not asking.done():
+            raise refused(subject)
+        return asking.result()
+    finally:
+        refusals.forget(subject, denied)
+        if not asking.done():
+            asking.cancel()
+
+
+def new_command_id() -> str:
+    return uuid.uuid4().hex
+
+
+def command_subject(role: Role, identity: str, verb: str) -> str:
+    return f"dante.cmd.{role}.{identity}.{verb}"
+
+
+class Client:
+    """Sends commands as one identity (a renter, a provider's account, or the operator)."""
+
+    def __init__(
+        self, nc: NATS, role: Role, identity: str, *, timeout: float = 10.0, tries: int = 3
+    ) -> None:
+        self._nc = nc
+        self.role = role
+        self.identity = identity
+        self._timeout = timeout
+        self._tries = tries
+
+    @overload
+    async def send(self, command: Command, result: type[T]) -> T: ...
+
+    @overload
+    async def send(self, command: Command, result: None = None) -> Any: ...
+
+    async def send(self, command: Command, result: type[T] | None = None) -> T | Any:
+        """Send `command`; return its result decoded as `result`, or raise `CommandError`."""
+        subject = command_subject(self.role, self.identity, command.VERB)
+        payload = encode(command)
+        last: Exception | None = None
+        for _ in range(self._tries):
+            try:
+                msg = await request(self._nc, subject, payload, self._timeout)
+            except NoRespondersError:
+                raise PlatformUnavailable(
+                    "no Dante command service answers: is the platform running (`dante up`)?"
+                ) from None
+            except (NatsTimeout, TimeoutError) as exc:
+                last = exc
+                continue
+            reply = decode_reply(msg.data)
+            if not reply.ok:
+                assert reply.error is not None
+                raise CommandError(reply.error)
+            if result is None:
+                return msgspec.json.decode(reply.result)
+            try:
+                return msgspec.json.decode(reply.result, type=result)
+            except msgspec.ValidationError as exc:
+                raise CommandError(
+                    ErrorInfo(
+                        code="internal", message=f"unexpected answer from the platform: {exc}"
+                    )
+                ) from None
+        raise PlatformUnavailable(
+            f"no answer from the platform after {self._tries} tries"
+        ) from last

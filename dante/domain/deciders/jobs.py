@@ -1,0 +1,84 @@
+"""Renters submitting and cancelling jobs."""
+
+from __future__ import annotations
+
+from dante.domain import market
+from dante.domain.deciders.agent import job_result
+from dante.domain.deciders.context import Context, Decision
+from dante.domain.model import World
+from dante.domain.rejection import Rejected
+from dante.schemas import commands as cmd
+from dante.schemas import events as ev
+from dante.schemas.money import format_dgpu
+from dante.schemas.results import SubmitResult
+from dante.schemas.values import check_relative_path
+
+
+def submit(world: World, ctx: Context, command: cmd.SubmitJob) -> Decision:
+    for n, ref in enumerate(command.inputs):
+        try:
+            check_relative_path(ref.path)
+        except ValueError as exc:
+            raise Rejected("invalid", str(exc), f"inputs[{n}].path") from None
+    paths = [ref.path for ref in command.inputs]
+    if len(set(paths)) != len(paths):
+        raise Rejected("invalid", "two inputs go to the same path", "inputs")
+    req = command.requirements
+    check = market.submission_check(world, req, ctx.settings)
+    wallet = world.wallet(ctx.identity)
+    if wallet.available < check.first_hold:
+        raise Rejected(
+            "insufficient_funds",
+            f"this job needs {format_dgpu(check.first_hold)} dGPU held before it starts "
+            f"({req.gpu_count} GPU x {format_dgpu(check.price)} dGPU/h for "
+            f"{check.hold_seconds // 60} min at the cheapest matching offer), but only "
+            f"{format_dgpu(wallet.available)} dGPU is available; deposit "
+            f"{format_dgpu(check.first_hold - wallet.available)} dGPU more",
+            "requirements",
+        )
+    job_id = ctx.derived_id("job")
+    job = world.job(job_id)
+    event = ev.JobSubmitted(
+        **ctx.envelope(),
+        job_id=job_id,
+        renter=ctx.identity,
+        name=command.name,
+        requirements=req,
+        payload=command.payload,
+        inputs=command.inputs,
+    )
+
+    def result(w: World) -> SubmitResult:
+        return SubmitResult(
+            job_id=job_id,
+            state=w.job(job_id).status,
+            price_udgpu=check.price if check.price_now is None else check.price_now,
+            first_hold_udgpu=check.first_hold,
+            available_now=check.price_now is not None,
+        )
+
+    return Decision.on(job.version, event, result=result)
+
+
+def cancel(world: World, ctx: Context, command: cmd.CancelJob) -> Decision:
+    job = world.job(command.job_id)
+    if not job.exists:
+        raise Rejected("unknown_job", f"there is no job {command.job_id}", "job_id")
+    if job.renter != ctx.identity:
+        raise Rejected("not_your_job", f"job {command.job_id} is not yours", "job_id")
+    job_id = job.job_id
+    if job.ended:
+        raise Rejected("job_finished", f"job {job_id} has already ended ({job.status})", "job_id")
+    if job.cancel_requested:
+        return Decision.nothing(lambda w: job_result(w.job(job_id)))
+    reason = command.reason or "cancelled by the renter"
+    event: ev.Event
+    if job.status == "queued":
+        # Nothing runs and nothing is held: the job ends here.
+        event = ev.JobCancelled(**ctx.envelope(), job_id=job_id, reason=reason)
+    else:
+        # The agent stops it, uploads what it made, and reports it cancelled.
+        event = ev.JobCancelRequested(
+            **ctx.envelope(), job_id=job_id, by=ctx.identity, reason=reason
+        )
+    return Decision.on(job.version, event, result=lambda w: job_result(w.job(job_id)))

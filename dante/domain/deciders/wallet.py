@@ -1,0 +1,87 @@
+"""Deposits and withdrawals."""
+
+from __future__ import annotations
+
+from dante.domain.deciders.context import Context, Decision
+from dante.domain.model import World
+from dante.domain.model.wallet import WalletState
+from dante.domain.rejection import Rejected
+from dante.schemas import commands as cmd
+from dante.schemas import events as ev
+from dante.schemas.money import MAX_UDGPU, format_dgpu
+from dante.schemas.results import WalletResult
+
+
+def wallet_result(wallet: WalletState, withdrawal_id: str | None = None) -> WalletResult:
+    return WalletResult(
+        wallet_id=wallet.wallet_id,
+        available_udgpu=wallet.available,
+        held_udgpu=wallet.held,
+        total_udgpu=wallet.available + wallet.held,
+        pending_withdrawal_udgpu=wallet.pending,
+        withdrawal_id=withdrawal_id,
+    )
+
+
+def deposit(world: World, ctx: Context, command: cmd.Deposit) -> Decision:
+    wallet = world.wallet(ctx.identity)
+    if wallet.available + wallet.held + command.amount > MAX_UDGPU:
+        raise Rejected(
+            "invalid", "this deposit would exceed the largest balance a wallet may hold", "amount"
+        )
+    event = ev.FundsDeposited(
+        **ctx.envelope(),
+        wallet_id=ctx.identity,
+        amount=command.amount,
+        reference=command.reference,
+    )
+    return Decision.on(
+        wallet.version, event, result=lambda w: wallet_result(w.wallet(ctx.identity))
+    )
+
+
+def _payout_address(world: World, owner: str) -> str | None:
+    """The payout address of the owner's most recently registered provider."""
+    owned = [p for p in world.providers.values() if p.owner == owner and p.payout_address]
+    if not owned:
+        return None
+    return max(owned, key=lambda p: p.version).payout_address
+
+
+def withdraw(world: World, ctx: Context, command: cmd.Withdraw) -> Decision:
+    minimum = ctx.settings.min_withdrawal
+    if command.amount < minimum:
+        raise Rejected(
+            "invalid",
+            f"the smallest withdrawal is {format_dgpu(minimum)} dGPU; "
+            f"{format_dgpu(command.amount)} was asked",
+            "amount",
+        )
+    wallet = world.wallet(ctx.identity)
+    if wallet.available < command.amount:
+        raise Rejected(
+            "insufficient_funds",
+            f"only {format_dgpu(wallet.available)} dGPU is available to withdraw "
+            f"({format_dgpu(wallet.held)} dGPU is held); {format_dgpu(command.amount)} was asked",
+            "amount",
+        )
+    address = command.payout_address or _payout_address(world, ctx.identity)
+    if address is None:
+        raise Rejected(
+            "invalid",
+            "no payout address: register a provider with one, or pass a payout address",
+            "payout_address",
+        )
+    withdrawal_id = ctx.derived_id("wd")
+    event = ev.WithdrawalRequested(
+        **ctx.envelope(),
+        wallet_id=ctx.identity,
+        withdrawal_id=withdrawal_id,
+        amount=command.amount,
+        payout_address=address,
+    )
+    return Decision.on(
+        wallet.version,
+        event,
+        result=lambda w: wallet_result(w.wallet(ctx.identity), withdrawal_id),
+    )

@@ -1,0 +1,225 @@
+"""The platform: the log, the command service, the handlers, the views.
+
+It has three parts that share nothing but the log (and the views' file), so they can run in
+separate processes:
+
+- **commands**: the command service (a queue group) with its queries, files and statements;
+- **handlers**: the world followed from the log, and the handlers deciding on it
+  (scheduling, billing, dispatch, liveness: durable consumers that several processes can
+  share), the heartbeat watcher and the machines' dispatch consumers;
+- **views**: the read models, folded from the log into `views.sqlite3` in the data folder.
+  The queries read that file; where the views run in another process, they wait for the
+  position stored in it (`StoredViews`) to read their own writes.
+
+`dante up` runs the commands in its own process and the handlers and views in a child
+(`dante serve handlers views`), so the platform uses two cores; `--processes 1` runs all of
+them in one, as tests do (in-process, with a hand-moved clock). Against a cluster, more
+processes can run the commands or the handlers; the views belong next to the queries' file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from dante.domain.settings import Settings
+from dante.events.store import EventStore
+from dante.events.streams import LogSettings, ensure_log
+from dante.handlers.billing import Billing
+from dante.handlers.dispatcher import Dispatcher
+from dante.handlers.liveness import Liveness, watch_heartbeats
+from dante.handlers.runner import Handler, HandlerRunner, StepExecutor, WorldTail, utcnow
+from dante.handlers.scheduler import Scheduler
+from dante.projections.runner import ProjectionRunner, StoredViews
+from dante.services.agent_consumers import AgentConsumers
+from dante.services.commands import CommandService, Extension
+from dante.services.files import Files
+from dante.services.queries import ReadModels
+from dante.services.statements import Statements
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+log = structlog.get_logger(__name__)
+
+Part = Literal["commands", "handlers", "views"]
+#: Every part: the whole platform in one process.
+ALL_PARTS: Final[frozenset[Part]] = frozenset({"commands", "handlers", "views"})
+
+
+@dataclass
+class PlatformOptions:
+    data_dir: Path
+    settings: Settings = field(default_factory=Settings)
+    log_settings: LogSettings = field(default_factory=LogSettings)
+    clock: Callable[[], datetime] = utcnow
+    #: How often handlers look at deadlines; tests set it high and call `tick()` instead.
+    timer_interval: float = 1.0
+    #: What this process runs (see the module's docstring).
+    parts: frozenset[Part] = ALL_PARTS
+
+
+class Platform:
+    """Owns every service of the platform over one NATS connection."""
+
+    def __init__(
+        self, nc: NATS, options: PlatformOptions, *, extensions: list[Extension] | None = None
+    ) -> None:
+        self.nc = nc
+        self.options = options
+        self.store = EventStore(nc)
+        self.tail = WorldTail(self.store)
+        settings = options.settings
+        self.scheduler = Scheduler(settings)
+        self.billing = Billing(settings)
+        self.dispatcher = Dispatcher()
+        self.liveness = Liveness(settings)
+        # The scheduler, billing and the dispatcher act on the whole log: one consumer feeds
+        # them all (each event delivered once, not three times). Liveness has its own, on
+        # provider events only.
+        core: list[Handler] = [self.scheduler, self.billing, self.dispatcher]
+        runner = functools.partial(
+            HandlerRunner,
+            nc,
+            self.store,
+            self.tail,
+            clock=options.clock,
+            timer_interval=options.timer_interval,
+        )
+        self.runners = [
+            runner(core, name="core", replaces=[f"handler-{h.name}" for h in core]),
+            runner([self.liveness]),
+        ]
+        self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
+        views = options.data_dir / "views.sqlite3"
+        self.views = ProjectionRunner(self.store, views)
+        self.stored_views = None if "views" in options.parts else StoredViews(views)
+        self.read_models = ReadModels(self.stored_views or self.views, settings)
+        # Uploads are assembled in a local spool before they reach the object store.
+        self.files = Files(nc, scratch_dir=options.data_dir / "spool")
+        self.agent_consumers = AgentConsumers(nc, self.store)
+        self.service = CommandService(
+            nc,
+            self.store,
+            settings=settings,
+            extensions=[
+                self.read_models,
+                self.files,
+                Statements(self.store),
+                *(extensions or []),
+            ],
+            clock=options.clock,
+        )
+        self.ready = asyncio.Event()
+
+    async def run(self, *, extra: list[Callable[[], Any]] | None = None) -> None:
+        """Set up the log, then run this process's parts until cancelled.
+
+        `extra` are more tasks to run alongside, once the log is set up (`dante up` runs the
+        identity service, `dante.services.auth.service.Identity.run`, so)."""
+        commands = "commands" in self.options.parts
+        handlers = "handlers" in self.options.parts
+        await ensure_log(self.nc.jetstream(), self.options.log_settings)
+        if handlers:
+            await self.tail.catch_up()
+        async with anyio.create_task_group() as tg:
+            if "views" in self.options.parts:
+                await tg.start(self._run_views)
+            if handlers:
+                await self._start_handlers(tg)
+            for task in extra or []:
+                tg.start_soon(task)
+            if commands:
+                await self.service.start()
+            try:
+                self.ready.set()
+                log.info("platform.ready", parts=sorted(self.options.parts))
+                await anyio.sleep_forever()
+            finally:
+                if commands:
+                    with anyio.CancelScope(shield=True):
+                        await self.service.stop()
+                        await self.read_models.close()
+                        await self.files.close()
+                        if self.stored_views is not None:
+                            await self.stored_views.close()
+
+    async def _start_handlers(self, tg: TaskGroup) -> None:
+        """Follow the log and run the handlers; return once they decide (every handler's
+        consumer exists and is being read)."""
+        tg.start_soon(self._supervise, "world", self.tail.run)
+        for runner in self.runners:
+            tg.start_soon(self._supervise, runner.durable, runner.run)
+        tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
+        tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
+        for runner in self.runners:
+            await runner.consuming.wait()
+
+    @staticmethod
+    async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a part of the platform, restarting it with backoff if it fails.
+
+        A part fails on what it cannot handle (a lost connection it gave up on, a bug); the
+        rest of the platform keeps serving meanwhile. Cancellation ends it for good.
+        """
+        delay = 1.0
+        while True:
+            try:
+                await run()
+            except Exception:
+                log.exception("platform.part_failed", part=name, restart_in=delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            else:
+                return
+
+    async def _run_views(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await self.views.run(task_status=task_status)
+        except Exception:
+            log.exception("platform.part_failed", part="views", restart_in=1.0)
+            await anyio.sleep(1.0)
+            await self._supervise("views", self.views.run)
+
+    async def _watch_heartbeats(self) -> None:
+        await watch_heartbeats(self.nc, self._heartbeats, self.liveness, clock=self.options.clock)
+
+    async def tick(self) -> None:
+        """Run every handler's time-based decisions once, now."""
+        for runner in self.runners:
+            await runner.tick()
+
+    async def settle(self, timeout: float = 20.0) -> None:
+        """Wait until this process's parts have acted on everything in the log (and so on,
+        until nothing new appears): every handler, and the views. Tests use it to observe a
+        quiet platform."""
+        js = self.nc.jetstream()
+        handlers = "handlers" in self.options.parts
+        async with asyncio.timeout(timeout):
+            while True:
+                last = await self.store.last_seq()
+                busy = False
+                if handlers:
+                    await self.tail.reached(last)
+                    for runner in self.runners:
+                        with contextlib.suppress(Exception):
+                            info = await js.consumer_info(self.store.stream, runner.durable)
+                            if info.num_pending or info.num_ack_pending:
+                                busy = True
+                if "views" in self.options.parts:
+                    await self.views.wait_for(last)
+                if not busy and await self.store.last_seq() == last:
+                    return
+                await asyncio.sleep(0.02)

@@ -1,0 +1,248 @@
+"""The auth callout: nats-server asks it about every connection but the platform's own.
+
+nats-server sends an authorization request JWT on `$SYS.REQ.USER.AUTH` (in the `DANTE`
+account) with what the client presented. We answer with an authorization response JWT,
+signed by the installation's issuer key (nats.conf trusts its public half), holding either
+a user JWT (the connection's account `PUBLIC`, its name and its permissions) or an error.
+
+Who may connect:
+- `<account>` with the account's password or one of its login tokens: a renter, or a
+  provider's owner (CLI);
+- `<account>/<provider_id>` likewise, for a provider account only: that machine's agent,
+  which may also heartbeat and read its own instructions;
+- `operator` with the token `dante up` wrote for the user who started it;
+- `signup` with a random nonce as password: may only ask to open an account.
+
+Everything else is refused with the same answer, whatever was wrong. Each check of a
+secret goes through the `Throttle`, so repeated failures for one user are slowed down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import msgspec
+import structlog
+
+from dante.schemas.identity import MACHINE_SEPARATOR, OPERATOR, SIGNUP_USER
+from dante.services.auth.accounts import AccountBook, AccountRecord, check_secret
+from dante.services.auth.jwt import REQUEST_AUDIENCE, JwtError, Signer, claims_of
+from dante.services.auth.passwords import is_token
+from dante.services.auth.permissions import (
+    PUBLIC_ACCOUNT,
+    Proof,
+    Scope,
+    permissions_for,
+    valid_account_name,
+    valid_machine,
+    valid_nonce,
+)
+from dante.services.auth.throttle import Throttle
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
+log = structlog.get_logger(__name__)
+
+AUTH_SUBJECT: Final = "$SYS.REQ.USER.AUTH"
+QUEUE: Final = "dante-auth"
+#: The one answer to every refusal: it must not tell an unknown user from a wrong secret.
+REFUSED: Final = "invalid credentials"
+#: Answer within this long: nats-server pings a client 2 s after it connects, and nats-py
+#: 2.16 gives up on a connection whose login is still pending when that ping comes.
+ANSWER_WITHIN_S: Final = 1.5
+#: Answer this long before the server gives up on us.
+_MARGIN_S: Final = 0.3
+#: About what one password check takes.
+_HASH_S: Final = 0.2
+
+
+class _ConnectOptions(msgspec.Struct, kw_only=True):
+    user: str = ""
+    # `pass` in the wire format.
+    password: str = msgspec.field(default="", name="pass")
+
+
+class _ServerId(msgspec.Struct, kw_only=True):
+    id: str
+
+
+class _Request(msgspec.Struct, kw_only=True):
+    server_id: _ServerId
+    user_nkey: str
+    connect_opts: _ConnectOptions = msgspec.field(default_factory=_ConnectOptions)
+
+
+class _Envelope(msgspec.Struct, kw_only=True):
+    aud: str = ""
+    exp: int = 0
+    nats: _Request
+
+
+class AuthCallout:
+    """Answers nats-server's authorization requests; several instances share the load."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        book: AccountBook,
+        signer: Signer,
+        *,
+        throttle: Throttle | None = None,
+        concurrency: int = 64,
+        hashing: int = 4,
+    ) -> None:
+        self._nc = nc
+        self._book = book
+        self._signer = signer
+        self.throttle = throttle or Throttle()
+        self._slots = asyncio.Semaphore(concurrency)
+        # A password check costs a scrypt (32 MiB, 0.1 s): a few at a time.
+        self._hashing = asyncio.Semaphore(hashing)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        sub = await self._nc.subscribe(AUTH_SUBJECT, queue=QUEUE, cb=self._on_request)
+        await self._nc.flush()  # the server knows we answer before anyone is told so
+        self.ready.set()
+        log.info("callout.ready")
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def _on_request(self, msg: Msg) -> None:
+        # Callbacks of one subscription run one at a time: a slowed-down user must not hold
+        # up everybody else's login.
+        task = asyncio.create_task(self._answer(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        try:
+            envelope = msgspec.convert(claims_of(msg.data), _Envelope)
+        except (JwtError, msgspec.ValidationError):
+            log.warning("callout.bad_request")
+            return  # not from a server: nothing to answer
+        if envelope.aud != REQUEST_AUDIENCE:
+            log.warning("callout.bad_request")
+            return
+        request = envelope.nats
+        deadline = _deadline(envelope.exp)
+        try:
+            async with self._slots:
+                scope = await self.authenticate(
+                    request.connect_opts.user, request.connect_opts.password, deadline
+                )
+        except Exception:
+            log.exception("callout.crash")
+            scope = None
+        body = self.response(request, scope)
+        with contextlib.suppress(Exception):
+            await msg.respond(body.encode())
+
+    async def authenticate(
+        self, user: str, secret: str, deadline: float | None = None
+    ) -> Scope | None:
+        """The scope of a connection presenting `user` and `secret`, or None to refuse."""
+        if user == SIGNUP_USER:
+            ok = valid_nonce(secret)
+            return (
+                Scope(role="signup", account=SIGNUP_USER, proof="nonce", nonce=secret)
+                if ok
+                else None
+            )
+        account, _, machine = user.partition(MACHINE_SEPARATOR)
+        if not secret or not _valid_user(account, machine):
+            log.info("login.refused", reason="anonymous or malformed user")
+            return None
+        record = await self._check(account, secret, deadline)
+        if record is None:
+            return None
+        proof: Proof = "token" if is_token(secret) else "password"
+        if machine and record.role != "provider":
+            log.info("login.refused", account=account, reason="only providers have machines")
+            return None
+        if record.role == "operator":
+            return Scope(role="operator", account=OPERATOR, proof=proof)
+        log.debug("login.accepted", account=account, machine=machine or None)
+        return Scope(role=record.role, account=account, proof=proof, machine=machine or None)
+
+    async def _check(
+        self, account: str, secret: str, deadline: float | None
+    ) -> AccountRecord | None:
+        """The account if `secret` proves it, after the throttle's wait; None otherwise."""
+        async with self.throttle.attempt(account, deadline=deadline) as attempt:
+            if not attempt.allowed:
+                log.info("login.refused", account=account, reason="throttled")
+                return None
+            record = await self._book.get(account)
+            if is_token(secret):
+                proof = check_secret(record, secret)
+            else:
+                async with self._hashing:
+                    if deadline is not None and time.monotonic() + _HASH_S >= deadline:
+                        log.info("login.refused", account=account, reason="busy")
+                        return None
+                    proof = await asyncio.to_thread(check_secret, record, secret)
+            if proof is None or record is None:
+                attempt.failed()
+                log.info("login.refused", account=account, reason="wrong secret or unknown")
+                return None
+            attempt.succeeded()
+            return record
+
+    def response(self, request: _Request, scope: Scope | None) -> str:
+        """The signed answer to the server: a user JWT for `scope`, or the refusal."""
+        nats: dict[str, Any] = {"type": "authorization_response", "version": 2}
+        if scope is None:
+            nats["error"] = REFUSED
+        else:
+            nats["jwt"] = self._user_jwt(request.user_nkey, scope)
+        return self._signer.sign(
+            {"sub": request.user_nkey, "aud": request.server_id.id, "nats": nats}
+        )
+
+    def _user_jwt(self, user_nkey: str, scope: Scope) -> str:
+        claims: dict[str, Any] = {
+            "sub": user_nkey,
+            # Outside operator mode the audience names the account the user is placed in.
+            "aud": PUBLIC_ACCOUNT,
+            "name": scope.user_name,
+            # No expiry: nats-py 2.16 closes a client for good when its user JWT expires,
+            # which would stop agents. A revoked login's connections are closed instead
+            # (`dante.services.auth.sessions`), and refused when they reconnect.
+            "nats": {
+                "type": "user",
+                "version": 2,
+                **permissions_for(scope).claims(),
+                "subs": 1000,
+                "data": -1,
+                "payload": -1,
+            },
+        }
+        return self._signer.sign(claims)
+
+
+def _valid_user(account: str, machine: str) -> bool:
+    if not account or not (account == OPERATOR or valid_account_name(account)):
+        return False
+    return not machine or valid_machine(machine)
+
+
+def _deadline(exp: int) -> float:
+    """When the answer must be sent, on the throttle's clock: soon, and before the request
+    expires (its `exp` is on the wall clock)."""
+    soon = time.monotonic() + ANSWER_WITHIN_S
+    if not exp:
+        return soon
+    return min(soon, time.monotonic() + (exp - time.time()) - _MARGIN_S)

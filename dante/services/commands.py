@@ -1,0 +1,344 @@
+"""The command service: validates commands against current state and appends their events.
+
+It is a nats-py `micro` service, so `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` answer for it.
+Each (role, verb) is an endpoint on `dante.cmd.<role>.*.<verb>` in the queue group `dante`,
+so several instances share the load. The identity is the subject's third token: nats-server
+permissions on subjects decide who may act as whom, never the body.
+
+For each command: decode (or reply `malformed`); bring the aggregates it decides against up
+to date; decide; append atomically with the versions it decided on; on a conflict re-read
+and decide again. A rejection is re-checked against freshly read state before it is sent,
+so a stale cache can delay but never wrongly refuse. Nothing is appended on a rejection.
+
+Commands on the same aggregate are serialised within an instance (one lock per aggregate);
+different aggregates proceed concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import structlog
+from nats.micro import add_service
+from nats.micro.service import EndpointConfig, Service, ServiceConfig
+
+from dante import __version__
+from dante.domain.deciders import DECIDERS, Context, Decision
+from dante.domain.model import JobState, ProviderState, WalletState, World
+from dante.domain.rejection import Rejected
+from dante.domain.settings import Settings
+from dante.events.errors import ConcurrencyConflict, EventStoreError
+from dante.events.subjects import EVENT_PREFIX, subject_of
+from dante.schemas.codec import COMMAND_TYPES, DecodeError, decode_command, error_reply, ok_reply
+from dante.schemas.commands import Command, ErrorInfo
+from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.micro.request import Request
+
+    from dante.events.records import Appended
+    from dante.events.store import EventStore
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME: Final = "dante"
+QUEUE_GROUP: Final = "dante"
+_ACCOUNT = re.compile(ACCOUNT_PATTERN)
+_MAX_TRIES: Final = 8
+
+
+class Lookup(Protocol):
+    """Current write-model state, read fresh from the log, for ownership checks."""
+
+    async def job(self, job_id: str) -> JobState: ...
+
+    async def provider(self, provider_id: str) -> ProviderState: ...
+
+    async def wallet(self, wallet_id: str) -> WalletState: ...
+
+    @property
+    def world(self) -> World:
+        """The service's world: providers kept current; other aggregates as last loaded."""
+
+
+class Extension(Protocol):
+    """Serves commands that are not decisions on the log: queries answered from the read
+    models, job output, file transfers. It checks ownership itself, through `lookup`."""
+
+    handles: frozenset[type[Command]]
+
+    async def answer(self, role: str, identity: str, command: Command, lookup: Lookup) -> Any:
+        """The result for `identity`; raise `Rejected` to refuse."""
+
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CommandService:
+    """Serves every command and query endpoint over one NATS connection."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        store: EventStore,
+        *,
+        settings: Settings | None = None,
+        extensions: list[Extension] | None = None,
+        clock: Clock = utcnow,
+        concurrency: int = 256,
+        command_timeout: float = 15.0,
+        reply_cache: int = 50_000,
+    ) -> None:
+        self._nc = nc
+        self._store = store
+        self._settings = settings or Settings()
+        self._extensions: dict[type[Command], Extension] = {
+            kind: ext for ext in extensions or [] for kind in ext.handles
+        }
+        self._clock = clock
+        self._timeout = command_timeout
+        self.world = World(remember_causes=8)
+        self._loaded: set[tuple[str, str]] = set()
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._replies: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        self._reply_cache = reply_cache
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._service: Service | None = None
+        self._tail: asyncio.Task[None] | None = None
+
+    # ── lifecycle ───────────────────────────────────────────────────────────────────────
+
+    async def start(self) -> None:
+        """Follow the providers (the market), then open the endpoints."""
+        market = f"{EVENT_PREFIX}.provider.>"
+        async for recorded in self._store.scan(market):
+            self.world.apply(recorded)
+        start = self.world.position + 1
+        self._tail = asyncio.create_task(self._follow(market, start), name="cmd-market")
+        self._service = await add_service(
+            self._nc,
+            config=ServiceConfig(
+                name=SERVICE_NAME,
+                version=__version__,
+                description="Dante commands and queries",
+                queue_group=QUEUE_GROUP,
+            ),
+        )
+        for role, verb in sorted(COMMAND_TYPES):
+            await self._service.add_endpoint(
+                EndpointConfig(
+                    name=f"{role}-{verb}",
+                    subject=f"dante.cmd.{role}.*.{verb}",
+                    handler=self._on_request,
+                    metadata={"role": role, "verb": verb},
+                )
+            )
+        # Ready means answering: the server has the endpoints' subscriptions once a flush
+        # came back (a request from another connection before that finds no responders).
+        await self._nc.flush()
+        log.info("commands.ready", endpoints=len(COMMAND_TYPES))
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._timeout)
+        if self._tail is not None:
+            self._tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tail
+            self._tail = None
+
+    async def _follow(self, subjects: str, start: int) -> None:
+        async for recorded in self._store.read(start, follow=True, subjects=subjects):
+            self.world.apply(recorded)
+
+    # ── requests ────────────────────────────────────────────────────────────────────────
+
+    async def _on_request(self, request: Request) -> None:
+        # micro awaits handlers one at a time per endpoint; run each in its own task.
+        await self._slots.acquire()
+        task = asyncio.create_task(self._serve(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _serve(self, request: Request) -> None:
+        try:
+            body = await asyncio.wait_for(
+                self._process(request.subject, request.data), self._timeout
+            )
+        except TimeoutError:
+            body = self._error(ErrorInfo(code="unavailable", message="the platform is busy; retry"))
+        except Exception:
+            log.exception("commands.crash", subject=request.subject)
+            body = self._error(ErrorInfo(code="internal", message="internal error; retry later"))
+        with contextlib.suppress(Exception):
+            await request.respond(body)
+
+    def _error(self, info: ErrorInfo) -> bytes:
+        return error_reply(info)
+
+    @staticmethod
+    def _parse(subject: str, data: bytes) -> tuple[str, str, Command]:
+        """Role, identity and command of a request; `Rejected` when it is not one."""
+        parts = subject.split(".")
+        if len(parts) != 5:
+            raise Rejected("malformed", f"bad subject {subject}")
+        _, _, role, identity, verb = parts
+        if role != "operator" and (not _ACCOUNT.match(identity) or identity in RESERVED_ACCOUNTS):
+            raise Rejected("forbidden", f"{identity!r} is not a valid account name")
+        try:
+            return role, identity, decode_command(role, verb, data)
+        except DecodeError as exc:
+            raise Rejected("malformed", exc.reason, exc.field) from None
+
+    async def _process(self, subject: str, data: bytes) -> bytes:
+        try:
+            role, identity, command = self._parse(subject, data)
+        except Rejected as rejected:
+            return self._error(rejected.info)
+        extension = self._extensions.get(type(command))
+        if extension is not None:
+            return await self._extend(extension, role, identity, command)
+        if type(command) not in DECIDERS:
+            message = f"{command.VERB} is not served by this instance"
+            return self._error(ErrorInfo(code="unavailable", message=message))
+        key = (role, identity, command.command_id)
+        cached = self._replies.get(key)
+        if cached is not None:
+            return cached
+        ctx = Context(
+            role=role,
+            identity=identity,
+            command_id=command.command_id,
+            now=self._clock(),
+            settings=self._settings,
+        )
+        decider, reads = DECIDERS[type(command)]
+        keys = reads(ctx, command)
+        async with self._locked(keys):
+            body = await self._decide_and_append(ctx, command, decider, keys)
+        self._remember(key, body)
+        return body
+
+    async def _extend(
+        self, extension: Extension, role: str, identity: str, command: Command
+    ) -> bytes:
+        try:
+            result = await extension.answer(role, identity, command, self)
+        except Rejected as rejected:
+            return self._error(rejected.info)
+        return ok_reply(result)
+
+    # ── Lookup, for extensions ──────────────────────────────────────────────────────────
+
+    async def job(self, job_id: str) -> JobState:
+        await self._load([("job", job_id)], only_missing=False)
+        return self.world.job(job_id)
+
+    async def provider(self, provider_id: str) -> ProviderState:
+        await self._load([("provider", provider_id)], only_missing=False)
+        return self.world.provider(provider_id)
+
+    async def wallet(self, wallet_id: str) -> WalletState:
+        await self._load([("wallet", wallet_id)], only_missing=False)
+        return self.world.wallet(wallet_id)
+
+    async def _decide_and_append(
+        self,
+        ctx: Context,
+        command: Command,
+        decider: Callable[[World, Context, Any], Decision],
+        keys: list[tuple[str, str]],
+    ) -> bytes:
+        await self._load(keys, only_missing=True)
+        fresh = False
+        for _ in range(_MAX_TRIES):
+            if any(self.world.saw_cause(a, i, ctx.cause) for a, i in keys):
+                return self._repeat(ctx, command, decider)
+            try:
+                decision = decider(self.world, ctx, command)
+            except Rejected as rejected:
+                if fresh:
+                    log.info("command.rejected", cause=ctx.cause, code=rejected.code)
+                    return self._error(rejected.info)
+                await self._load(keys, only_missing=False)
+                fresh = True
+                continue
+            if not decision.appends:
+                return ok_reply(decision.result(self.world))
+            try:
+                appended = await self._store.append(*decision.appends)
+            except ConcurrencyConflict as conflict:
+                log.debug("command.conflict", cause=ctx.cause, subject=conflict.subject)
+                await self._store.catch_up(self.world, conflict.subject)
+                await self._load(keys, only_missing=False)
+                fresh = True
+                continue
+            except EventStoreError as exc:
+                log.warning("command.append_failed", cause=ctx.cause, error=str(exc))
+                return self._error(ErrorInfo(code="unavailable", message="the log is unavailable"))
+            self._apply(decision, appended)
+            return ok_reply(decision.result(self.world), list(appended.seqs))
+        return self._error(
+            ErrorInfo(code="conflict", message="too many concurrent changes; retry the command")
+        )
+
+    def _repeat(
+        self, ctx: Context, command: Command, decider: Callable[[World, Context, Any], Decision]
+    ) -> bytes:
+        """A retry of a command whose events already landed: answer again, append nothing.
+
+        The answer is rebuilt from the current state by the decider's result; its events are
+        not appended again.
+        """
+        try:
+            decision = decider(self.world, ctx, command)
+        except Rejected:
+            return ok_reply(None)
+        return ok_reply(decision.result(self.world))
+
+    def _apply(self, decision: Decision, appended: Appended) -> None:
+        if appended.duplicate and len(appended.seqs) != len(decision.appends):
+            return  # landed before, positions unknown: the log will tell us when we read it
+        for item, seq in zip(decision.appends, appended.seqs, strict=True):
+            self.world.apply_event(item.event, seq)
+
+    async def _load(self, keys: list[tuple[str, str]], *, only_missing: bool) -> None:
+        for aggregate, aggregate_id in keys:
+            if only_missing and (aggregate, aggregate_id) in self._loaded:
+                continue
+            await self._store.catch_up(self.world, subject_of(aggregate, aggregate_id))
+            self._loaded.add((aggregate, aggregate_id))
+
+    def _remember(self, key: tuple[str, str, str], body: bytes) -> None:
+        self._replies[key] = body
+        if len(self._replies) > self._reply_cache:
+            self._replies.popitem(last=False)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, keys: list[tuple[str, str]]) -> AsyncIterator[None]:
+        # Sorted, so two commands touching the same aggregates never wait on each other
+        # in opposite orders.
+        locks = [self._locks.setdefault(k, asyncio.Lock()) for k in sorted(set(keys))]
+        async with contextlib.AsyncExitStack() as stack:
+            for lock in locks:
+                await stack.enter_async_context(lock)
+            yield
