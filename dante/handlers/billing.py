@@ -41,6 +41,8 @@ _ATTEMPTS_PER_STEP: Final = 100
 
 class Billing:
     name = NAME
+    #: Acts on the whole log.
+    subjects: str | None = None
     #: The event types `decide` acts on; the runner acknowledges others unread.
     triggers = frozenset(
         kind.__name__

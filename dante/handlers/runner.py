@@ -29,7 +29,7 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 import anyio
 import msgspec
@@ -81,12 +81,21 @@ class Step:
 
 
 class Handler(Protocol):
-    """Also optional, read with `getattr`: `triggers`, the names of the event types `decide`
-    acts on (the runner acknowledges others without decoding them); `subjects`, the filter
-    of its durable consumer when it acts on one aggregate only; and `decide_many`."""
+    """What the runner needs of a handler: every handler declares all of it."""
 
-    #: Names the durable consumer and prefixes the handler's event ids.
-    name: str
+    @property
+    def name(self) -> str:
+        """Names the durable consumer and prefixes the handler's event ids."""
+
+    @property
+    def triggers(self) -> frozenset[str] | None:
+        """The names of the event types `decide` acts on (the runner acknowledges others
+        without decoding them); None: every event."""
+
+    @property
+    def subjects(self) -> str | None:
+        """The filter of its durable consumer when it acts on one aggregate only; None: the
+        whole log."""
 
     def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterable[Step]:
         """The steps a trigger calls for, decided one by one against the current world."""
@@ -95,6 +104,7 @@ class Handler(Protocol):
         """The steps time calls for (deadlines passed)."""
 
 
+@runtime_checkable
 class ManyHandler(Handler, Protocol):
     """A handler that decides the triggers fetched together at once (level-based only)."""
 
@@ -358,7 +368,7 @@ class HandlerRunner:
         self.seats = [
             Seat(
                 handler=handler,
-                triggers=getattr(handler, "triggers", None),
+                triggers=handler.triggers,
                 executor=StepExecutor(nc, store, tail, handler.name),
             )
             for handler in chosen
@@ -367,7 +377,7 @@ class HandlerRunner:
         #: The handler's own `subjects` (the aggregates it acts on) when it runs alone, else
         #: the whole log. A durable made before keeps its filter (nats-py binds to it as it
         #: is): the runner still skips what no handler acts on, only less cheaply.
-        own: str | None = getattr(chosen[0], "subjects", None) if len(chosen) == 1 else None
+        own = chosen[0].subjects if len(chosen) == 1 else None
         self.subjects = subjects or own or f"{EVENT_PREFIX}.>"
         self._batch = batch
         self._timer_interval = timer_interval
@@ -508,12 +518,11 @@ class HandlerRunner:
         """One handler's decisions on its triggers: all at once (`decide_many`), else one
         by one."""
         handler = seat.handler
-        if hasattr(handler, "decide_many"):
-            many = cast("ManyHandler", handler)
+        if isinstance(handler, ManyHandler):
             recordeds = [trigger.recorded for trigger in mine]
 
             def decide_all() -> Iterable[Step]:
-                return many.decide_many(self.world, recordeds, self._clock())
+                return handler.decide_many(self.world, recordeds, self._clock())
 
             (done,) = await seat.executor.carry_out_merged([decide_all])
             for trigger in mine:

@@ -33,6 +33,8 @@ NAME: Final = "scheduler"
 
 class Scheduler:
     name = NAME
+    #: Acts on the whole log.
+    subjects: str | None = None
     #: The event types `decide` acts on; the runner acknowledges others unread.
     triggers = frozenset(
         kind.__name__

@@ -8,8 +8,8 @@ import pytest
 
 from bench.placement import synthetic
 from dante.domain import market
-from dante.domain.market import provider_slots
 from dante.domain.model import World
+from dante.domain.model.market import provider_slots
 from dante.domain.placement import cheapest_price, place
 from dante.events.codec import Recorded
 from dante.schemas import events as ev

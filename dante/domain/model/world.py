@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dante.domain.model.job import JobState, evolve_job
+from dante.domain.model.market import Market
 from dante.domain.model.provider import ProviderState, evolve_provider
 from dante.domain.model.wallet import WalletState, evolve_wallet
 from dante.schemas import events as ev
@@ -67,9 +68,8 @@ class World:
         self.placed_on: dict[str, set[str]] = {}
         #: Usage and billing of every job attempt.
         self.books: dict[tuple[str, int], AttemptBook] = {}
-        #: Providers whose state or reliability changed since the market last took this set
-        #: (`dante.domain.market`), so it re-reads only those of 10,000.
-        self.changed_providers: set[str] = set()
+        #: The providers' GPUs as slots to place on, kept current as events are applied.
+        self.market = Market()
 
     # ── access ──────────────────────────────────────────────────────────────────────────
 
@@ -136,7 +136,7 @@ class World:
                 if seq <= provider.version:
                     return False
                 self.providers[event.provider_id] = evolve_provider(provider, event, seq)
-                self.changed_providers.add(event.provider_id)
+                self.market.touch(event.provider_id)
             case ev.JobEvent():
                 job = self.job(event.job_id)
                 if seq <= job.version:
@@ -205,7 +205,7 @@ class World:
             self.placed_on.setdefault(after.provider_id, set()).add(after.job_id)
         if isinstance(event, ev.JobCompleted) and before.provider_id:
             self.completed[before.provider_id] = self.completed.get(before.provider_id, 0) + 1
-            self.changed_providers.add(before.provider_id)
+            self.market.touch(before.provider_id)
         elif isinstance(event, ev.JobRequeued):
             self.lost[event.provider_id] = self.lost.get(event.provider_id, 0) + 1
-            self.changed_providers.add(event.provider_id)
+            self.market.touch(event.provider_id)
