@@ -38,7 +38,7 @@ from dante.events.streams import LogSettings, ensure_log
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
-from dante.handlers.runner import Handler, HandlerRunner, StepExecutor, WorldTail, utcnow
+from dante.handlers.runner import Handler, HandlerRunner, WorldTail, executor_for, utcnow
 from dante.handlers.scheduler import Scheduler
 from dante.projections.runner import ProjectionRunner, StoredViews
 from dante.services.agent_consumers import AgentConsumers
@@ -100,7 +100,7 @@ class Platform:
             runner(core, name="core", replaces=[f"handler-{h.name}" for h in core]),
             runner([self.liveness]),
         ]
-        self._heartbeats = StepExecutor(nc, self.store, self.tail, "liveness")
+        self._heartbeats = executor_for(nc, self.store, self.tail, "liveness")
         views = options.data_dir / "views.sqlite3"
         self.views = ProjectionRunner(self.store, views)
         self.stored_views = None if "views" in options.parts else StoredViews(views)

@@ -21,13 +21,13 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
+from dante.domain.decision import Decision
 from dante.domain.model import WalletState, World, evolve_wallet
 from dante.domain.model.world import AttemptBook
 from dante.domain.settings import Settings
 from dante.events.codec import Recorded
 from dante.events.records import Append
 from dante.events.subjects import subject_of
-from dante.handlers.runner import Step
 from dante.schemas import events as ev
 from dante.schemas.money import cost, fee_of
 from dante.schemas.values import PLATFORM_WALLET
@@ -63,7 +63,7 @@ class Billing:
 
     # ── triggers ────────────────────────────────────────────────────────────────────────
 
-    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Step]:
+    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Decision]:
         event = recorded.event
         match event:
             case ev.UsageRecorded():
@@ -84,7 +84,7 @@ class Billing:
 
     def decide_many(
         self, world: World, triggers: Sequence[Recorded], now: datetime
-    ) -> Iterator[Step]:
+    ) -> Iterator[Decision]:
         """The steps of triggers fetched together, the usage charges merged per renter.
 
         Every decision here is level-based and the world has reached the last trigger, so
@@ -114,7 +114,7 @@ class Billing:
 
     # ── time ────────────────────────────────────────────────────────────────────────────
 
-    def due(self, world: World, now: datetime) -> Iterator[Step]:
+    def due(self, world: World, now: datetime) -> Iterator[Decision]:
         """Stop jobs whose grace period ran out, and jobs past their maximum duration."""
         for wallet_id, wallet in list(world.wallets.items()):
             for (job_id, attempt), stop_at in list(wallet.warnings.items()):
@@ -164,7 +164,7 @@ class Billing:
         code: ev.StopCode,
         reason: str,
         now: datetime,
-    ) -> Step:
+    ) -> Decision:
         event = ev.JobStopped(
             event_id=f"{NAME}:stop:{job_id}:{attempt}",
             at=now,
@@ -174,7 +174,7 @@ class Billing:
             code=code,
             reason=reason,
         )
-        return Step(appends=[Append(event=event, expected=version)])
+        return Decision(appends=[Append(event=event, expected=version)])
 
     def _charge_events(
         self, wallet: WalletState, book: AttemptBook, now: datetime, base: str
@@ -231,10 +231,12 @@ class Billing:
     def _window(self, book: AttemptBook) -> int:
         return cost(book.price * book.gpu_count, self.settings.hold_window_s * 1000)
 
-    def _bring_up_to_date(self, world: World, book: AttemptBook, now: datetime) -> Iterator[Step]:
+    def _bring_up_to_date(
+        self, world: World, book: AttemptBook, now: datetime
+    ) -> Iterator[Decision]:
         appends = self._usage_appends(world, world.wallet(book.renter), book, now)
         if appends:
-            yield Step(appends=appends)
+            yield Decision(appends=appends)
 
     def _usage_appends(
         self, world: World, wallet: WalletState, book: AttemptBook, now: datetime
@@ -250,7 +252,7 @@ class Billing:
 
     def _charge_renter(
         self, world: World, renter: str, books: list[AttemptBook], now: datetime
-    ) -> Iterator[Step]:
+    ) -> Iterator[Decision]:
         """One step for all of a renter's attempts (in chunks), its wallet checked once."""
         wallet = world.wallet(renter)
         subject = subject_of("wallet", renter)
@@ -271,10 +273,10 @@ class Billing:
                 appends.append(item)
             attempts += 1
             if attempts >= _ATTEMPTS_PER_STEP:
-                yield Step(appends=appends)
+                yield Decision(appends=appends)
                 appends, attempts = [], 0
         if appends:
-            yield Step(appends=appends)
+            yield Decision(appends=appends)
 
     def _renewal(
         self,
@@ -319,7 +321,7 @@ class Billing:
         )
         return [Append(event=warned, expected=expected)]
 
-    def _renew_warned(self, world: World, wallet_id: str, now: datetime) -> Iterator[Step]:
+    def _renew_warned(self, world: World, wallet_id: str, now: datetime) -> Iterator[Decision]:
         for job_id, attempt in sorted(world.wallet(wallet_id).warnings):
             book = world.books.get((job_id, attempt))
             job = world.job(job_id)
@@ -338,11 +340,11 @@ class Billing:
                 attempt=attempt,
                 amount=window,
             )
-            yield Step(appends=[Append(event=held, expected=wallet.version)])
+            yield Decision(appends=[Append(event=held, expected=wallet.version)])
 
     def _settle(
         self, world: World, job_id: str, attempts: list[int], now: datetime
-    ) -> Iterator[Step]:
+    ) -> Iterator[Decision]:
         """Charge what an ended attempt still owes, then release the rest of its hold."""
         for attempt in attempts:
             book = world.books.get((job_id, attempt))
@@ -364,11 +366,11 @@ class Billing:
                 )
                 appends.append(Append(event=released, expected=None if appends else wallet.version))
             if appends:
-                yield Step(appends=appends)
+                yield Decision(appends=appends)
 
     def _pay_out(
         self, world: World, event: ev.WithdrawalRequested, now: datetime
-    ) -> Iterator[Step]:
+    ) -> Iterator[Decision]:
         wallet = world.wallet(event.wallet_id)
         if event.withdrawal_id not in wallet.pending_withdrawals:
             return
@@ -382,4 +384,4 @@ class Billing:
             payout_address=event.payout_address,
             reference="recorded for settlement to the payout address",
         )
-        yield Step(appends=[Append(event=paid, expected=wallet.version)])
+        yield Decision(appends=[Append(event=paid, expected=wallet.version)])

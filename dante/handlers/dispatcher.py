@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Final
 
+from dante.domain.decision import Decision, Instruction
 from dante.domain.model import World
 from dante.events.codec import Recorded
 from dante.events.subjects import EVENT_PREFIX, dispatch_subject
-from dante.handlers.runner import Instruction, Step
 from dante.schemas import dispatch
 from dante.schemas import events as ev
 from dante.schemas.codec import encode
@@ -46,7 +46,7 @@ class Dispatcher:
         )
     )
 
-    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Step]:
+    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Decision]:
         del now
         event, seq = recorded.event, recorded.seq
         match event:
@@ -114,14 +114,16 @@ class Dispatcher:
             case _:
                 return
 
-    def due(self, world: World, now: datetime) -> Iterator[Step]:
+    def due(self, world: World, now: datetime) -> Iterator[Decision]:
         del world, now
         return iter(())
 
     @staticmethod
-    def _send(owner: str, provider_id: str, instruction: dispatch.Instruction, seq: int) -> Step:
+    def _send(
+        owner: str, provider_id: str, instruction: dispatch.Instruction, seq: int
+    ) -> Decision:
         subject = dispatch_subject(owner, provider_id, instruction.job_id)
-        return Step(
+        return Decision(
             instructions=[
                 Instruction(subject=subject, payload=encode(instruction), msg_id=f"{NAME}:{seq}")
             ]
@@ -136,9 +138,9 @@ class Dispatcher:
         code: dispatch.StopCode,
         reason: str,
         seq: int,
-    ) -> Step:
+    ) -> Decision:
         book = world.books.get((job_id, attempt))
         if book is None:
-            return Step()
+            return Decision()
         stop = dispatch.Stop(job_id=job_id, attempt=attempt, code=code, reason=reason, seq=seq)
         return self._send(book.provider_owner, book.provider_id, stop, seq)

@@ -38,12 +38,14 @@ import anyio
 import msgspec
 import structlog
 
+from dante.domain.decision import Decision
 from dante.domain.model import World
 from dante.domain.settings import Settings
 from dante.events.codec import Recorded
 from dante.events.records import Append
 from dante.events.subjects import EVENT_PREFIX, HEARTBEAT_BUCKET, heartbeat_key
-from dante.handlers.runner import Step, StepExecutor, utcnow
+from dante.handlers.executor import Executor
+from dante.handlers.runner import utcnow
 from dante.schemas import events as ev
 from dante.schemas.dispatch import Heartbeat
 
@@ -104,7 +106,7 @@ class Liveness:
 
     def heartbeat(
         self, world: World, provider_id: str, now: datetime, owner: str | None = None
-    ) -> Iterator[Step]:
+    ) -> Iterator[Decision]:
         """A heartbeat from `provider_id`, written under `owner`'s key (None: not checked)."""
         provider = world.provider(provider_id)
         if owner is not None and not provider.exists:
@@ -121,9 +123,9 @@ class Liveness:
                 cause=f"seq:{provider.version}",
                 provider_id=provider_id,
             )
-            yield Step(appends=[Append(event=event, expected=provider.version)])
+            yield Decision(appends=[Append(event=event, expected=provider.version)])
 
-    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Step]:
+    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Decision]:
         del world
         event = recorded.event
         # A provider that joins and never heartbeats is offline after the same silence.
@@ -134,7 +136,7 @@ class Liveness:
             self._expect(event.provider_id, now)
         return iter(())
 
-    def due(self, world: World, now: datetime) -> Iterator[Step]:
+    def due(self, world: World, now: datetime) -> Iterator[Decision]:
         if not self._seeded:
             self._seeded = True
             for provider in world.providers.values():
@@ -163,7 +165,7 @@ class Liveness:
                 last_seen=seen,
                 reason=f"no heartbeat for {self.settings.offline_after_s}s",
             )
-            yield Step(appends=[Append(event=event, expected=provider.version)])
+            yield Decision(appends=[Append(event=event, expected=provider.version)])
 
     def _heard(self, now: datetime) -> datetime | None:
         """Until when every heartbeat has been heard: now, or when the watcher last was
@@ -182,7 +184,7 @@ class Liveness:
 
 async def watch_heartbeats(
     nc: NATS,
-    executor: StepExecutor,
+    executor: Executor,
     liveness: Liveness,
     *,
     clock: Callable[[], datetime] = utcnow,
@@ -209,7 +211,7 @@ async def watch_heartbeats(
 
 async def _watch(
     nc: NATS,
-    executor: StepExecutor,
+    executor: Executor,
     liveness: Liveness,
     clock: Callable[[], datetime],
     *,
@@ -234,7 +236,7 @@ async def _watch(
             log.warning("liveness.mismatched_heartbeat", key=entry.key)
             return
 
-        def decide(pid: str = beat.provider_id, owner: str = beat.owner) -> Iterator[Step]:
+        def decide(pid: str = beat.provider_id, owner: str = beat.owner) -> Iterator[Decision]:
             return liveness.heartbeat(executor.world, pid, clock(), owner)
 
         await executor.carry_out(decide)

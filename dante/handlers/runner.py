@@ -1,24 +1,23 @@
 """Running handlers: a world kept current from the log, and a loop over a durable consumer
 that feeds one or more handlers, carries out their decisions and acknowledges.
 
-A handler is pure: `decide(world, recorded, now)` and `due(world, now)` yield `Step`s, each
-one atomic append (and instructions to publish once it landed). The runner carries out each
-step and applies it to the world before the handler decides the next one. The runner:
+A handler is pure: `decide(world, recorded, now)` and `due(world, now)` yield `Decision`s
+(`dante.domain.decision`, the shape the command deciders return too), each one atomic
+append and instructions to publish once it landed. The `Executor` (`dante.handlers.executor`,
+the command service's and the simulations' too) carries each out and applies it to the
+world before the handler decides the next one. The runner:
 
 - keeps one `World` per process current by following the whole log (`WorldTail`);
 - binds its handlers to a durable pull consumer on the log, so several processes can share
   their work; triggers are decided once the world has reached the last one fetched;
-- appends each step with the versions it was decided on and applies it to the world at once,
-  so the next decision sees it; on a conflict it re-reads the aggregate and decides again;
-- acknowledges a trigger only after its steps landed, so a crash redelivers it, and the
-  step's message ids (derived from what caused it) make the second landing a no-op;
+- acknowledges a trigger only after its decisions landed, so a crash redelivers it, and
+  their message ids (derived from what caused them) make the second landing a no-op;
 - calls `due(world, now)` every second for time-based decisions (grace periods, timeouts).
 
 A handler whose decisions are all level-based may also have `decide_many(world, triggers,
-now)`: the triggers fetched together are then decided at once, when the world has reached
-the last of them, and the steps appended in as few atomic batches as their aggregates allow
-(`StepExecutor.carry_out_merged`). On a file stream every atomic batch costs nats-server a
-sync to disk, so a batch of a hundred charges costs about what one charge does.
+now)` (a `ManyHandler`): the triggers fetched together are then decided at once, when the
+world has reached the last of them, and the decisions appended in as few atomic batches as
+their aggregates allow (`Executor.carry_out_merged`).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
@@ -38,10 +37,11 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from dante.domain.decision import Decision, Instruction
 from dante.domain.model import World
 from dante.events.codec import Recorded, decode_event
-from dante.events.errors import ConcurrencyConflict
 from dante.events.subjects import EVENT_PREFIX
+from dante.handlers.executor import Executor
 from dante.handlers.pull import Puller
 from dante.schemas.codec import DecodeError
 
@@ -51,33 +51,13 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
-    from dante.events.records import Append
     from dante.events.store import EventStore
 
 log = structlog.get_logger(__name__)
 
 _MAX_TRIES: Final = 8
-#: The most events one merged atomic batch carries (nats-server takes up to 1000).
-_MERGE_LIMIT: Final = 500
 #: Fetched batches that may wait for a handler sharing a consumer before fetching pauses.
 _QUEUED_BATCHES: Final = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Instruction:
-    """A message for an agent, published to the dispatch stream with a stable message id."""
-
-    subject: str
-    payload: bytes
-    msg_id: str
-
-
-@dataclass(slots=True)
-class Step:
-    """One decision: events to append atomically, then instructions to publish."""
-
-    appends: list[Append] = field(default_factory=list)
-    instructions: list[Instruction] = field(default_factory=list)
 
 
 class Handler(Protocol):
@@ -97,10 +77,10 @@ class Handler(Protocol):
         """The filter of its durable consumer when it acts on one aggregate only; None: the
         whole log."""
 
-    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterable[Step]:
+    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterable[Decision]:
         """The steps a trigger calls for, decided one by one against the current world."""
 
-    def due(self, world: World, now: datetime) -> Iterable[Step]:
+    def due(self, world: World, now: datetime) -> Iterable[Decision]:
         """The steps time calls for (deadlines passed)."""
 
 
@@ -110,7 +90,7 @@ class ManyHandler(Handler, Protocol):
 
     def decide_many(
         self, world: World, triggers: Sequence[Recorded], now: datetime
-    ) -> Iterable[Step]:
+    ) -> Iterable[Decision]:
         """The steps all these triggers call for; deciding again yields only what is missing."""
 
 
@@ -170,145 +150,17 @@ class WorldTail:
         await future
 
 
-class StepExecutor:
-    """Carries out steps: append, apply to the world, publish; re-decide on a conflict."""
+def executor_for(nc: NATS, store: EventStore, tail: WorldTail, name: str) -> Executor:
+    """The executor of a handler (or liveness): on the log, applying to the tail's world,
+    publishing its instructions to JetStream with their stable message ids."""
+    js = nc.jetstream()
 
-    def __init__(self, nc: NATS, store: EventStore, tail: WorldTail, name: str) -> None:
-        self._js = nc.jetstream()
-        self._store = store
-        self._tail = tail
-        self._name = name
-
-    @property
-    def world(self) -> World:
-        return self._tail.world
-
-    async def carry_out(self, decide: Callable[[], Iterable[Step]]) -> bool:
-        """Run `decide` and carry out each step it yields; True when all landed."""
-        for _ in range(_MAX_TRIES):
-            try:
-                for step in decide():
-                    await self._execute(step)
-            except ConcurrencyConflict as conflict:
-                log.debug("handler.conflict", handler=self._name, subject=conflict.subject)
-                await self._store.catch_up(self.world, conflict.subject)
-                continue
-            return True
-        log.warning("handler.gave_up", handler=self._name)
-        return False
-
-    async def carry_out_merged(self, decides: Sequence[Callable[[], Iterable[Step]]]) -> list[bool]:
-        """Carry out the steps of many decisions in few atomic batches; per decision, whether
-        all its steps landed.
-
-        A step joins the batch unless it checks (was decided on) an aggregate that the batch
-        already writes: it was decided without those writes, so the batch is appended first
-        and the decision made again. That, and a conflict, after which every decision of the
-        failed batch is made again, require level-based decisions: deciding again yields only
-        what has not landed yet.
-        """
-        done = [False] * len(decides)
-        for _ in range(_MAX_TRIES):
-            todo = [index for index, landed in enumerate(done) if not landed]
-            if not todo:
-                break
-            batch = _Batch()
-            try:
-                for index in todo:
-                    if await self._merge(batch, decides[index], done):
-                        batch.members.append(index)
-                await self._flush(batch, done)
-            except ConcurrencyConflict as conflict:
-                log.debug("handler.conflict", handler=self._name, subject=conflict.subject)
-                await self._store.catch_up(self.world, conflict.subject)
-        if not all(done):
-            log.warning("handler.gave_up", handler=self._name, decisions=done.count(False))
-        return done
-
-    async def _merge(
-        self, batch: _Batch, decide: Callable[[], Iterable[Step]], done: list[bool]
-    ) -> bool:
-        """Add a decision's steps to the batch; False if it kept clashing (left for the next
-        round, as a conflict would be)."""
-        for _ in range(_MAX_TRIES):
-            try:
-                for step in decide():
-                    if batch.clashes(step):
-                        raise _Stale  # noqa: TRY301 (leaves the decision to make it again)
-                    batch.add(step)
-            except _Stale:
-                await self._flush(batch, done)
-                continue
-            return True
-        return False
-
-    async def _flush(self, batch: _Batch, done: list[bool]) -> None:
-        """Append the batch; mark its decisions done unless it had landed before."""
-        members, appends, instructions = batch.take()
-        if appends:
-            appended = await self._store.append(*appends)
-            if appended.duplicate:
-                # Landed before, perhaps merged differently: where is unknown, so read it
-                # back, and make these decisions again (they yield only what is missing).
-                for subject in dict.fromkeys(item.subject for item in appends):
-                    await self._store.catch_up(self.world, subject)
-                return
-            for item, seq in zip(appends, appended.seqs, strict=True):
-                self.world.apply_event(item.event, seq)
-        for instruction in instructions:
-            await self._publish(instruction)
-        for index in members:
-            done[index] = True
-
-    async def _publish(self, instruction: Instruction) -> None:
-        await self._js.publish(
+    async def publish(instruction: Instruction) -> None:
+        await js.publish(
             instruction.subject, instruction.payload, headers={"Nats-Msg-Id": instruction.msg_id}
         )
 
-    async def _execute(self, step: Step) -> None:
-        if step.appends:
-            appended = await self._store.append(*step.appends)
-            if len(appended.seqs) == len(step.appends):
-                for item, seq in zip(step.appends, appended.seqs, strict=True):
-                    self.world.apply_event(item.event, seq)
-            else:
-                for item in step.appends:
-                    await self._store.catch_up(self.world, item.subject)
-        for instruction in step.instructions:
-            await self._publish(instruction)
-
-
-class _Stale(Exception):
-    """A step was decided without writes of the batch it would join."""
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Steps of several decisions to append as one atomic batch."""
-
-    appends: list[Append] = field(default_factory=list)
-    instructions: list[Instruction] = field(default_factory=list)
-    #: Decisions whose every step is in this batch (indices into the decides).
-    members: list[int] = field(default_factory=list)
-    written: set[str] = field(default_factory=set)
-
-    def clashes(self, step: Step) -> bool:
-        if not self.appends:
-            return False
-        if len(self.appends) + len(step.appends) > _MERGE_LIMIT:
-            return True
-        return any(a.expected is not None and a.subject in self.written for a in step.appends)
-
-    def add(self, step: Step) -> None:
-        self.appends.extend(step.appends)
-        self.instructions.extend(step.instructions)
-        self.written.update(a.subject for a in step.appends)
-
-    def take(self) -> tuple[list[int], list[Append], list[Instruction]]:
-        taken = (self.members, self.appends, self.instructions)
-        self.members, self.appends, self.instructions = [], [], []
-        self.written = set()
-        return taken
+    return Executor(store, lambda: tail.world, publish=publish, name=name)
 
 
 @dataclass(slots=True, eq=False)
@@ -318,7 +170,7 @@ class Seat:
     handler: Handler
     #: The event types it acts on (None: every one).
     triggers: frozenset[str] | None
-    executor: StepExecutor
+    executor: Executor
 
     def wants(self, kind: str | None) -> bool:
         return kind is None or self.triggers is None or kind in self.triggers
@@ -369,7 +221,7 @@ class HandlerRunner:
             Seat(
                 handler=handler,
                 triggers=handler.triggers,
-                executor=StepExecutor(nc, store, tail, handler.name),
+                executor=executor_for(nc, store, tail, handler.name),
             )
             for handler in chosen
         ]
@@ -521,7 +373,7 @@ class HandlerRunner:
         if isinstance(handler, ManyHandler):
             recordeds = [trigger.recorded for trigger in mine]
 
-            def decide_all() -> Iterable[Step]:
+            def decide_all() -> Iterable[Decision]:
                 return handler.decide_many(self.world, recordeds, self._clock())
 
             (done,) = await seat.executor.carry_out_merged([decide_all])
@@ -531,7 +383,7 @@ class HandlerRunner:
         for trigger in mine:
             recorded = trigger.recorded
 
-            def decide(r: Recorded = recorded) -> Iterable[Step]:
+            def decide(r: Recorded = recorded) -> Iterable[Decision]:
                 return handler.decide(self.world, r, self._clock())
 
             done = await seat.executor.carry_out(decide)

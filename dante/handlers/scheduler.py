@@ -19,12 +19,12 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from dante.domain import market
+from dante.domain.decision import Decision
 from dante.domain.model import JobState, World
 from dante.domain.placement import Placement, explain_no_fit
 from dante.domain.settings import Settings
 from dante.events.codec import Recorded
 from dante.events.records import Append
-from dante.handlers.runner import Step
 from dante.schemas import events as ev
 from dante.schemas.money import format_dgpu
 
@@ -61,7 +61,7 @@ class Scheduler:
 
     # ── triggers ────────────────────────────────────────────────────────────────────────
 
-    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Step]:
+    def decide(self, world: World, recorded: Recorded, now: datetime) -> Iterator[Decision]:
         event = recorded.event
         match event:
             case ev.JobSubmitted():
@@ -103,7 +103,7 @@ class Scheduler:
 
     # ── time ────────────────────────────────────────────────────────────────────────────
 
-    def due(self, world: World, now: datetime) -> Iterator[Step]:
+    def due(self, world: World, now: datetime) -> Iterator[Decision]:
         """Assigned jobs not started in time are treated as declined."""
         limit = timedelta(seconds=self.settings.start_timeout_s)
         late = [
@@ -127,7 +127,7 @@ class Scheduler:
     def _waiting(world: World) -> list[str]:
         return sorted(world.waiting, key=world.waiting.__getitem__)
 
-    def _place(self, world: World, job_ids: list[str], now: datetime) -> Iterator[Step]:
+    def _place(self, world: World, job_ids: list[str], now: datetime) -> Iterator[Decision]:
         """Place waiting jobs in submission order; each placement is its own step."""
         for job_id in job_ids:
             job = world.job(job_id)
@@ -136,7 +136,7 @@ class Scheduler:
                 if step is not None:
                     yield step
 
-    def _place_one(self, world: World, job: JobState, now: datetime) -> Step | None:
+    def _place_one(self, world: World, job: JobState, now: datetime) -> Decision | None:
         assert job.requirements is not None
         req = job.requirements
         placement = market.place(world, req)
@@ -162,7 +162,7 @@ class Scheduler:
 
     def _queue(
         self, job: JobState, code: ev.QueueReason, reason: str, now: datetime
-    ) -> Step | None:
+    ) -> Decision | None:
         if job.queue_code == code and job.queue_reason == reason:
             return None  # already says so
         event = ev.JobQueued(
@@ -173,11 +173,11 @@ class Scheduler:
             code=code,
             reason=reason,
         )
-        return Step(appends=[Append(event=event, expected=job.version)])
+        return Decision(appends=[Append(event=event, expected=job.version)])
 
     def _assign(
         self, world: World, job: JobState, placement: Placement, hold: int, now: datetime
-    ) -> Step:
+    ) -> Decision:
         attempt = job.attempt + 1
         provider = world.provider(placement.provider_id)
         wallet = world.wallet(job.renter)
@@ -231,9 +231,9 @@ class Scheduler:
                 expected=job.version,
             )
         )
-        return Step(appends=appends)
+        return Decision(appends=appends)
 
-    def _lose(self, world: World, job: JobState, reason: str, now: datetime) -> Step:
+    def _lose(self, world: World, job: JobState, reason: str, now: datetime) -> Decision:
         """The attempt is lost: requeue the job, or end it, and free its GPUs."""
         attempt = job.attempt
         base = f"{NAME}:lost:{job.job_id}:{attempt}"
@@ -270,11 +270,11 @@ class Scheduler:
             )
         appends = [Append(event=event, expected=job.version)]
         appends.extend(self._releases(world, job, f"{base}:r", now, reason))
-        return Step(appends=appends)
+        return Decision(appends=appends)
 
     def _free(
         self, world: World, job_id: str, attempt: int, provider_id: str, now: datetime
-    ) -> Iterator[Step]:
+    ) -> Iterator[Decision]:
         provider = world.provider(provider_id)
         indices = provider.reserved_by(job_id, attempt)
         if indices:
@@ -288,13 +288,13 @@ class Scheduler:
                 gpu_indices=indices,
                 reason="attempt given back",
             )
-            yield Step(appends=[Append(event=event, expected=provider.version)])
+            yield Decision(appends=[Append(event=event, expected=provider.version)])
 
-    def _release(self, world: World, job: JobState, now: datetime) -> Iterator[Step]:
+    def _release(self, world: World, job: JobState, now: datetime) -> Iterator[Decision]:
         base = f"{NAME}:end:{job.job_id}:{job.attempt}"
         appends = self._releases(world, job, base, now, f"job {job.status}")
         if appends:
-            yield Step(appends=appends)
+            yield Decision(appends=appends)
 
     @staticmethod
     def _releases(

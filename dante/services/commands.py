@@ -29,12 +29,14 @@ from nats.micro import add_service
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from dante import __version__
-from dante.domain.deciders import DECIDERS, Context, Decision
+from dante.domain.deciders import DECIDERS, Context
+from dante.domain.decision import Decision
 from dante.domain.model import JobState, ProviderState, WalletState, World
 from dante.domain.rejection import Rejected
 from dante.domain.settings import Settings
-from dante.events.errors import ConcurrencyConflict, EventStoreError
+from dante.events.errors import EventStoreError
 from dante.events.subjects import EVENT_PREFIX, subject_of
+from dante.handlers.executor import Executor, GaveUp
 from dante.schemas.codec import COMMAND_TYPES, DecodeError, decode_command, error_reply, ok_reply
 from dante.schemas.commands import Command, ErrorInfo
 from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.micro.request import Request
 
-    from dante.events.records import Appended
     from dante.events.store import EventStore
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,6 @@ log = structlog.get_logger(__name__)
 SERVICE_NAME: Final = "dante"
 QUEUE_GROUP: Final = "dante"
 _ACCOUNT = re.compile(ACCOUNT_PATTERN)
-_MAX_TRIES: Final = 8
 
 
 class Lookup(Protocol):
@@ -109,6 +109,7 @@ class CommandService:
         self._clock = clock
         self._timeout = command_timeout
         self.world = World(remember_causes=8)
+        self._executor = Executor(store, lambda: self.world, name="commands")
         self._loaded: set[tuple[str, str]] = set()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._replies: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
@@ -269,41 +270,39 @@ class CommandService:
         keys: list[tuple[str, str]],
     ) -> bytes:
         await self._load(keys, only_missing=True)
-        fresh = False
-        for _ in range(_MAX_TRIES):
+
+        def decide() -> list[Decision]:
             if any(self.world.saw_cause(a, i, ctx.cause) for a, i in keys):
-                return self._repeat(ctx, command, decider)
+                return [self._repeat(ctx, command, decider)]
+            return [decider(self.world, ctx, command)]
+
+        async def reload() -> None:
+            await self._load(keys, only_missing=False)
+
+        for fresh in (False, True):
             try:
-                decision = decider(self.world, ctx, command)
+                (landed,) = await self._executor.run(decide, on_conflict=reload)
             except Rejected as rejected:
                 if fresh:
                     log.info("command.rejected", cause=ctx.cause, code=rejected.code)
                     return self._error(rejected.info)
-                await self._load(keys, only_missing=False)
-                fresh = True
+                # Decided on what this process had loaded: read the aggregates again first.
+                await reload()
                 continue
-            if not decision.appends:
-                return ok_reply(decision.result(self.world))
-            try:
-                appended = await self._store.append(*decision.appends)
-            except ConcurrencyConflict as conflict:
-                log.debug("command.conflict", cause=ctx.cause, subject=conflict.subject)
-                await self._store.catch_up(self.world, conflict.subject)
-                await self._load(keys, only_missing=False)
-                fresh = True
-                continue
+            except GaveUp:
+                break
             except EventStoreError as exc:
                 log.warning("command.append_failed", cause=ctx.cause, error=str(exc))
                 return self._error(ErrorInfo(code="unavailable", message="the log is unavailable"))
-            self._apply(decision, appended)
-            return ok_reply(decision.result(self.world), list(appended.seqs))
+            result = landed.decision.result(self.world)
+            return ok_reply(result, list(landed.seqs)) if landed.seqs else ok_reply(result)
         return self._error(
             ErrorInfo(code="conflict", message="too many concurrent changes; retry the command")
         )
 
     def _repeat(
         self, ctx: Context, command: Command, decider: Callable[[World, Context, Any], Decision]
-    ) -> bytes:
+    ) -> Decision:
         """A retry of a command whose events already landed: answer again, append nothing.
 
         The answer is rebuilt from the current state by the decider's result; its events are
@@ -312,14 +311,8 @@ class CommandService:
         try:
             decision = decider(self.world, ctx, command)
         except Rejected:
-            return ok_reply(None)
-        return ok_reply(decision.result(self.world))
-
-    def _apply(self, decision: Decision, appended: Appended) -> None:
-        if appended.duplicate and len(appended.seqs) != len(decision.appends):
-            return  # landed before, positions unknown: the log will tell us when we read it
-        for item, seq in zip(decision.appends, appended.seqs, strict=True):
-            self.world.apply_event(item.event, seq)
+            return Decision.nothing()
+        return Decision.nothing(result=decision.result)
 
     async def _load(self, keys: list[tuple[str, str]], *, only_missing: bool) -> None:
         for aggregate, aggregate_id in keys:

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dante.events.records import Append
+from dante.events.records import Append, Appended
 from dante.projections.audit import Auditor
 from tests.handlers.sim import MemoryLog, Sim
 from tests.handlers.test_money_properties import DGPU, ops, run
@@ -22,15 +22,16 @@ class BatchedLog(MemoryLog):
         self.batches: dict[int, tuple[str | None, bool]] = {}
         self._n = 0
 
-    def append(self, *items: Append) -> list[int]:
+    async def append(self, *items: Append) -> Appended:
         before = len(self.records)
-        seqs = super().append(*items)
+        appended = await super().append(*items)
+        seqs = appended.seqs
         if len(self.records) > before:
             self._n += 1
             batch = f"b{self._n}" if len(items) > 1 else None
             for seq in seqs:
                 self.batches[seq] = (batch, seq == seqs[-1])
-        return seqs
+        return appended
 
 
 def audit_sim(sim: Sim) -> Auditor:

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from dante.domain.decision import Decision
 from dante.domain.model import World
 from dante.events.codec import Recorded
 from dante.events.records import Append
@@ -14,7 +15,7 @@ from dante.events.subjects import subject_of
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness
-from dante.handlers.runner import Step, event_type
+from dante.handlers.runner import event_type
 from dante.handlers.scheduler import Scheduler
 from dante.schemas import events as ev
 from dante.schemas.codec import encode
@@ -60,7 +61,7 @@ class Log:
             out.append(recorded)
         return out
 
-    def land(self, steps: list[Step]) -> None:
+    def land(self, steps: list[Decision]) -> None:
         self.add(*(item.event for step in steps for item in step.appends))
 
 
@@ -134,13 +135,15 @@ def test_merged_billing_decides_as_one_by_one_does() -> None:
 
 
 def test_a_step_checking_what_the_batch_writes_clashes() -> None:
-    from dante.handlers.runner import _Batch
+    from dante.handlers.executor import _Batch
 
     batch = _Batch()
     charge = make(ev.FundsDeposited, wallet_id="alice", amount=1)
     other = make(ev.FundsDeposited, wallet_id="bob", amount=1)
-    batch.add(Step(appends=[Append(event=charge, expected=3), Append(event=deposit("carol", 1))]))
-    assert not batch.clashes(Step(appends=[Append(event=other, expected=4)]))
-    assert not batch.clashes(Step(appends=[Append(event=deposit("carol", 2))]))
-    assert batch.clashes(Step(appends=[Append(event=deposit("carol", 3), expected=9)]))
-    assert batch.clashes(Step(appends=[Append(event=deposit("alice", 3), expected=3)]))
+    batch.add(
+        Decision(appends=[Append(event=charge, expected=3), Append(event=deposit("carol", 1))])
+    )
+    assert not batch.clashes(Decision(appends=[Append(event=other, expected=4)]))
+    assert not batch.clashes(Decision(appends=[Append(event=deposit("carol", 2))]))
+    assert batch.clashes(Decision(appends=[Append(event=deposit("carol", 3), expected=9)]))
+    assert batch.clashes(Decision(appends=[Append(event=deposit("alice", 3), expected=3)]))

@@ -15,9 +15,9 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from dante.domain.decision import Decision
 from dante.events.natsd import NatsServer
 from dante.events.subjects import heartbeat_key
-from dante.handlers.runner import Step
 from dante.platform import Platform
 from dante.schemas import dispatch
 from dante.schemas import events as ev
@@ -83,7 +83,7 @@ async def test_a_backlog_of_heartbeats_delays_going_offline_instead_of_causing_i
     executor: Any = platform._heartbeats
     handle = executor.carry_out
 
-    async def slow(decide: Callable[[], Iterator[Step]]) -> Any:
+    async def slow(decide: Callable[[], Iterator[Decision]]) -> Any:
         await gate.wait()
         return await handle(decide)
 

@@ -69,7 +69,7 @@ ACTIONS: Final = (
     "payout",
 )
 
-Step = tuple[str, int, int]
+Decision = tuple[str, int, int]
 
 steps = st.lists(
     st.tuples(st.sampled_from(ACTIONS), st.integers(0, 2**16), st.integers(0, 2**16)),
@@ -78,7 +78,7 @@ steps = st.lists(
 )
 
 #: Every history starts here: accounts with money, and two providers with free GPUs.
-SETUP: Final[list[Step]] = [
+SETUP: Final[list[Decision]] = [
     ("open", 0, 0),
     ("open", 3, 0),
     ("deposit", 0, 40),
@@ -139,7 +139,7 @@ class History:
         if events:
             self.batches.append(list(events))
 
-    def play(self, drawn: list[Step], *, setup: bool = True) -> History:
+    def play(self, drawn: list[Decision], *, setup: bool = True) -> History:
         for action, a, b in [*SETUP, *drawn] if setup else drawn:
             # Strictly increasing time between decisions; a decision's events share it.
             self.at += timedelta(seconds=1 + a % 600)

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from dante.domain.deciders import agent, jobs, providers, wallet
-from dante.domain.deciders.context import Context, Decision
+from dante.domain.deciders.context import Context
+from dante.domain.decision import Decision
 from dante.domain.model import World
 from dante.schemas import commands as cmd
 

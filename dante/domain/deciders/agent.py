@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dante.domain.deciders.context import Context, Decision, ResultOf
+from dante.domain.deciders.context import Context
 from dante.domain.deciders.providers import owned_provider
+from dante.domain.decision import Decision, ResultOf
 from dante.domain.model import JobState, World
 from dante.domain.rejection import Rejected
 from dante.schemas import commands as cmd

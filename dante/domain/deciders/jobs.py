@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dante.domain import market
 from dante.domain.deciders.agent import job_result
-from dante.domain.deciders.context import Context, Decision
+from dante.domain.deciders.context import Context
+from dante.domain.decision import Decision
 from dante.domain.model import World
 from dante.domain.rejection import Rejected
 from dante.schemas import commands as cmd

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dante.domain.deciders.context import Context, Decision
+from dante.domain.deciders.context import Context
+from dante.domain.decision import Decision
 from dante.domain.model import ProviderState, World
 from dante.domain.rejection import Rejected
 from dante.schemas import commands as cmd
