@@ -8,6 +8,7 @@ The renter gets 100 dGPU the first time (a restart does not add more).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -145,8 +146,15 @@ async def wait_until_offered(url: str, renter: Credential, provider: str) -> boo
     return False
 
 
-def next_steps(url: str, renter: Credential, *, default_password: bool) -> str:
-    password = renter.secret if default_password else "<your DANTE_PASSWORD>"
+def next_steps(
+    url: str, renter: Credential, *, default_password: bool, activate: Path | None = None
+) -> str:
+    """What to try next; `activate` is the script that puts this `dante` on the PATH, when
+    a new terminal would not find it (default: this environment's, if so)."""
+    password = renter.secret if default_password else "'<your DANTE_PASSWORD>'"
+    if activate is None:
+        activate = _activate_if_needed()
+    path = [f"  source {activate}   # puts dante on your PATH"] if activate else []
     return "\n".join(
         [
             (
@@ -154,6 +162,7 @@ def next_steps(url: str, renter: Credential, *, default_password: bool) -> str:
                 f"{renter.username} has {DEMO_FUNDS // UDGPU_PER_DGPU} dGPU to spend."
             ),
             "Try, in another terminal:",
+            *path,
             (
                 f"  export DANTE_NATS_URL={url} DANTE_USERNAME={renter.username} "
                 f"DANTE_PASSWORD={password}"
@@ -163,3 +172,16 @@ def next_steps(url: str, renter: Credential, *, default_password: bool) -> str:
             "  dante                 # the menu: balance, jobs, logs, cancel, estimates",
         ]
     )
+
+
+def _activate_if_needed() -> Path | None:
+    """This virtual environment's activate script, unless `dante` on the PATH is ours."""
+    ours = Path(sys.prefix) / "bin"
+    activate = ours / "activate"
+    found = shutil.which("dante")
+    if not activate.exists() or (found and Path(found).parent.resolve() == ours.resolve()):
+        return None
+    try:
+        return activate.relative_to(Path.cwd())
+    except ValueError:
+        return activate

@@ -104,3 +104,33 @@ def running_with(text: str) -> list[int]:
             if text in cmdline:
                 found.append(int(entry.name))
     return found
+
+
+def test_the_next_steps_put_dante_on_the_path_when_a_new_terminal_lacks_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from dante.cli.demo import next_steps
+    from dante.client.credentials import Credential
+
+    renter = Credential(username="demo-user", secret="demo-pass")
+    ours = Path(sys.prefix) / "bin"
+    # A new terminal: a PATH without this environment's bin.
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    steps = next_steps("nats://127.0.0.1:4222", renter, default_password=True)
+    lines = steps.splitlines()
+    source = next(n for n, line in enumerate(lines) if line.strip().startswith("source "))
+    assert source < next(n for n, line in enumerate(lines) if "dante market" in line)
+    script = lines[source].split()[1]
+    assert Path(script).resolve() == (ours / "activate").resolve()
+    # Pasting every line into a shell is fine: no placeholder to fill in.
+    typed = "\n".join(line for line in lines if line.startswith("  "))
+    assert subprocess.run(["bash", "-n"], input=typed, text=True, check=False).returncode == 0
+    # With this environment on the PATH, nothing to add.
+    monkeypatch.setenv("PATH", f"{ours}:/usr/bin:/bin")
+    steps = next_steps("nats://127.0.0.1:4222", renter, default_password=True)
+    assert "source " not in steps
+    hidden = next_steps("nats://127.0.0.1:4222", renter, default_password=False)
+    assert "demo-pass" not in hidden and "DANTE_PASSWORD='" in hidden
