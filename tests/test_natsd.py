@@ -118,6 +118,7 @@ def test_shipped_config_does_not_start_without_the_installations_secrets(
 
 
 @pytest.mark.anyio
+@pytest.mark.cluster
 async def test_cluster_replicates_a_stream(nats_cluster: list[NatsServer]) -> None:
     from dante.events.records import Append
     from dante.events.store import EventStore
