@@ -26,10 +26,10 @@ from bench.report import Report, children, rss_mb
 from dante.client.commands import Client
 from dante.client.connect import connect
 from dante.client.credentials import Credential
-from dante.projections.results import JobView
 from dante.schemas import commands as cmd
 from dante.schemas.results import SubmitResult
 from dante.schemas.values import JobRequirements, ScriptPayload
+from dante.schemas.views import JobView
 
 if TYPE_CHECKING:
     from bench.options import Options

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import nats.errors
@@ -244,7 +244,7 @@ class Attempt:
 
     # ── steps ───────────────────────────────────────────────────────────────────────────
 
-    def _ids(self, kind: type[cmd.AcceptAssignment | cmd.ReportJobStarted]) -> cmd.Command:
+    def _ids(self, kind: type[cmd.AcceptAssignment | cmd.ReportJobStarted]) -> cmd.Command[Any]:
         return kind(
             command_id=new_command_id(),
             provider_id=self.deps.provider_id,
@@ -252,7 +252,7 @@ class Attempt:
             attempt=self.attempt,
         )
 
-    async def _command(self, command: cmd.Command) -> str | None:
+    async def _command(self, command: cmd.Command[Any]) -> str | None:
         """Send until the platform answers (or the attempt is stopped); None if it agreed,
         else why it refused."""
         backoff = Backoff()

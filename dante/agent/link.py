@@ -267,12 +267,12 @@ class LinkClient(Client):
         self._tries_n = tries
 
     @overload
-    async def send(self, command: Command, result: type[T]) -> T: ...
+    async def send(self, command: Command[Any], result: type[T]) -> T: ...
 
     @overload
-    async def send(self, command: Command, result: None = None) -> Any: ...
+    async def send(self, command: Command[Any], result: None = None) -> Any: ...
 
-    async def send(self, command: Command, result: type[T] | None = None) -> T | Any:
+    async def send(self, command: Command[Any], result: type[T] | None = None) -> T | Any:
         client = Client(
             self._link.nc, self.role, self.identity, timeout=self._timeout_s, tries=self._tries_n
         )

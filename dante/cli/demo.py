@@ -105,8 +105,8 @@ async def fund(url: str, renter: Credential) -> bool:
     """Give the demo renter its 100 dGPU, once; False when it cannot log in."""
     from dante.client.commands import Client, new_command_id
     from dante.client.connect import ConnectFailed, connect
-    from dante.projections.results import Balance
     from dante.schemas.commands import Deposit, GetBalance
+    from dante.schemas.views import Balance
 
     try:
         nc = await connect(url, name="dante-demo", credential=renter)
@@ -129,8 +129,8 @@ async def wait_until_offered(url: str, renter: Credential, provider: str) -> boo
     """Wait until the demo provider's GPUs are on the market (it registered and is online)."""
     from dante.client.commands import Client
     from dante.client.connect import connect
-    from dante.projections.results import OfferRow
     from dante.schemas.commands import ListOffers
+    from dante.schemas.views import OfferRow
 
     nc = await connect(url, name="dante-demo", credential=renter)
     try:

@@ -25,7 +25,7 @@ from dante.cli.session import Session, with_session
 from dante.cli.submission import Interpreter, JobSpec, describe_payload
 
 if TYPE_CHECKING:
-    from dante.projections.results import JobView
+    from dante.schemas.views import JobView
 
 T = TypeVar("T")
 
@@ -123,8 +123,8 @@ def print_job(job: JobView) -> None:
 
 
 async def get_job(s: Session, job_id: str) -> JobView:
-    from dante.projections.results import JobView
     from dante.schemas.commands import GetJob
+    from dante.schemas.views import JobView
 
     return await s.renter().send(GetJob(job_id=job_id), JobView)
 
@@ -141,8 +141,8 @@ async def show_job(s: Session, job_id: str, *, json: bool = False) -> int:
 async def list_jobs(
     s: Session, *, state: str | None = None, limit: int = 50, json: bool = False
 ) -> int:
-    from dante.projections.results import JobView
     from dante.schemas.commands import ListJobs
+    from dante.schemas.views import JobView
 
     jobs = await s.renter().send(ListJobs(state=state, limit=limit), list[JobView])
     if json:

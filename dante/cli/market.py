@@ -87,8 +87,8 @@ def _percent(ppm: int) -> str:
 
 
 async def show_offers(s: Session, wanted: OfferFilter, *, json: bool = False) -> int:
-    from dante.projections.results import OfferRow
     from dante.schemas.commands import ListOffers
+    from dante.schemas.views import OfferRow
 
     query = ListOffers(
         gpu_model=wanted.gpu_model,

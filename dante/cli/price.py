@@ -12,7 +12,7 @@ from dante.cli.render import dgpu, duration, emit, pairs, rate
 from dante.cli.session import Session, with_session
 
 if TYPE_CHECKING:
-    from dante.domain.placement import Quote
+    from dante.schemas.quotes import Quote
     from dante.schemas.values import JobRequirements
 
 app = App(name="price", help="Prices per GPU-hour: what the reference table suggests.")
@@ -93,8 +93,8 @@ def quote_lines(quote: Quote, extra: list[tuple[str, str]] | None = None) -> str
 
 
 async def get_quote(s: Session, req: JobRequirements, duration_s: int | None) -> Quote:
-    from dante.domain.placement import Quote
     from dante.schemas.commands import QuoteJob
+    from dante.schemas.quotes import Quote
 
     return await s.reader().send(QuoteJob(requirements=req, duration_s=duration_s), Quote)
 

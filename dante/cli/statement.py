@@ -24,7 +24,7 @@ from dante.client.connect import (
 )
 
 if TYPE_CHECKING:
-    from dante.projections.statement import AttemptStatement, JobStatement
+    from dante.schemas.statements import AttemptStatement, JobStatement
 
 _TIME: Final = "%Y-%m-%d %H:%M:%S"
 
@@ -116,8 +116,8 @@ async def fetch_statement(
     """Ask the platform, as the logged-in account, for a job's statement."""
     from dante.client.commands import Client, CommandError, PlatformUnavailable
     from dante.client.credentials import CredentialError, user_credential
-    from dante.projections.statement import JobStatement
     from dante.schemas.commands import GetJobStatement, GetProviderJobStatement
+    from dante.schemas.statements import JobStatement
 
     try:
         credential = user_credential(url)

@@ -15,7 +15,7 @@ from dante.cli.session import with_session
 from dante.client.connect import EXIT_REJECTED, api_prefix, connect
 from dante.client.credentials import operator_credential
 from dante.events.subjects import DEFAULT_API_PREFIX, STREAM
-from dante.projections.results import PlatformSummary
+from dante.schemas.views import PlatformSummary
 
 
 async def _ping(nc: Any, names: tuple[str, ...], timeout: float = 0.5) -> list[dict[str, Any]]:

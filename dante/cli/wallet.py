@@ -32,8 +32,8 @@ def _amounts(items: list[tuple[str, int]]) -> str:
 
 
 async def show_balance(s: Session, *, json: bool = False) -> int:
-    from dante.projections.results import Balance
     from dante.schemas.commands import GetBalance
+    from dante.schemas.views import Balance
 
     balance = await s.renter().send(GetBalance(), Balance)
     if json:
@@ -86,8 +86,8 @@ async def make_deposit(s: Session, amount: int, *, reference: str = "", json: bo
 async def show_history(
     s: Session, *, limit: int = 50, before: int | None = None, json: bool = False
 ) -> int:
-    from dante.projections.results import LedgerEntry
     from dante.schemas.commands import GetWalletHistory
+    from dante.schemas.views import LedgerEntry
 
     command = GetWalletHistory(limit=limit, before_seq=before)
     entries = await s.renter().send(command, list[LedgerEntry])

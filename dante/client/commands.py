@@ -142,12 +142,12 @@ class Client:
         self._tries = tries
 
     @overload
-    async def send(self, command: Command, result: type[T]) -> T: ...
+    async def send(self, command: Command[Any], result: type[T]) -> T: ...
 
     @overload
-    async def send(self, command: Command, result: None = None) -> Any: ...
+    async def send(self, command: Command[Any], result: None = None) -> Any: ...
 
-    async def send(self, command: Command, result: type[T] | None = None) -> T | Any:
+    async def send(self, command: Command[Any], result: type[T] | None = None) -> T | Any:
         """Send `command`; return its result decoded as `result`, or raise `CommandError`."""
         subject = command_subject(self.role, self.identity, command.VERB)
         payload = encode(command)

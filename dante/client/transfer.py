@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import msgspec
@@ -94,7 +94,7 @@ async def read_logs(client: Client, job_id: str, after: int = 0, limit: int = 10
 # ── uploads ─────────────────────────────────────────────────────────────────────────────
 
 #: A chunk command for (offset, data, and for the last chunk: the file's size and sha256).
-MakeChunk = Callable[[int, bytes, tuple[int, str] | None], Command]
+MakeChunk = Callable[[int, bytes, tuple[int, str] | None], Command[Any]]
 
 
 async def upload_results(
@@ -102,7 +102,7 @@ async def upload_results(
 ) -> FileRef:
     """Upload a job attempt's results (a tar.gz); the stored file to report as finished."""
 
-    def make(offset: int, data: bytes, ending: tuple[int, str] | None) -> Command:
+    def make(offset: int, data: bytes, ending: tuple[int, str] | None) -> Command[Any]:
         size, sha = ending or (None, None)
         return UploadResults(
             command_id=new_command_id(),
@@ -126,7 +126,7 @@ async def upload_input(
     check_relative_path(rel_path)
     upload_id = upload_id or uuid.uuid4().hex
 
-    def make(offset: int, data: bytes, ending: tuple[int, str] | None) -> Command:
+    def make(offset: int, data: bytes, ending: tuple[int, str] | None) -> Command[Any]:
         size, sha = ending or (None, None)
         return UploadInput(
             command_id=new_command_id(),
@@ -159,7 +159,7 @@ async def _upload(client: Client, path: Path, make: MakeChunk) -> FileRef:
             chunk = following
 
 
-async def _finish(client: Client, final: Command) -> FileRef:
+async def _finish(client: Client, final: Command[Any]) -> FileRef:
     """Send the final chunk until the platform has assembled the file (large files take a
     while; it answers `unavailable` meanwhile)."""
     deadline = asyncio.get_running_loop().time() + ASSEMBLY_WAIT_S

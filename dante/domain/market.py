@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from dante.domain import placement
 from dante.domain.model import ProviderState, World
 from dante.domain.model.market import provider_slots
-from dante.domain.placement import Placement, ProviderSlots, cheapest_price, explain_no_fit
+from dante.domain.placement import ProviderSlots, cheapest_price, explain_no_fit
 from dante.domain.rejection import Rejected
 from dante.domain.settings import Settings
 from dante.schemas.money import cost
+from dante.schemas.quotes import Placement
 from dante.schemas.values import JobRequirements
 
 

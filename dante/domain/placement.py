@@ -28,6 +28,7 @@ import msgspec
 
 from dante.domain.pricing import ModelPattern, whole_gb
 from dante.schemas.money import BPS_PER_UNIT, cost, fee_of, format_dgpu
+from dante.schemas.quotes import Placement, Quote
 from dante.schemas.values import JobRequirements
 
 #: What a quote assumes when neither the caller nor the job names a duration.
@@ -64,19 +65,6 @@ class ProviderSlots(msgspec.Struct, frozen=True, kw_only=True):
     gpus: tuple[GpuSlot, ...]
 
 
-class Placement(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a job runs: GPUs of one provider, at one price per GPU-hour."""
-
-    provider_id: str
-    owner: str
-    #: Sorted, ascending.
-    gpu_indices: tuple[int, ...]
-    #: µdGPU per GPU-hour, the same for every chosen GPU.
-    price: int
-    #: Free GPUs (of any kind) the provider has left after this placement.
-    leftover_free: int
-
-
 class NoFit(msgspec.Struct, frozen=True, kw_only=True):
     """Why a job cannot be placed now, and whether it ever could be."""
 
@@ -87,27 +75,6 @@ class NoFit(msgspec.Struct, frozen=True, kw_only=True):
     #: The lowest price per GPU-hour that would fit: for "price_cap_too_low" the cheapest
     #: above the cap, for "no_capacity" the cheapest under it; otherwise None.
     cheapest_price: int | None = None
-
-
-class Quote(msgspec.Struct, frozen=True, kw_only=True):
-    """What a job would cost, all amounts in µdGPU."""
-
-    #: True: `placement` is where it would run now. False: nothing fits now; the price is
-    #: the cheapest at which it could run once capacity frees up.
-    available_now: bool
-    placement: Placement | None
-    provider_id: str
-    gpu_count: int
-    #: Per GPU-hour.
-    price: int
-    #: For all the job's GPUs together.
-    price_per_hour: int
-    duration_s: int
-    total: int
-    fee_bps: int
-    #: The platform's share of `total`; `provider_share` is the rest, exactly.
-    fee: int
-    provider_share: int
 
 
 # ── the one pass ──────────────────────────────────────────────────────────────────────────

@@ -21,12 +21,13 @@ from typing import Final
 from dante.domain import market
 from dante.domain.decision import Decision
 from dante.domain.model import JobState, World
-from dante.domain.placement import Placement, explain_no_fit
+from dante.domain.placement import explain_no_fit
 from dante.domain.settings import Settings
 from dante.events.codec import Recorded
 from dante.events.records import Append
 from dante.schemas import events as ev
 from dante.schemas.money import format_dgpu
+from dante.schemas.quotes import Placement
 
 NAME: Final = "scheduler"
 

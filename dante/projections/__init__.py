@@ -3,7 +3,7 @@
 - `ProjectionRunner` keeps them up to date, live; `rebuild` builds them into a fresh file up
   to a sequence or a time.
 - `Views` opens the file read-only for the queries in `dante.projections.queries`, which
-  return the Structs of `dante.projections.results`.
+  return the Structs of `dante.schemas.views`.
 """
 
 from dante.projections.catalog import PROJECTIONS
@@ -21,7 +21,8 @@ from dante.projections.queries import (
     provider,
 )
 from dante.projections.rebuild import RebuildReport, rebuild
-from dante.projections.results import (
+from dante.projections.runner import ProjectionRunner
+from dante.schemas.views import (
     Balance,
     FundsWarning,
     GpuView,
@@ -32,7 +33,6 @@ from dante.projections.results import (
     PlatformSummary,
     ProviderView,
 )
-from dante.projections.runner import ProjectionRunner
 
 __all__ = [
     "PROJECTIONS",

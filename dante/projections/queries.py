@@ -26,7 +26,10 @@ from dante.projections import registry, wallets
 from dante.projections.integrity import FileId, file_id
 from dante.projections.matching import ModelMatcher, tokens_match
 from dante.projections.projector import POSITIONS
-from dante.projections.results import (
+from dante.projections.sqlite import connect
+from dante.projections.tables import Row, Table, from_ms, to_ms
+from dante.schemas.values import PLATFORM_WALLET, FileRef, JobRequirements
+from dante.schemas.views import (
     Balance,
     FundsWarning,
     GpuView,
@@ -37,9 +40,6 @@ from dante.projections.results import (
     PlatformSummary,
     ProviderView,
 )
-from dante.projections.sqlite import connect
-from dante.projections.tables import Row, Table, from_ms, to_ms
-from dante.schemas.values import PLATFORM_WALLET, FileRef, JobRequirements
 
 _requirements = msgspec.json.Decoder(JobRequirements)
 _indices = msgspec.json.Decoder(list[int])

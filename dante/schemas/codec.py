@@ -48,18 +48,18 @@ def decode_as(data: bytes | str, type_: type[T], *, what: str = "message") -> T:
 _COMMAND_DECODERS: Final[dict[tuple[str, str], msgspec.json.Decoder[Any]]] = {
     (cls.ROLE, cls.VERB): msgspec.json.Decoder(cls) for cls in ALL_COMMANDS
 }
-COMMAND_TYPES: Final[dict[tuple[str, str], type[Command]]] = {
+COMMAND_TYPES: Final[dict[tuple[str, str], type[Command[Any]]]] = {
     (cls.ROLE, cls.VERB): cls for cls in ALL_COMMANDS
 }
 
 
-def decode_command(role: str, verb: str, data: bytes) -> Command:
+def decode_command(role: str, verb: str, data: bytes) -> Command[Any]:
     """Decode the body of a command sent to `dante.cmd.<role>.<identity>.<verb>`."""
     decoder = _COMMAND_DECODERS.get((role, verb))
     if decoder is None:
         raise DecodeError(f"there is no {role} command {verb!r}", field="verb")
     try:
-        command: Command = decoder.decode(data)
+        command: Command[Any] = decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"invalid {verb} command: {exc}", field=_field_of(exc)) from None
     except msgspec.DecodeError as exc:

@@ -8,11 +8,23 @@ the same reply and appends nothing new.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
 
 import msgspec
 
 from dante.schemas.money import PositiveMoney, Rate
+from dante.schemas.quotes import Quote
+from dante.schemas.results import (
+    ChunkResult,
+    JobResult,
+    LogPage,
+    OutputResult,
+    ProviderResult,
+    SubmitResult,
+    UploadResult,
+    WalletResult,
+)
+from dante.schemas.statements import JobStatement
 from dante.schemas.values import (
     Attempt,
     FileRef,
@@ -28,13 +40,20 @@ from dante.schemas.values import (
     Timestamp,
     UsageTick,
 )
+from dante.schemas.views import Balance, JobView, LedgerEntry, OfferRow, PlatformSummary
+
+#: What a command is answered with.
+R = TypeVar("R")
 
 CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 Role = Literal["renter", "provider", "operator"]
 
 
-class Command(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
-    """The envelope every command shares."""
+class Command(
+    msgspec.Struct, Generic[R], frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True
+):
+    """The envelope every command shares. `R` is what the platform answers it with
+    (`Command[WalletResult]`): `reply_type` reads it, and the client decodes with it."""
 
     ROLE: ClassVar[Role]
     VERB: ClassVar[str]
@@ -44,7 +63,7 @@ class Command(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknow
     command_id: CommandId
 
 
-class Query(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Query(Command[R], Generic[R], frozen=True, kw_only=True, forbid_unknown_fields=True):
     QUERY: ClassVar[bool] = True
     command_id: CommandId = "query-00"
 
@@ -52,14 +71,14 @@ class Query(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
 # ── renter ──────────────────────────────────────────────────────────────────────────────
 
 
-class Deposit(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Deposit(Command[WalletResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "deposit"
     amount: PositiveMoney
     reference: Text = ""
 
 
-class SubmitJob(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class SubmitJob(Command[SubmitResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "submit"
     name: Text = ""
@@ -68,7 +87,7 @@ class SubmitJob(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
     inputs: list[FileRef] = msgspec.field(default_factory=list)
 
 
-class CancelJob(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class CancelJob(Command[JobResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "cancel"
     job_id: Id
@@ -78,7 +97,9 @@ class CancelJob(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
 # ── provider (the agent, and its owner) ─────────────────────────────────────────────────
 
 
-class RegisterProvider(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class RegisterProvider(
+    Command[ProviderResult], frozen=True, kw_only=True, forbid_unknown_fields=True
+):
     ROLE: ClassVar[Role] = "provider"
     VERB: ClassVar[str] = "register"
     provider_id: Id
@@ -91,21 +112,23 @@ class RegisterProvider(Command, frozen=True, kw_only=True, forbid_unknown_fields
     agent_version: Text = ""
 
 
-class UpdateOffer(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class UpdateOffer(Command[ProviderResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "provider"
     VERB: ClassVar[str] = "offer"
     provider_id: Id
     offers: Annotated[list[GpuOffer], msgspec.Meta(min_length=1, max_length=64)]
 
 
-class DeregisterProvider(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class DeregisterProvider(
+    Command[ProviderResult], frozen=True, kw_only=True, forbid_unknown_fields=True
+):
     ROLE: ClassVar[Role] = "provider"
     VERB: ClassVar[str] = "deregister"
     provider_id: Id
     reason: Reason = ""
 
 
-class AcceptAssignment(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class AcceptAssignment(Command[JobResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "provider"
     VERB: ClassVar[str] = "accept"
     provider_id: Id
@@ -113,7 +136,7 @@ class AcceptAssignment(Command, frozen=True, kw_only=True, forbid_unknown_fields
     attempt: Attempt
 
 
-class DeclineAssignment(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class DeclineAssignment(Command[JobResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "provider"
     VERB: ClassVar[str] = "decline"
     provider_id: Id
@@ -122,7 +145,7 @@ class DeclineAssignment(Command, frozen=True, kw_only=True, forbid_unknown_field
     reason: Reason = ""
 
 
-class ReportJobStarted(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class ReportJobStarted(Command[JobResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "provider"
     VERB: ClassVar[str] = "started"
     provider_id: Id
@@ -130,7 +153,7 @@ class ReportJobStarted(Command, frozen=True, kw_only=True, forbid_unknown_fields
     attempt: Attempt
 
 
-class RecordUsage(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class RecordUsage(Command[JobResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A batch of ticks for one attempt; ticks already recorded are ignored, not recounted."""
 
     ROLE: ClassVar[Role] = "provider"
@@ -141,7 +164,7 @@ class RecordUsage(Command, frozen=True, kw_only=True, forbid_unknown_fields=True
     ticks: Annotated[list[UsageTick], msgspec.Meta(min_length=1, max_length=1000)]
 
 
-class ReportJobFinished(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class ReportJobFinished(Command[JobResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "provider"
     VERB: ClassVar[str] = "finished"
     provider_id: Id
@@ -156,7 +179,7 @@ class ReportJobFinished(Command, frozen=True, kw_only=True, forbid_unknown_field
     interrupted: bool = False
 
 
-class Withdraw(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Withdraw(Command[WalletResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "provider"
     VERB: ClassVar[str] = "withdraw"
     amount: PositiveMoney
@@ -167,12 +190,14 @@ class Withdraw(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
 # ── queries (reads served from the projections) ─────────────────────────────────────────
 
 
-class GetBalance(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GetBalance(Query[Balance], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "balance"
 
 
-class GetWalletHistory(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GetWalletHistory(
+    Query[list[LedgerEntry]], frozen=True, kw_only=True, forbid_unknown_fields=True
+):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "history"
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
@@ -180,7 +205,7 @@ class GetWalletHistory(Query, frozen=True, kw_only=True, forbid_unknown_fields=T
     before_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-class ListOffers(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class ListOffers(Query[list[OfferRow]], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "offers"
     gpu_model: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
@@ -193,7 +218,7 @@ class ListOffers(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
     include_offline: bool = False
 
 
-class QuoteJob(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class QuoteJob(Query[Quote], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "quote"
     requirements: JobRequirements
@@ -201,25 +226,27 @@ class QuoteJob(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
     duration_s: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-class GetJob(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GetJob(Query[JobView], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "job"
     job_id: Id
 
 
-class ListJobs(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class ListJobs(Query[list[JobView]], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "jobs"
     state: Annotated[str, msgspec.Meta(max_length=20)] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
 
 
-class GetPlatformStatus(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GetPlatformStatus(
+    Query[PlatformSummary], frozen=True, kw_only=True, forbid_unknown_fields=True
+):
     ROLE: ClassVar[Role] = "operator"
     VERB: ClassVar[str] = "status"
 
 
-class GetJobStatement(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GetJobStatement(Query[JobStatement], frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A job's statement: every event of its life, its usage, charges and fee, and a digest
     chained over those events that the renter and the provider can compare."""
 
@@ -230,7 +257,9 @@ class GetJobStatement(Query, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     to_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-class GetProviderJobStatement(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GetProviderJobStatement(
+    Query[JobStatement], frozen=True, kw_only=True, forbid_unknown_fields=True
+):
     """The same statement, for the account whose provider ran (or runs) an attempt of it."""
 
     ROLE: ClassVar[Role] = "provider"
@@ -258,7 +287,7 @@ class OutputLine(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     text: Annotated[str, msgspec.Meta(max_length=16_384)]
 
 
-class RecordOutput(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class RecordOutput(Command[OutputResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A batch of a running job's output lines, for `dante jobs logs`."""
 
     ROLE: ClassVar[Role] = "provider"
@@ -269,7 +298,7 @@ class RecordOutput(Command, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     lines: Annotated[list[OutputLine], msgspec.Meta(min_length=1, max_length=2000)]
 
 
-class UploadResults(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class UploadResults(Command[UploadResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One chunk of a job attempt's results (a tar.gz); the last one names size and digest."""
 
     ROLE: ClassVar[Role] = "provider"
@@ -284,7 +313,7 @@ class UploadResults(Command, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     sha256: Sha256 | None = None
 
 
-class UploadInput(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class UploadInput(Command[UploadResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One chunk of a file a renter gives a job; the last one names size and digest."""
 
     ROLE: ClassVar[Role] = "renter"
@@ -298,7 +327,7 @@ class UploadInput(Command, frozen=True, kw_only=True, forbid_unknown_fields=True
     sha256: Sha256 | None = None
 
 
-class GetJobLogs(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class GetJobLogs(Query[LogPage], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "logs"
     job_id: Id
@@ -307,14 +336,14 @@ class GetJobLogs(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
 
 
-class DownloadResults(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class DownloadResults(Query[ChunkResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "download"
     job_id: Id
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-class FetchInput(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class FetchInput(Query[ChunkResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An agent reads a file given to a job assigned to it."""
 
     ROLE: ClassVar[Role] = "provider"
@@ -325,8 +354,8 @@ class FetchInput(Query, frozen=True, kw_only=True, forbid_unknown_fields=True):
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-RENTER_COMMANDS: tuple[type[Command], ...] = (Deposit, SubmitJob, CancelJob, UploadInput)
-PROVIDER_COMMANDS: tuple[type[Command], ...] = (
+RENTER_COMMANDS: tuple[type[Command[Any]], ...] = (Deposit, SubmitJob, CancelJob, UploadInput)
+PROVIDER_COMMANDS: tuple[type[Command[Any]], ...] = (
     RegisterProvider,
     UpdateOffer,
     DeregisterProvider,
@@ -339,7 +368,7 @@ PROVIDER_COMMANDS: tuple[type[Command], ...] = (
     RecordOutput,
     UploadResults,
 )
-QUERIES: tuple[type[Command], ...] = (
+QUERIES: tuple[type[Command[Any]], ...] = (
     GetBalance,
     GetWalletHistory,
     ListOffers,
@@ -353,7 +382,7 @@ QUERIES: tuple[type[Command], ...] = (
     DownloadResults,
     FetchInput,
 )
-ALL_COMMANDS: tuple[type[Command], ...] = (*RENTER_COMMANDS, *PROVIDER_COMMANDS, *QUERIES)
+ALL_COMMANDS: tuple[type[Command[Any]], ...] = (*RENTER_COMMANDS, *PROVIDER_COMMANDS, *QUERIES)
 
 
 # ── replies ─────────────────────────────────────────────────────────────────────────────
@@ -396,3 +425,22 @@ class Reply(msgspec.Struct, frozen=True, gc=False, kw_only=True, omit_defaults=T
     error: ErrorInfo | None = None
     #: The stream sequences of the events the command appended (empty for queries).
     appended: list[int] = msgspec.field(default_factory=list)
+
+
+def reply_type(kind: type[Command[Any]]) -> Any:
+    """What the platform answers a command of this type with: its `Command[R]`'s `R`."""
+    found = _REPLIES.get(kind)
+    if found is None:
+        for klass in kind.__mro__:
+            for base in getattr(klass, "__orig_bases__", ()):
+                origin = get_origin(base)
+                if isinstance(origin, type) and issubclass(origin, Command):
+                    (found,) = get_args(base)
+                    if not isinstance(found, TypeVar):
+                        _REPLIES[kind] = found
+                        return found
+        raise TypeError(f"{kind.__name__} does not say what it is answered with")
+    return found
+
+
+_REPLIES: dict[type[Command[Any]], Any] = {}

@@ -32,7 +32,7 @@ def normalised(node: Any) -> Any:
     return node
 
 
-def _schema_of(cls: type[Event | Command]) -> dict[str, Any]:
+def _schema_of(cls: type[Event | Command[Any]]) -> dict[str, Any]:
     _, raw = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
     components: dict[str, Any] = normalised(raw)
     own = components.pop(cls.__name__)
@@ -51,14 +51,14 @@ def _schema_of(cls: type[Event | Command]) -> dict[str, Any]:
     return schema
 
 
-def _folder(cls: type[Event | Command]) -> str:
+def _folder(cls: type[Event | Command[Any]]) -> str:
     return "events" if issubclass(cls, Event) else "commands"
 
 
 def render_all() -> dict[str, str]:
     """Every schema file's relative path and exact text."""
     files: dict[str, str] = {}
-    classes: list[type[Event | Command]] = [*ALL_EVENTS, *ALL_COMMANDS]
+    classes: list[type[Event | Command[Any]]] = [*ALL_EVENTS, *ALL_COMMANDS]
     for cls in classes:
         text = json.dumps(_schema_of(cls), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
         files[f"{_folder(cls)}/{cls.__name__}.json"] = text

@@ -72,9 +72,9 @@ class Extension(Protocol):
     """Serves commands that are not decisions on the log: queries answered from the read
     models, job output, file transfers. It checks ownership itself, through `lookup`."""
 
-    handles: frozenset[type[Command]]
+    handles: frozenset[type[Command[Any]]]
 
-    async def answer(self, role: str, identity: str, command: Command, lookup: Lookup) -> Any:
+    async def answer(self, role: str, identity: str, command: Command[Any], lookup: Lookup) -> Any:
         """The result for `identity`; raise `Rejected` to refuse."""
 
 
@@ -103,7 +103,7 @@ class CommandService:
         self._nc = nc
         self._store = store
         self._settings = settings or Settings()
-        self._extensions: dict[type[Command], Extension] = {
+        self._extensions: dict[type[Command[Any]], Extension] = {
             kind: ext for ext in extensions or [] for kind in ext.handles
         }
         self._clock = clock
@@ -197,7 +197,7 @@ class CommandService:
         return error_reply(info)
 
     @staticmethod
-    def _parse(subject: str, data: bytes) -> tuple[str, str, Command]:
+    def _parse(subject: str, data: bytes) -> tuple[str, str, Command[Any]]:
         """Role, identity and command of a request; `Rejected` when it is not one."""
         parts = subject.split(".")
         if len(parts) != 5:
@@ -240,7 +240,7 @@ class CommandService:
         return body
 
     async def _extend(
-        self, extension: Extension, role: str, identity: str, command: Command
+        self, extension: Extension, role: str, identity: str, command: Command[Any]
     ) -> bytes:
         try:
             result = await extension.answer(role, identity, command, self)
@@ -265,7 +265,7 @@ class CommandService:
     async def _decide_and_append(
         self,
         ctx: Context,
-        command: Command,
+        command: Command[Any],
         decider: Callable[[World, Context, Any], Decision],
         keys: list[tuple[str, str]],
     ) -> bytes:
@@ -301,7 +301,10 @@ class CommandService:
         )
 
     def _repeat(
-        self, ctx: Context, command: Command, decider: Callable[[World, Context, Any], Decision]
+        self,
+        ctx: Context,
+        command: Command[Any],
+        decider: Callable[[World, Context, Any], Decision],
     ) -> Decision:
         """A retry of a command whose events already landed: answer again, append nothing.
 

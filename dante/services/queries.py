@@ -55,7 +55,7 @@ class ReadModels:
         self._runner = runner
         self._settings = settings or Settings()
         self._views: Views | None = None
-        self._routes: dict[type[cmd.Command], Route] = {
+        self._routes: dict[type[cmd.Command[Any]], Route] = {
             cmd.GetBalance: self._balance,
             cmd.GetWalletHistory: self._history,
             cmd.GetJob: self._job,
@@ -64,9 +64,11 @@ class ReadModels:
             cmd.QuoteJob: self._quote,
             cmd.GetPlatformStatus: self._status,
         }
-        self.handles: frozenset[type[cmd.Command]] = frozenset(self._routes)
+        self.handles: frozenset[type[cmd.Command[Any]]] = frozenset(self._routes)
 
-    async def answer(self, role: str, identity: str, command: cmd.Command, lookup: Lookup) -> Any:
+    async def answer(
+        self, role: str, identity: str, command: cmd.Command[Any], lookup: Lookup
+    ) -> Any:
         return await self._routes[type(command)](Ask(role, identity, command, lookup))
 
     async def _open(self) -> Views:

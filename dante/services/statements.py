@@ -21,14 +21,16 @@ if TYPE_CHECKING:
 class Statements:
     """The `statement` query of renters and providers (an `Extension` of the service)."""
 
-    handles: frozenset[type[cmd.Command]] = frozenset(
+    handles: frozenset[type[cmd.Command[Any]]] = frozenset(
         {cmd.GetJobStatement, cmd.GetProviderJobStatement}
     )
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
 
-    async def answer(self, role: str, identity: str, command: cmd.Command, lookup: Lookup) -> Any:
+    async def answer(
+        self, role: str, identity: str, command: cmd.Command[Any], lookup: Lookup
+    ) -> Any:
         assert isinstance(command, cmd.GetJobStatement | cmd.GetProviderJobStatement)
         job_id = command.job_id
         job = await lookup.job(job_id)

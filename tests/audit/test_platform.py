@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -23,9 +24,10 @@ from dante.platform import Platform
 from dante.projections import rebuild
 from dante.projections.audit import audit
 from dante.projections.job_events import Stored, job_events
-from dante.projections.statement import JobStatement, build_statement, digest_of
+from dante.projections.statement import build_statement, digest_of
 from dante.schemas import commands as cmd
 from dante.schemas.money import cost
+from dante.schemas.statements import JobStatement
 from dante.schemas.values import GpuSample, UsageTick
 from tests.handlers.conftest import Clock
 from tests.handlers.harness import DGPU, PRICE, WINDOW, Agent, deposit, running_platform, submit
@@ -248,7 +250,7 @@ async def test_only_the_renter_and_its_providers_read_a_statement(nc: NATS, play
         (Client(nc, "renter", "alice"), "unknown_job"),
     ]:
         job_id = "no-such-job" if code == "unknown_job" else played.completed
-        query: cmd.Command = (
+        query: cmd.Command[Any] = (
             cmd.GetJobStatement(job_id=job_id)
             if client.role == "renter"
             else cmd.GetProviderJobStatement(job_id=job_id)

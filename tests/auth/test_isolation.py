@@ -23,12 +23,12 @@ from dante.events.subjects import (
     agent_consumer_name,
     heartbeat_subject,
 )
-from dante.projections.statement import JobStatement
 from dante.schemas import commands as cmd
 from dante.schemas import dispatch
 from dante.schemas.codec import encode
 from dante.schemas.money import cost, fee_of
 from dante.schemas.results import SubmitResult
+from dante.schemas.statements import JobStatement
 from dante.schemas.values import GpuOffer, GpuSample, JobRequirements, ScriptPayload, UsageTick
 from tests.auth.conftest import Secured
 from tests.factories import NOW, SOLANA, deposit, gpu

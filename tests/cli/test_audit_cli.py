@@ -23,9 +23,9 @@ from dante.events.records import Append
 from dante.events.store import EventStore
 from dante.platform import Platform
 from dante.projections import rebuild
-from dante.projections.statement import JobStatement
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
+from dante.schemas.statements import JobStatement
 from tests.audit.script import Script
 from tests.audit.test_tampering import base, lone_credit
 from tests.cli.platform_proc import UpProcess, dante

@@ -21,9 +21,9 @@ from dante.client.commands import Client, CommandError, new_command_id
 from dante.client.connect import connect
 from dante.client.credentials import Credential
 from dante.events.natsd import NatsServer, default_config
-from dante.projections.results import Balance
 from dante.schemas.commands import Deposit, GetBalance
 from dante.schemas.results import WalletResult
+from dante.schemas.views import Balance
 from dante.services.auth.installation import InstallationSecrets
 from tests.cli.platform_proc import UpProcess, dante, environment, free_port
 

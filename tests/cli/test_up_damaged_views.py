@@ -17,9 +17,9 @@ import pytest
 from dante.client.commands import Client, new_command_id
 from dante.client.connect import connect
 from dante.client.credentials import Credential
-from dante.projections.results import Balance
 from dante.schemas.commands import Command, Deposit, GetBalance
 from dante.schemas.results import WalletResult
+from dante.schemas.views import Balance
 from tests.cli.platform_proc import UpProcess
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +29,7 @@ SET_ASIDE = "projections.damaged_file_set_aside"
 T = TypeVar("T")
 
 
-async def as_alice(url: str, command: Command, result: type[T]) -> T:
+async def as_alice(url: str, command: Command[Any], result: type[T]) -> T:
     credential = Credential(username="alice", secret=ALICE["DANTE_PASSWORD"], role="renter")
     nc = await connect(url, name="test", credential=credential)
     try:

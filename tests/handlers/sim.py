@@ -104,7 +104,7 @@ class Sim:
         self.world.position = len(self.log.records)
         return landed
 
-    def command(self, role: str, identity: str, command: cmd.Command) -> Any:
+    def command(self, role: str, identity: str, command: cmd.Command[Any]) -> Any:
         """Run a command like the service does; return its result or the Rejected."""
         self._n += 1
         ctx = Context(

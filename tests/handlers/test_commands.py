@@ -34,7 +34,7 @@ async def events(store: EventStore) -> list[ev.Event]:
     return [r.event async for r in store.read()]
 
 
-async def rejected(client: Client, command: cmd.Command) -> CommandError:
+async def rejected(client: Client, command: cmd.Command[Any]) -> CommandError:
     with pytest.raises(CommandError) as info:
         await client.send(command)
     return info.value

@@ -127,7 +127,7 @@ def lines(*texts: str) -> list[cmd.OutputLine]:
     ]
 
 
-async def refused(client: Client, command: cmd.Command) -> CommandError:
+async def refused(client: Client, command: cmd.Command[Any]) -> CommandError:
     with pytest.raises(CommandError) as info:
         await client.send(command)
     return info.value

@@ -71,8 +71,8 @@ def harness(nats_server: NatsServer) -> Iterator[tuple[Harness, Any]]:
 identities = st.sampled_from(["alice", "bob", "zed_9", "x"])
 
 
-def _valid_shaped(cls: type[Command]) -> st.SearchStrategy[bytes]:
-    def encode(obj: Command) -> bytes | None:
+def _valid_shaped(cls: type[Command[Any]]) -> st.SearchStrategy[bytes]:
+    def encode(obj: Command[Any]) -> bytes | None:
         try:
             return msgspec.json.encode(obj)
         except (TypeError, ValueError, UnicodeEncodeError, OverflowError):

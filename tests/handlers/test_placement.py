@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from dante.domain.placement import (
     NEVER_CODES,
     GpuSlot,
-    Placement,
     ProviderSlots,
     cheapest_price,
     explain_no_fit,
@@ -22,6 +21,7 @@ from dante.domain.placement import (
 )
 from dante.domain.pricing import model_matches, whole_gb
 from dante.schemas.money import cost, fee_of
+from dante.schemas.quotes import Placement
 from dante.schemas.values import JobRequirements
 
 RTX = "NVIDIA GeForce RTX 4090"

@@ -17,9 +17,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from dante.client.commands import Client
 from dante.events.natsd import NatsServer
 from dante.platform import Part, Platform, PlatformOptions
-from dante.projections.results import Balance
 from dante.schemas import commands as cmd
 from dante.schemas.money import cost, fee_of
+from dante.schemas.views import Balance
 from tests.handlers.conftest import Clock
 from tests.handlers.harness import DGPU, PRICE, WINDOW, Agent, deposit, log_events, submit
 

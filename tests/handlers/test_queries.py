@@ -10,12 +10,12 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 
 from dante.client.commands import Client, CommandError
-from dante.domain.placement import Quote
 from dante.platform import Platform
-from dante.projections.results import Balance, JobView, LedgerEntry, OfferRow, PlatformSummary
 from dante.schemas import commands as cmd
 from dante.schemas.money import cost, fee_of
+from dante.schemas.quotes import Quote
 from dante.schemas.values import JobRequirements
+from dante.schemas.views import Balance, JobView, LedgerEntry, OfferRow, PlatformSummary
 from tests.handlers.conftest import Clock
 from tests.handlers.harness import DGPU, PRICE, WINDOW, Agent, deposit, running_platform, submit
 

@@ -40,7 +40,7 @@ def _submission(ctx: Context, _: Any) -> list[tuple[str, str]]:
     return [("wallet", ctx.identity), ("job", ctx.derived_id("job"))]
 
 
-DECIDERS: dict[type[cmd.Command], tuple[Decider, Reads]] = {
+DECIDERS: dict[type[cmd.Command[Any]], tuple[Decider, Reads]] = {
     cmd.Deposit: (wallet.deposit, _own_wallet),
     cmd.Withdraw: (wallet.withdraw, _own_wallet),
     cmd.SubmitJob: (jobs.submit, _submission),

@@ -39,7 +39,7 @@ class Files:
     but assemblies in progress, so any instance of the service can take any request.
     """
 
-    handles: frozenset[type[cmd.Command]] = frozenset(
+    handles: frozenset[type[cmd.Command[Any]]] = frozenset(
         {
             cmd.RecordOutput,
             cmd.GetJobLogs,
@@ -91,7 +91,9 @@ class Files:
     async def close(self) -> None:
         await self.uploads.close()
 
-    async def answer(self, role: str, identity: str, command: cmd.Command, lookup: Lookup) -> Any:
+    async def answer(
+        self, role: str, identity: str, command: cmd.Command[Any], lookup: Lookup
+    ) -> Any:
         try:
             return await self._answer(identity, command, lookup)
         except (NatsError, EventStoreError, ObjectStoreError) as exc:
@@ -99,7 +101,7 @@ class Files:
             log.warning("files.unavailable", verb=command.VERB, role=role, error=repr(exc))
             raise Rejected("unavailable", "file storage is unavailable; retry shortly") from None
 
-    async def _answer(self, identity: str, command: cmd.Command, lookup: Lookup) -> Any:
+    async def _answer(self, identity: str, command: cmd.Command[Any], lookup: Lookup) -> Any:
         match command:
             case cmd.RecordOutput():
                 return await self.output.record(identity, command, lookup)
