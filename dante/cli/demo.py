@@ -106,7 +106,6 @@ async def fund(url: str, renter: Credential) -> bool:
     from dante.client.commands import Client, new_command_id
     from dante.client.connect import ConnectFailed, connect
     from dante.schemas.commands import Deposit, GetBalance
-    from dante.schemas.views import Balance
 
     try:
         nc = await connect(url, name="dante-demo", credential=renter)
@@ -115,7 +114,7 @@ async def fund(url: str, renter: Credential) -> bool:
         return False
     try:
         client = Client(nc, "renter", renter.username)
-        balance = await client.send(GetBalance(), Balance)
+        balance = await client.ask(GetBalance())
         if balance.deposited_udgpu == 0:
             await client.send(
                 Deposit(command_id=new_command_id(), amount=DEMO_FUNDS, reference="demo")
@@ -130,14 +129,13 @@ async def wait_until_offered(url: str, renter: Credential, provider: str) -> boo
     from dante.client.commands import Client
     from dante.client.connect import connect
     from dante.schemas.commands import ListOffers
-    from dante.schemas.views import OfferRow
 
     nc = await connect(url, name="dante-demo", credential=renter)
     try:
         client = Client(nc, "renter", renter.username)
         with anyio.move_on_after(_ONLINE_S):
             while True:
-                offers = await client.send(ListOffers(), list[OfferRow])
+                offers = await client.ask(ListOffers())
                 if any(offer.owner == provider for offer in offers):
                     return True
                 await anyio.sleep(0.5)

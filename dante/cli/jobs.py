@@ -124,9 +124,8 @@ def print_job(job: JobView) -> None:
 
 async def get_job(s: Session, job_id: str) -> JobView:
     from dante.schemas.commands import GetJob
-    from dante.schemas.views import JobView
 
-    return await s.renter().send(GetJob(job_id=job_id), JobView)
+    return await s.renter().ask(GetJob(job_id=job_id))
 
 
 async def show_job(s: Session, job_id: str, *, json: bool = False) -> int:
@@ -142,9 +141,8 @@ async def list_jobs(
     s: Session, *, state: str | None = None, limit: int = 50, json: bool = False
 ) -> int:
     from dante.schemas.commands import ListJobs
-    from dante.schemas.views import JobView
 
-    jobs = await s.renter().send(ListJobs(state=state, limit=limit), list[JobView])
+    jobs = await s.renter().ask(ListJobs(state=state, limit=limit))
     if json:
         emit({"jobs": [job_document(job) for job in jobs]})
         return 0
@@ -178,7 +176,6 @@ async def submit_job(s: Session, spec: JobSpec, *, json: bool = False) -> int:
     from dante.cli.price import get_quote, quote_document, quote_lines
     from dante.client.commands import new_command_id
     from dante.schemas.commands import SubmitJob
-    from dante.schemas.results import SubmitResult
 
     renter = s.renter()
     quote = await get_quote(s, spec.requirements, spec.requirements.max_duration_s)
@@ -194,7 +191,7 @@ async def submit_job(s: Session, spec: JobSpec, *, json: bool = False) -> int:
         payload=spec.payload,
         inputs=inputs,
     )
-    result = await renter.send(command, SubmitResult)
+    result = await renter.ask(command)
     if json:
         emit({**to_builtins(result), "quote": quote_document(quote), "inputs": inputs})
         return 0
@@ -251,10 +248,9 @@ async def again(ask: Callable[[], Awaitable[T]], previous: T) -> T:
 async def cancel_job(s: Session, job_id: str, *, reason: str = "", json: bool = False) -> int:
     from dante.client.commands import new_command_id
     from dante.schemas.commands import CancelJob
-    from dante.schemas.results import JobResult
 
     command = CancelJob(command_id=new_command_id(), job_id=check_job_id(job_id), reason=reason)
-    result = await s.renter().send(command, JobResult)
+    result = await s.renter().ask(command)
     if json:
         emit(result)
     elif result.state == "cancelled":

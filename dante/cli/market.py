@@ -88,7 +88,6 @@ def _percent(ppm: int) -> str:
 
 async def show_offers(s: Session, wanted: OfferFilter, *, json: bool = False) -> int:
     from dante.schemas.commands import ListOffers
-    from dante.schemas.views import OfferRow
 
     query = ListOffers(
         gpu_model=wanted.gpu_model,
@@ -99,7 +98,7 @@ async def show_offers(s: Session, wanted: OfferFilter, *, json: bool = False) ->
         sort=wanted.sort,
         include_offline=wanted.include_offline,
     )
-    offers = await s.reader().send(query, list[OfferRow])
+    offers = await s.reader().ask(query)
     if json:
         emit({"filter": wanted, "offers": offers})
         return 0

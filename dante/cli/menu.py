@@ -156,9 +156,8 @@ def run(action: Callable[[Session], Awaitable[Any]]) -> tuple[Any, Failure | Non
 
 async def _latest_job(s: Session) -> str | None:
     from dante.schemas.commands import ListJobs
-    from dante.schemas.views import JobView
 
-    jobs = await s.renter().send(ListJobs(limit=1), list[JobView])
+    jobs = await s.renter().ask(ListJobs(limit=1))
     return jobs[0].job_id if jobs else None
 
 

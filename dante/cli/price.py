@@ -94,9 +94,8 @@ def quote_lines(quote: Quote, extra: list[tuple[str, str]] | None = None) -> str
 
 async def get_quote(s: Session, req: JobRequirements, duration_s: int | None) -> Quote:
     from dante.schemas.commands import QuoteJob
-    from dante.schemas.quotes import Quote
 
-    return await s.reader().send(QuoteJob(requirements=req, duration_s=duration_s), Quote)
+    return await s.reader().ask(QuoteJob(requirements=req, duration_s=duration_s))
 
 
 async def show_estimate(

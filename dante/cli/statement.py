@@ -117,7 +117,6 @@ async def fetch_statement(
     from dante.client.commands import Client, CommandError, PlatformUnavailable
     from dante.client.credentials import CredentialError, user_credential
     from dante.schemas.commands import GetJobStatement, GetProviderJobStatement
-    from dante.schemas.statements import JobStatement
 
     try:
         credential = user_credential(url)
@@ -140,7 +139,7 @@ async def fetch_statement(
     )
     client = Client(nc, "provider" if as_provider else "renter", credential.username)
     try:
-        return await client.send(query, JobStatement)
+        return await client.ask(query)
     except CommandError as exc:
         raise _Failed(str(exc), EXIT_REJECTED) from None
     except PlatformUnavailable as exc:

@@ -33,9 +33,8 @@ def _amounts(items: list[tuple[str, int]]) -> str:
 
 async def show_balance(s: Session, *, json: bool = False) -> int:
     from dante.schemas.commands import GetBalance
-    from dante.schemas.views import Balance
 
-    balance = await s.renter().send(GetBalance(), Balance)
+    balance = await s.renter().ask(GetBalance())
     if json:
         emit(balance)
         return 0
@@ -63,10 +62,9 @@ async def show_balance(s: Session, *, json: bool = False) -> int:
 async def make_deposit(s: Session, amount: int, *, reference: str = "", json: bool = False) -> int:
     from dante.client.commands import new_command_id
     from dante.schemas.commands import Deposit
-    from dante.schemas.results import WalletResult
 
     command = Deposit(command_id=new_command_id(), amount=amount, reference=reference)
-    result = await s.renter().send(command, WalletResult)
+    result = await s.renter().ask(command)
     if json:
         emit({**to_builtins(result), "deposited_udgpu": amount})
         return 0
@@ -87,10 +85,9 @@ async def show_history(
     s: Session, *, limit: int = 50, before: int | None = None, json: bool = False
 ) -> int:
     from dante.schemas.commands import GetWalletHistory
-    from dante.schemas.views import LedgerEntry
 
     command = GetWalletHistory(limit=limit, before_seq=before)
-    entries = await s.renter().send(command, list[LedgerEntry])
+    entries = await s.renter().ask(command)
     if json:
         emit({"wallet_id": s.renter().identity, "entries": entries})
         return 0
@@ -128,11 +125,10 @@ async def make_withdrawal(
 ) -> int:
     from dante.client.commands import CommandError, new_command_id
     from dante.schemas.commands import Withdraw
-    from dante.schemas.results import WalletResult
 
     command = Withdraw(command_id=new_command_id(), amount=amount, payout_address=to)
     try:
-        result = await s.provider().send(command, WalletResult)
+        result = await s.provider().ask(command)
     except CommandError as exc:
         if exc.code == "insufficient_funds":
             raise Hinted(exc, "providers withdraw what their GPUs earned") from None

@@ -22,7 +22,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from dante.schemas.codec import decode_reply, encode
-from dante.schemas.commands import Command, ErrorInfo, Role
+from dante.schemas.commands import Command, ErrorInfo, R, Role, reply_type
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -140,6 +140,12 @@ class Client:
         self.identity = identity
         self._timeout = timeout
         self._tries = tries
+
+    async def ask(self, command: Command[R]) -> R:
+        """Send `command`; its answer, decoded as what the command says it is answered with
+        (`Command[R]`), or raise `CommandError`."""
+        answer: R = await self.send(command, reply_type(type(command)))
+        return answer
 
     @overload
     async def send(self, command: Command[Any], result: type[T]) -> T: ...

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import msgspec
@@ -28,7 +28,7 @@ from dante.schemas.commands import (
     UploadInput,
     UploadResults,
 )
-from dante.schemas.results import ChunkResult, LogPage, OutputResult, UploadResult
+from dante.schemas.results import ChunkResult, LogPage, UploadResult
 from dante.schemas.values import FileRef, check_relative_path
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ async def send_output(
             attempt=attempt,
             lines=batch,
         )
-        stored += (await client.send(command, OutputResult)).stored
+        stored += (await client.ask(command)).stored
     return stored
 
 
@@ -88,13 +88,13 @@ def _batches(lines: Sequence[OutputLine]) -> list[list[OutputLine]]:
 
 async def read_logs(client: Client, job_id: str, after: int = 0, limit: int = 1000) -> LogPage:
     """The job's output lines after position `after` (the `next` of the previous page)."""
-    return await client.send(GetJobLogs(job_id=job_id, after=after, limit=limit), LogPage)
+    return await client.ask(GetJobLogs(job_id=job_id, after=after, limit=limit))
 
 
 # ── uploads ─────────────────────────────────────────────────────────────────────────────
 
 #: A chunk command for (offset, data, and for the last chunk: the file's size and sha256).
-MakeChunk = Callable[[int, bytes, tuple[int, str] | None], Command[Any]]
+MakeChunk = Callable[[int, bytes, tuple[int, str] | None], Command[UploadResult]]
 
 
 async def upload_results(
@@ -102,7 +102,7 @@ async def upload_results(
 ) -> FileRef:
     """Upload a job attempt's results (a tar.gz); the stored file to report as finished."""
 
-    def make(offset: int, data: bytes, ending: tuple[int, str] | None) -> Command[Any]:
+    def make(offset: int, data: bytes, ending: tuple[int, str] | None) -> Command[UploadResult]:
         size, sha = ending or (None, None)
         return UploadResults(
             command_id=new_command_id(),
@@ -126,7 +126,7 @@ async def upload_input(
     check_relative_path(rel_path)
     upload_id = upload_id or uuid.uuid4().hex
 
-    def make(offset: int, data: bytes, ending: tuple[int, str] | None) -> Command[Any]:
+    def make(offset: int, data: bytes, ending: tuple[int, str] | None) -> Command[UploadResult]:
         size, sha = ending or (None, None)
         return UploadInput(
             command_id=new_command_id(),
@@ -154,19 +154,19 @@ async def _upload(client: Client, path: Path, make: MakeChunk) -> FileRef:
             if not following:
                 ending = (offset + len(chunk), digest.hexdigest())
                 return await _finish(client, make(offset, chunk, ending))
-            await client.send(make(offset, chunk, None), UploadResult)
+            await client.ask(make(offset, chunk, None))
             offset += len(chunk)
             chunk = following
 
 
-async def _finish(client: Client, final: Command[Any]) -> FileRef:
+async def _finish(client: Client, final: Command[UploadResult]) -> FileRef:
     """Send the final chunk until the platform has assembled the file (large files take a
     while; it answers `unavailable` meanwhile)."""
     deadline = asyncio.get_running_loop().time() + ASSEMBLY_WAIT_S
     pause = 0.1
     while True:
         try:
-            result = await client.send(final, UploadResult)
+            result = await client.ask(final)
         except CommandError as error:
             if error.code != "unavailable" or asyncio.get_running_loop().time() > deadline:
                 raise
@@ -187,7 +187,7 @@ async def download_results(
     """Download a job's results to `dest`, checked against their sha256."""
 
     async def chunk(offset: int) -> ChunkResult:
-        return await client.send(DownloadResults(job_id=job_id, offset=offset), ChunkResult)
+        return await client.ask(DownloadResults(job_id=job_id, offset=offset))
 
     return await _download(chunk, dest, None, progress)
 
@@ -201,7 +201,7 @@ async def fetch_input(
         command = FetchInput(
             provider_id=provider_id, job_id=job_id, object=ref.object, offset=offset
         )
-        return await client.send(command, ChunkResult)
+        return await client.ask(command)
 
     await _download(chunk, dest, ref, None)
 
