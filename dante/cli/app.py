@@ -1,7 +1,7 @@
 """The cyclopts application: the root `dante` command and its lazily imported sub-commands.
 
 A meta app parses the options every command shares (`--nats-url`, `--user`) wherever they
-appear, then runs the command through `common.guard`, which maps the failures a person can
+appear, then runs the command through `failures.guard`, which maps the failures a person can
 act on to one line and an exit code. Commands are registered by import path, so `dante --help`
 and each command import only what they use.
 """

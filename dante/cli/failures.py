@@ -24,8 +24,6 @@ from dante.client.connect import (
     Unreachable,
 )
 
-# ── failures ────────────────────────────────────────────────────────────────────────────
-
 #: What to do about a rejection, by its code.
 _HINTS: Final[dict[str, str]] = {
     "insufficient_funds": "add funds with `dante wallet deposit AMOUNT`",
