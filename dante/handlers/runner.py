@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-_MAX_TRIES: Final = 8
 #: Fetched batches that may wait for a handler sharing a consumer before fetching pauses.
 _QUEUED_BATCHES: Final = 8
 
