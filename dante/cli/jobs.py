@@ -196,7 +196,12 @@ async def submit_job(s: Session, spec: JobSpec, *, json: bool = False) -> int:
         emit({**to_builtins(result), "quote": quote_document(quote), "inputs": inputs})
         return 0
     print(f"Submitted job {result.job_id} ({describe_payload(spec.payload)}): {result.state}.")
-    print(quote_lines(quote, [("held at start", f"{dgpu(result.first_hold_udgpu)} dGPU")]))
+    held = (
+        f"{dgpu(result.first_hold_udgpu)} dGPU"
+        if result.available_now
+        else f"at least {dgpu(result.first_hold_udgpu)} dGPU, when a matching GPU frees up"
+    )
+    print(quote_lines(quote, [("held at start", held)]))
     print(f"Follow it: dante jobs logs {result.job_id} --follow")
     return 0
 

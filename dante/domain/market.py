@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from dante.domain import placement
 from dante.domain.model import ProviderState, World
 from dante.domain.model.market import provider_slots
-from dante.domain.placement import ProviderSlots, cheapest_price, explain_no_fit
+from dante.domain.placement import ProviderSlots, explain_no_fit
 from dante.domain.rejection import Rejected
 from dante.domain.settings import Settings
 from dante.schemas.money import cost
@@ -43,20 +43,38 @@ def hold_for(price: int, req: JobRequirements, settings: Settings) -> tuple[int,
 
 @dataclass(frozen=True, slots=True)
 class SubmissionCheck:
-    #: The cheapest price per GPU-hour at which the job could ever be placed, and the first
-    #: hold at that price: a renter who cannot cover even that is refused at submission.
+    #: The price per GPU-hour the first hold is figured at, and that hold. When the job can
+    #: be placed now (`placement`), they are the offer the scheduler takes and exactly the
+    #: `FundsHeld` it makes; otherwise the cheapest offer the job could ever get (offline or
+    #: busy providers included), the least its first hold can be.
     price: int
     first_hold: int
     hold_seconds: int
-    #: The cheapest price at which it could be placed right now, if any.
-    price_now: int | None
+    #: Where the job would be placed right now, if anywhere.
+    placement: Placement | None
+
+    @property
+    def price_now(self) -> int | None:
+        return None if self.placement is None else self.placement.price
 
 
 def submission_check(world: World, req: JobRequirements, settings: Settings) -> SubmissionCheck:
-    """Whether a job could ever run, and at what cheapest price; `Rejected` if never."""
-    market = world.market
-    floors, slots = market.by_price(world, req.gpu_model)
-    ever = market.cheapest_ever(world, req)
+    """Whether a job could ever run, where it would run now and what its first hold is.
+
+    `Rejected` if it could never be placed. The hold quoted for a job that fits now is the
+    one placement would take (`place`, the scheduler's own choice: online providers, free
+    GPUs, under the price cap), never a cheaper offer of a provider that is offline or busy.
+    """
+    placement = place(world, req)
+    if placement is not None:
+        first_hold, seconds = hold_for(placement.price, req, settings)
+        return SubmissionCheck(
+            price=placement.price,
+            first_hold=first_hold,
+            hold_seconds=seconds,
+            placement=placement,
+        )
+    ever = world.market.cheapest_ever(world, req)
     if ever is None:
         no_fit = explain_no_fit(req, all_slots(world))
         assert no_fit is not None  # nothing could ever fit, so something explains why
@@ -64,9 +82,4 @@ def submission_check(world: World, req: JobRequirements, settings: Settings) -> 
             raise Rejected("price_cap_too_low", no_fit.reason, "requirements.max_price")
         raise Rejected("no_matching_offer", no_fit.reason, "requirements")
     first_hold, seconds = hold_for(ever, req, settings)
-    return SubmissionCheck(
-        price=ever,
-        first_hold=first_hold,
-        hold_seconds=seconds,
-        price_now=cheapest_price(req, slots, include_busy=False, floors=floors),
-    )
+    return SubmissionCheck(price=ever, first_hold=first_hold, hold_seconds=seconds, placement=None)

@@ -21,9 +21,11 @@ class WalletResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 class SubmitResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     job_id: str
     state: str
-    #: The cheapest matching price per GPU-hour now (or ever, when nothing is free now).
+    #: The price per GPU-hour of the offer the job is placed on now; when nothing matching is
+    #: free now (`available_now` false), the cheapest it could ever get.
     price_udgpu: int
-    #: What the first hold will be at that price.
+    #: The first hold at that price: exactly the `FundsHeld` placement takes when available
+    #: now, otherwise the least it will be.
     first_hold_udgpu: int
     available_now: bool
 

@@ -28,11 +28,16 @@ def submit(world: World, ctx: Context, command: cmd.SubmitJob) -> Decision:
     check = market.submission_check(world, req, ctx.settings)
     wallet = world.wallet(ctx.identity)
     if wallet.available < check.first_hold:
+        where = (
+            f"the offer it would be placed on now, provider {check.placement.provider_id}"
+            if check.placement is not None
+            else "the cheapest matching offer; none is free now"
+        )
         raise Rejected(
             "insufficient_funds",
             f"this job needs {format_dgpu(check.first_hold)} dGPU held before it starts "
             f"({req.gpu_count} GPU x {format_dgpu(check.price)} dGPU/h for "
-            f"{check.hold_seconds // 60} min at the cheapest matching offer), but only "
+            f"{check.hold_seconds // 60} min at {where}), but only "
             f"{format_dgpu(wallet.available)} dGPU is available; deposit "
             f"{format_dgpu(check.first_hold - wallet.available)} dGPU more",
             "requirements",
@@ -53,7 +58,7 @@ def submit(world: World, ctx: Context, command: cmd.SubmitJob) -> Decision:
         return SubmitResult(
             job_id=job_id,
             state=w.job(job_id).status,
-            price_udgpu=check.price if check.price_now is None else check.price_now,
+            price_udgpu=check.price,
             first_hold_udgpu=check.first_hold,
             available_now=check.price_now is not None,
         )
