@@ -163,6 +163,23 @@ def sample_events() -> list[ev.Event]:
             stop_at=NOW,
         ),
         make(
+            ev.LowFundsCleared,
+            **wallet,
+            job_id="job-1",
+            attempt=1,
+            reason="attempt 1 ended",
+        ),
+        make(ev.ChargeRefunded, **wallet, job_id="job-1", attempt=1, amount=1388),
+        make(
+            ev.CreditReversed,
+            wallet_id="bob",
+            job_id="job-1",
+            attempt=1,
+            amount=1319,
+            refund_id="refund-1",
+        ),
+        make(ev.BudgetSet, **wallet, daily=2_000_000, monthly=None),
+        make(
             ev.WithdrawalRequested,
             wallet_id="bob",
             withdrawal_id="wd-1",

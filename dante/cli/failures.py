@@ -27,6 +27,7 @@ from dante.client.connect import (
 #: What to do about a rejection, by its code.
 _HINTS: Final[dict[str, str]] = {
     "insufficient_funds": "add funds with `dante wallet deposit AMOUNT`",
+    "budget_reached": "raise it with `dante wallet budget`, or wait for the next day or month",
     "unknown_job": "list your jobs with `dante jobs list`",
     "not_your_job": "list your jobs with `dante jobs list` (or check --user)",
     "no_matching_offer": "see what is offered with `dante market`",

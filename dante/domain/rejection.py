@@ -17,6 +17,7 @@ STATUS_OF: Final[dict[str, int]] = {
     "unknown_provider": 404,
     "unknown_job": 404,
     "insufficient_funds": 402,
+    "budget_reached": 402,
     "no_matching_offer": 409,
     "price_cap_too_low": 409,
     "job_finished": 409,

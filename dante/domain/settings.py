@@ -15,6 +15,9 @@ class Settings:
     hold_window_s: int = 600
     #: How long a job whose hold cannot be renewed keeps running before it is stopped.
     grace_s: int = 300
+    #: After a cancel is asked, a running attempt is billed for at most this long more while
+    #: it stops (the agent's default SIGTERM-to-SIGKILL grace); fixed per attempt.
+    stop_grace_s: int = 10
     #: How many times a job is placed before it fails (declines, timeouts, lost providers).
     max_attempts: int = 3
     #: An assigned job not started within this long is treated as declined.

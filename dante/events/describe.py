@@ -69,6 +69,22 @@ def _job(event: ev.JobEvent) -> str:
             return type(event).__name__.removeprefix("Job").lower()
 
 
+def _refunds_and_budgets(
+    event: ev.LowFundsCleared | ev.ChargeRefunded | ev.CreditReversed | ev.BudgetSet,
+) -> str:
+    match event:
+        case ev.LowFundsCleared():
+            return f"low-funds warning for {event.job_id} #{event.attempt} cleared: {event.reason}"
+        case ev.ChargeRefunded():
+            return f"refunded {_dgpu(event.amount)} for {event.job_id} #{event.attempt}"
+        case ev.CreditReversed():
+            return f"credit of {_dgpu(event.amount)} for {event.job_id} #{event.attempt} reversed"
+        case ev.BudgetSet():
+            daily = "none" if event.daily is None else _dgpu(event.daily)
+            monthly = "none" if event.monthly is None else _dgpu(event.monthly)
+            return f"budget set: daily {daily}, monthly {monthly}"
+
+
 def _wallet(event: ev.WalletEvent) -> str:
     match event:
         case ev.AccountOpened():
@@ -94,6 +110,8 @@ def _wallet(event: ev.WalletEvent) -> str:
                 f"low funds for {event.job_id}: {_dgpu(event.needed)} needed, "
                 f"{format_dgpu(event.available)} available; stops at {event.stop_at:%H:%M:%S}"
             )
+        case ev.LowFundsCleared() | ev.ChargeRefunded() | ev.CreditReversed() | ev.BudgetSet():
+            return _refunds_and_budgets(event)
         case ev.WithdrawalRequested():
             return f"withdrawal {event.withdrawal_id} of {_dgpu(event.amount)} requested"
         case ev.FundsWithdrawn():

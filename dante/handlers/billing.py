@@ -9,8 +9,19 @@ Money rules (DESIGN.md, and docs/design.md for the rounding rule):
 - Jobs without a maximum duration hold a rolling window; when less than half of a window
   is left it is renewed, or, when the renter cannot afford it, `LowFundsWarned`, and after
   the grace period `JobStopped` (insufficient funds). A deposit renews it.
-- When an attempt ends (completed, failed, cancelled, stopped, requeued) whatever usage is
-  still unbilled is charged and the rest of its hold is released, in one batch.
+- When an attempt ends (completed, failed, cancelled, stopped) whatever usage is still
+  unbilled is charged and the rest of its hold is released, in one batch; an open low-funds
+  warning of the attempt is cleared with it (`LowFundsCleared` when no release answers it).
+- An attempt lost to its provider (requeued, or the last one of a job that gave up) costs
+  nothing: it is charged no more, and what it was charged is refunded (`ChargeRefunded`,
+  with the provider's credit and the platform's fee reversed, `CreditReversed`) in the
+  batch that releases its hold.
+- After a cancel is asked, usage is billable only up to the cancel plus the attempt's stop
+  grace (`AttemptBook.billable`); the rest is recorded and never charged.
+- A renter's budgets (`BudgetSet`) limit what may be held like the balance does
+  (`WalletState.spendable`): a rolling hold the budget cannot renew warns, and the job stops
+  after the grace period with `budget_reached`. A raised budget, a deposit, or a new day or
+  month renews warned holds.
 - Decisions are level-based: they bring an attempt's billing up to date with its recorded
   usage, so the order in which triggers arrive does not matter.
 """
@@ -54,6 +65,7 @@ class Billing:
             ev.JobCancelled,
             ev.JobStopped,
             ev.FundsDeposited,
+            ev.BudgetSet,
             ev.WithdrawalRequested,
         )
     )
@@ -75,7 +87,7 @@ class Billing:
             case ev.JobCompleted() | ev.JobFailed() | ev.JobCancelled() | ev.JobStopped():
                 job = world.job(event.job_id)
                 yield from self._settle(world, event.job_id, list(range(1, job.attempt + 1)), now)
-            case ev.FundsDeposited():
+            case ev.FundsDeposited() | ev.BudgetSet():
                 yield from self._renew_warned(world, event.wallet_id, now)
             case ev.WithdrawalRequested():
                 yield from self._pay_out(world, event, now)
@@ -115,20 +127,38 @@ class Billing:
     # ── time ────────────────────────────────────────────────────────────────────────────
 
     def due(self, world: World, now: datetime) -> Iterator[Decision]:
-        """Stop jobs whose grace period ran out, and jobs past their maximum duration."""
+        """Stop jobs whose grace period ran out, and jobs past their maximum duration.
+
+        A warned hold is renewed first where a new day or month left room in the budget.
+        """
         for wallet_id, wallet in list(world.wallets.items()):
+            if wallet.warnings and (
+                wallet.budget_daily is not None or wallet.budget_monthly is not None
+            ):
+                yield from self._renew_warned(world, wallet_id, now)
+                wallet = world.wallet(wallet_id)  # noqa: PLW2901 (as the renewals left it)
+            _, budget = wallet.spendable(now)
             for (job_id, attempt), stop_at in list(wallet.warnings.items()):
                 job = world.job(job_id)
                 if now >= stop_at and job.placed and job.attempt == attempt:
-                    reason = (
-                        f"funds ran out: the hold could not be renewed from {wallet_id}'s wallet "
-                        f"within the {self.settings.grace_s}s grace period"
-                    )
+                    if budget:
+                        code: ev.StopCode = "budget_reached"
+                        reason = (
+                            f"the {budget} budget of {wallet_id} is reached: the hold could "
+                            f"not be renewed within it in the {self.settings.grace_s}s grace "
+                            "period"
+                        )
+                    else:
+                        code = "insufficient_funds"
+                        reason = (
+                            f"funds ran out: the hold could not be renewed from {wallet_id}'s "
+                            f"wallet within the {self.settings.grace_s}s grace period"
+                        )
                     yield self._stop(
                         job_id=job_id,
                         attempt=attempt,
                         version=job.version,
-                        code="insufficient_funds",
+                        code=code,
                         reason=reason,
                         now=now,
                     )
@@ -181,9 +211,10 @@ class Billing:
     ) -> tuple[list[Append], int]:
         """The charge of the attempt's unbilled usage, and the hold left after it."""
         hold = wallet.hold(book.job_id, book.attempt)
-        if book.unbilled_ms <= 0:
+        if book.unbilled_ms <= 0 or book.lost:
             return [], hold
-        owed = cost(book.price, book.recorded_ms) - cost(book.price, book.billed_ms)
+        billable = book.billable(book.recorded_ms)
+        owed = cost(book.price, billable) - cost(book.price, book.billable(book.billed_ms))
         amount = min(owed, hold)
         fee = fee_of(book.charged + amount, book.fee_bps) - book.fees
         cause = f"seq:{book.last_usage_seq}"
@@ -201,6 +232,7 @@ class Billing:
             fee_bps=book.fee_bps,
             provider_wallet=book.provider_owner,
             uncovered=owed - amount,
+            billable_gpu_ms=None if billable == book.recorded_ms else billable,
         )
         credit = ev.ProviderCredited(
             event_id=f"{base}:credit",
@@ -295,7 +327,8 @@ class Billing:
         key = (book.job_id, book.attempt)
         # When the renewal follows a charge in the same batch, the charge carries the check.
         expected = wallet.version if checked else None
-        if wallet.available >= window:
+        spendable, budget = wallet.spendable(now)
+        if spendable >= window:
             held = ev.FundsHeld(
                 event_id=f"{base}:renew",
                 at=now,
@@ -316,8 +349,9 @@ class Billing:
             job_id=book.job_id,
             attempt=book.attempt,
             needed=window,
-            available=max(0, wallet.available),
+            available=max(0, spendable),
             stop_at=now + timedelta(seconds=self.settings.grace_s),
+            budget=budget,
         )
         return [Append(event=warned, expected=expected)]
 
@@ -329,7 +363,7 @@ class Billing:
                 continue
             wallet = world.wallet(wallet_id)
             window = self._window(book)
-            if wallet.available < window:
+            if wallet.spendable(now)[0] < window:
                 continue
             held = ev.FundsHeld(
                 event_id=f"{NAME}:{job_id}:{attempt}:renew-after:{wallet.version}",
@@ -345,28 +379,91 @@ class Billing:
     def _settle(
         self, world: World, job_id: str, attempts: list[int], now: datetime
     ) -> Iterator[Decision]:
-        """Charge what an ended attempt still owes, then release the rest of its hold."""
+        """Bring ended attempts to a close, each in one batch.
+
+        An attempt that ran to its end is charged what it still owes; one lost to its
+        provider is refunded what it was charged. Then the rest of its hold is released,
+        and an open low-funds warning of it cleared.
+        """
         for attempt in attempts:
             book = world.books.get((job_id, attempt))
             if book is None:
                 continue
-            base = f"{NAME}:{job_id}:{attempt}:settle:{book.recorded_ms}"
             wallet = world.wallet(book.renter)
-            appends, left = self._charge_events(wallet, book, now, base)
+            if book.lost:
+                base = f"{NAME}:{job_id}:{attempt}:lost:{book.charged}"
+                appends = self._refund_events(wallet, book, now, base)
+                left = wallet.hold(job_id, attempt)
+            else:
+                base = f"{NAME}:{job_id}:{attempt}:settle:{book.recorded_ms}"
+                appends, left = self._charge_events(wallet, book, now, base)
+            checked = not any(a.subject == subject_of("wallet", book.renter) for a in appends)
+            cause = f"seq:{world.job(job_id).version}"
             if left > 0:
                 released = ev.HoldReleased(
                     event_id=f"{base}:release",
                     at=now,
-                    cause=f"seq:{world.job(job_id).version}",
+                    cause=cause,
                     wallet_id=book.renter,
                     job_id=job_id,
                     attempt=attempt,
                     amount=left,
                     reason=f"attempt {attempt} ended",
                 )
-                appends.append(Append(event=released, expected=None if appends else wallet.version))
+                appends.append(Append(event=released, expected=wallet.version if checked else None))
+            elif (job_id, attempt) in wallet.warnings:
+                cleared = ev.LowFundsCleared(
+                    event_id=f"{base}:cleared",
+                    at=now,
+                    cause=cause,
+                    wallet_id=book.renter,
+                    job_id=job_id,
+                    attempt=attempt,
+                    reason=f"attempt {attempt} ended",
+                )
+                appends.append(Append(event=cleared, expected=wallet.version if checked else None))
             if appends:
                 yield Decision(appends=appends)
+
+    def _refund_events(
+        self, wallet: WalletState, book: AttemptBook, now: datetime, base: str
+    ) -> list[Append]:
+        """Give back what a lost attempt was charged, taking back its credit and fee."""
+        amount = book.charged - book.refunded
+        if amount <= 0:
+            return []
+        cause = f"seq:{book.last_usage_seq}"
+        refund = ev.ChargeRefunded(
+            event_id=f"{base}:refund",
+            at=now,
+            cause=cause,
+            wallet_id=book.renter,
+            job_id=book.job_id,
+            attempt=book.attempt,
+            amount=amount,
+            reason=(
+                f"attempt {book.attempt} was lost to provider {book.provider_id}; the job "
+                "starts again, so nothing of it is charged"
+            ),
+        )
+        appends = [Append(event=refund, expected=wallet.version)]
+        for wallet_id, share, suffix in (
+            (book.provider_owner, amount - book.fees, "credit"),
+            (PLATFORM_WALLET, book.fees, "fee"),
+        ):
+            if share > 0:
+                reversed_ = ev.CreditReversed(
+                    event_id=f"{base}:reverse-{suffix}",
+                    at=now,
+                    cause=cause,
+                    wallet_id=wallet_id,
+                    job_id=book.job_id,
+                    attempt=book.attempt,
+                    amount=share,
+                    refund_id=refund.event_id,
+                )
+                appends.append(Append(event=reversed_))
+        return appends
 
     def _pay_out(
         self, world: World, event: ev.WithdrawalRequested, now: datetime

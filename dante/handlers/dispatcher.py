@@ -23,6 +23,8 @@ NAME: Final = "dispatcher"
 
 _STOP_CODES: Final[dict[str, dispatch.StopCode]] = {
     "insufficient_funds": "insufficient_funds",
+    # The agent knows one money stop; the reason says it was the budget.
+    "budget_reached": "insufficient_funds",
     "max_duration": "max_duration",
     "provider_timeout": "revoked",
     "operator": "operator",

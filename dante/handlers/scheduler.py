@@ -47,6 +47,7 @@ class Scheduler:
             ev.OfferUpdated,
             ev.GpusReleased,
             ev.FundsDeposited,
+            ev.BudgetSet,
             ev.JobDeclined,
             ev.ProviderWentOffline,
             ev.ProviderDeregistered,
@@ -79,7 +80,7 @@ class Scheduler:
             ):
                 # Capacity may have appeared: try the queue in submission order.
                 yield from self._place(world, self._waiting(world), now)
-            case ev.FundsDeposited():
+            case ev.FundsDeposited() | ev.BudgetSet():
                 mine = [j for j in self._waiting(world) if world.job(j).renter == event.wallet_id]
                 yield from self._place(world, mine, now)
             case ev.JobDeclined():
@@ -105,7 +106,10 @@ class Scheduler:
     # ── time ────────────────────────────────────────────────────────────────────────────
 
     def due(self, world: World, now: datetime) -> Iterator[Decision]:
-        """Assigned jobs not started in time are treated as declined."""
+        """Assigned jobs not started in time are treated as declined; jobs waiting for a
+        budget are tried again (a new day or month may have made room)."""
+        budgeted = [j for j in world.waiting if world.job(j).queue_code == "budget_reached"]
+        yield from self._place(world, sorted(budgeted, key=world.waiting.__getitem__), now)
         limit = timedelta(seconds=self.settings.start_timeout_s)
         late = [
             job_id
@@ -152,11 +156,20 @@ class Scheduler:
             return self._queue(job, "no_capacity", reason, now)
         hold, seconds = market.hold_for(placement.price, req, self.settings)
         wallet = world.wallet(job.renter)
-        if wallet.available < hold:
+        spendable, budget = wallet.spendable(now)
+        if spendable < hold:
+            first = (
+                f"the first hold is {format_dgpu(hold)} dGPU "
+                f"({seconds // 60} min at {format_dgpu(placement.price)} dGPU/h per GPU)"
+            )
+            if budget:
+                reason = (
+                    f"waiting for the {budget} budget: {first}, "
+                    f"{format_dgpu(spendable)} dGPU is left of it until the {budget} period ends"
+                )
+                return self._queue(job, "budget_reached", reason, now)
             reason = (
-                f"waiting for funds: the first hold is {format_dgpu(hold)} dGPU "
-                f"({seconds // 60} min at {format_dgpu(placement.price)} dGPU/h per GPU), "
-                f"{format_dgpu(wallet.available)} dGPU is available"
+                f"waiting for funds: {first}, {format_dgpu(wallet.available)} dGPU is available"
             )
             return self._queue(job, "insufficient_funds", reason, now)
         return self._assign(world, job, placement, hold, now)
@@ -228,6 +241,7 @@ class Scheduler:
                     price=placement.price,
                     fee_bps=self.settings.fee_bps,
                     hold=hold,
+                    stop_grace_s=self.settings.stop_grace_s,
                 ),
                 expected=job.version,
             )
@@ -257,6 +271,7 @@ class Scheduler:
                 job_id=job.job_id,
                 attempt=attempt,
                 reason=f"gave up after {attempt} attempts; the last: {reason}",
+                lost=True,
             )
         else:
             event = ev.JobRequeued(

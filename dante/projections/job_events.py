@@ -38,6 +38,8 @@ class _Settling:
     def __init__(self, job_events: list[Stored]) -> None:
         self.ended_seq = 0
         self.recorded: dict[int, int] = {}
+        #: Attempts lost to their providers: their usage is never billed.
+        self.lost: set[int] = set()
         for record in job_events:
             match record.event:
                 case ev.UsageRecorded() as usage:
@@ -48,8 +50,12 @@ class _Settling:
                     self.ended_seq = record.seq
                 case ev.JobAssigned() as assigned:
                     self.recorded.setdefault(assigned.attempt, 0)
+                case ev.JobRequeued() as requeued:
+                    self.lost.add(requeued.attempt)
                 case _:
                     pass
+            if isinstance(record.event, ev.JobFailed) and record.event.lost:
+                self.lost.add(record.event.attempt or max(self.recorded, default=0))
         self.billed: dict[int, int] = {}
         self.held: dict[int, int] = {}
 
@@ -69,7 +75,9 @@ class _Settling:
         return (
             bool(self.ended_seq)
             and seq > self.ended_seq
-            and all(self.billed.get(n, 0) >= ms for n, ms in self.recorded.items())
+            and all(
+                self.billed.get(n, 0) >= ms for n, ms in self.recorded.items() if n not in self.lost
+            )
             and not any(self.held.values())
         )
 
@@ -122,12 +130,14 @@ async def _money(log: _Log, renter: str, submitted: int, own: list[Stored]) -> l
             break
         settling.take(record.event)
         taken.append(record)
-        if isinstance(record.event, ev.FundsCharged):
-            charge_id = record.event.event_id
+        if isinstance(record.event, ev.FundsCharged | ev.ChargeRefunded):
+            # Its credit and fee (or their reversals) follow it in its batch.
+            name = "charge_id" if isinstance(record.event, ev.FundsCharged) else "refund_id"
+            event_id = record.event.event_id
             async for split in log.events(
                 f"{EVENT_PREFIX}.wallet.>", record.seq + 1, limit=2, mine=False
             ):
-                if getattr(split.event, "charge_id", None) == charge_id:
+                if getattr(split.event, name, None) == event_id:
                     taken.append(split)  # noqa: PERF401 (an async for inside an async for)
     return taken
 

@@ -1,7 +1,8 @@
 """Jobs: state, requirements, where each runs, its attempts, times, GPU time and charges.
 
 GPU time (`gpu_ms`) adds up over the job's whole life; `attempt_gpu_ms` restarts with each
-assignment. `charged_udgpu` is the sum of the `FundsCharged` (a wallet event) for the job.
+assignment. `charged_udgpu` is the sum of the `FundsCharged` (a wallet event) for the job, less
+its `ChargeRefunded` (attempts lost to their provider).
 """
 
 from __future__ import annotations
@@ -223,6 +224,8 @@ def _job_event(row: JobRow, event: ev.Event) -> None:
             row.queue_reason = event.reason
         case ev.FundsCharged():
             row.charged_udgpu += event.amount
+        case ev.ChargeRefunded():
+            row.charged_udgpu -= event.amount
         case _:
             raise UnknownEvent("jobs", type(event).__name__)
 
@@ -244,6 +247,9 @@ IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
         ev.FundsHeld,
         ev.HoldReleased,
         ev.LowFundsWarned,
+        ev.LowFundsCleared,
+        ev.CreditReversed,
+        ev.BudgetSet,
         ev.WithdrawalRequested,
         ev.FundsWithdrawn,
     }
@@ -258,7 +264,7 @@ def evolve(view: JobsView, seq: int, event: ev.Event) -> Changes:
         case ev.JobDeclined():
             # Informational: the scheduler follows with `JobRequeued`, which changes the job.
             return NOTHING
-        case ev.JobEvent() | ev.FundsCharged():
+        case ev.JobEvent() | ev.FundsCharged() | ev.ChargeRefunded():
             _job_event(_job(view, event.job_id, seq), event)
             return (Changed(JOBS.name, event.job_id),)
     raise UnknownEvent("jobs", type(event).__name__)

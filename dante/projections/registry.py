@@ -259,6 +259,10 @@ IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
         ev.FundsHeld,
         ev.HoldReleased,
         ev.LowFundsWarned,
+        ev.LowFundsCleared,
+        ev.ChargeRefunded,
+        ev.CreditReversed,
+        ev.BudgetSet,
         ev.WithdrawalRequested,
         ev.FundsWithdrawn,
     }

@@ -72,6 +72,7 @@ class _Attempt:
     ended: str = ""
     usage: list[UsageLine] = field(default_factory=list)
     charges: list[ChargeLine] = field(default_factory=list)
+    refunded: int = 0
 
     def freeze(self, held: int, released: int) -> AttemptStatement:
         a = self.assigned
@@ -97,6 +98,7 @@ class _Attempt:
             provider_credit_udgpu=sum(c.provider_credit_udgpu for c in self.charges),
             released_udgpu=released,
             hold_udgpu=held - charged - released,
+            refunded_udgpu=self.refunded,
         )
 
 
@@ -175,6 +177,8 @@ class _Fold:
                 self.released[event.attempt] = self.released.get(event.attempt, 0) + event.amount
             case ev.FundsCharged():
                 self.charges.append((record.seq, event))
+            case ev.ChargeRefunded() if attempt is not None:
+                attempt.refunded += event.amount
             case ev.ProviderCredited():
                 credit, fee = self.splits.get(event.charge_id, (0, 0))
                 self.splits[event.charge_id] = (credit + event.amount, fee)
@@ -224,6 +228,7 @@ class _Fold:
             released_udgpu=sum(a.released_udgpu for a in frozen),
             position=self.position,
             digest=self.link.hex(),
+            refunded_udgpu=sum(a.refunded_udgpu for a in frozen),
         )
 
 

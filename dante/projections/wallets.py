@@ -26,6 +26,7 @@ from dante.projections.tables import (
     to_ms,
 )
 from dante.schemas import events as ev
+from dante.schemas.money import periods
 from dante.schemas.values import PLATFORM_WALLET
 
 #: Ledger kinds, one per money-moving wallet event.
@@ -37,6 +38,8 @@ FEE: Final = "fee"
 RELEASE: Final = "release"
 WITHDRAWAL_REQUESTED: Final = "withdrawal_requested"
 WITHDRAWAL: Final = "withdrawal"
+REFUND: Final = "refund"
+REVERSAL: Final = "reversal"
 
 
 class WalletRow(Row, kw_only=True):
@@ -53,6 +56,14 @@ class WalletRow(Row, kw_only=True):
     #: Credited for work (providers) or collected as fees (the platform).
     earned_udgpu: int = 0
     warnings_total: int = 0
+    #: Spending caps (`BudgetSet`), and what was charged (less refunds) in the UTC day and
+    #: month of the last charge ("YYYY-MM-DD", "YYYY-MM"): a query compares them with now.
+    budget_daily_udgpu: int | None = None
+    budget_monthly_udgpu: int | None = None
+    spent_day: str = ""
+    spent_day_udgpu: int = 0
+    spent_month: str = ""
+    spent_month_udgpu: int = 0
     #: The sequence of the last event that changed this wallet.
     updated_seq: int = 0
 
@@ -206,10 +217,19 @@ def _held(view: WalletView, seq: int, event: ev.FundsHeld) -> Changes:
     return changes
 
 
+def _spend(wallet: WalletRow, event: ev.WalletEvent, delta: int) -> None:
+    day, month = periods(event.at)
+    before_day = wallet.spent_day_udgpu if wallet.spent_day == day else 0
+    before_month = wallet.spent_month_udgpu if wallet.spent_month == month else 0
+    wallet.spent_day, wallet.spent_day_udgpu = day, max(0, before_day + delta)
+    wallet.spent_month, wallet.spent_month_udgpu = month, max(0, before_month + delta)
+
+
 def _charged(view: WalletView, seq: int, event: ev.FundsCharged) -> Changes:
     wallet = _wallet(view, event.wallet_id, seq)
     wallet.held_udgpu -= event.amount
     wallet.charged_udgpu += event.amount
+    _spend(wallet, event, event.amount)
     key = (event.wallet_id, event.job_id, event.attempt)
     return (
         Changed(WALLETS.name, event.wallet_id),
@@ -272,6 +292,45 @@ def _released(view: WalletView, seq: int, event: ev.HoldReleased) -> Changes:
         )
     )
     return changes
+
+
+def _refunded(view: WalletView, seq: int, event: ev.ChargeRefunded) -> Changes:
+    wallet = _wallet(view, event.wallet_id, seq)
+    wallet.available_udgpu += event.amount
+    wallet.charged_udgpu -= event.amount
+    _spend(wallet, event, -event.amount)
+    return (
+        Changed(WALLETS.name, event.wallet_id),
+        _entry(
+            seq,
+            event,
+            REFUND,
+            event.amount,
+            available=event.amount,
+            job_id=event.job_id,
+            attempt=event.attempt,
+            reference=event.reason,
+        ),
+    )
+
+
+def _reversed(view: WalletView, seq: int, event: ev.CreditReversed) -> Changes:
+    wallet = _wallet(view, event.wallet_id, seq)
+    wallet.available_udgpu -= event.amount
+    wallet.earned_udgpu -= event.amount
+    return (
+        Changed(WALLETS.name, event.wallet_id),
+        _entry(
+            seq,
+            event,
+            REVERSAL,
+            event.amount,
+            available=-event.amount,
+            job_id=event.job_id,
+            attempt=event.attempt,
+            reference=event.refund_id,
+        ),
+    )
 
 
 def _warned(view: WalletView, seq: int, event: ev.LowFundsWarned) -> Changes:
@@ -351,6 +410,20 @@ def evolve(view: WalletView, seq: int, event: ev.Event) -> Changes:
             )
         case ev.LowFundsWarned():
             return _warned(view, seq, event)
+        case ev.LowFundsCleared():
+            _wallet(view, event.wallet_id, seq)
+            changes: list[Change] = [Changed(WALLETS.name, event.wallet_id)]
+            _clear_warning(view, (event.wallet_id, event.job_id, event.attempt), changes)
+            return changes
+        case ev.ChargeRefunded():
+            return _refunded(view, seq, event)
+        case ev.CreditReversed():
+            return _reversed(view, seq, event)
+        case ev.BudgetSet():
+            wallet = _wallet(view, event.wallet_id, seq)
+            wallet.budget_daily_udgpu = event.daily
+            wallet.budget_monthly_udgpu = event.monthly
+            return (Changed(WALLETS.name, event.wallet_id),)
         case ev.WithdrawalRequested():
             wallet = _wallet(view, event.wallet_id, seq)
             wallet.available_udgpu -= event.amount
@@ -383,7 +456,7 @@ def evolve(view: WalletView, seq: int, event: ev.Event) -> Changes:
 WALLETS_PROJECTION: Final = Projection(
     name="wallets",
     prefix="wallet",
-    schema_version=1,
+    schema_version=2,
     tables=(WALLETS, HOLDS, WARNINGS, LEDGER),
     empty=WalletView,
     evolve=evolve,

@@ -12,9 +12,10 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 import msgspec
 
-from dante.schemas.money import PositiveMoney, Rate
+from dante.schemas.money import Money, PositiveMoney, Rate
 from dante.schemas.quotes import Quote
 from dante.schemas.results import (
+    BudgetResult,
     ChunkResult,
     JobResult,
     LogPage,
@@ -76,6 +77,20 @@ class Deposit(Command[WalletResult], frozen=True, kw_only=True, forbid_unknown_f
     VERB: ClassVar[str] = "deposit"
     amount: PositiveMoney
     reference: Text = ""
+
+
+class SetBudget(Command[BudgetResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Cap what the renter spends per UTC day and/or calendar month; `clear` removes both.
+
+    A cap not given stays as it was. Billing holds no more than a cap leaves (charges of the
+    period plus open holds), so a job that would pass it waits, and a running one stops.
+    """
+
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "budget"
+    daily: Money | None = None
+    monthly: Money | None = None
+    clear: bool = False
 
 
 class SubmitJob(Command[SubmitResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -354,7 +369,13 @@ class FetchInput(Query[ChunkResult], frozen=True, kw_only=True, forbid_unknown_f
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-RENTER_COMMANDS: tuple[type[Command[Any]], ...] = (Deposit, SubmitJob, CancelJob, UploadInput)
+RENTER_COMMANDS: tuple[type[Command[Any]], ...] = (
+    Deposit,
+    SubmitJob,
+    CancelJob,
+    UploadInput,
+    SetBudget,
+)
 PROVIDER_COMMANDS: tuple[type[Command[Any]], ...] = (
     RegisterProvider,
     UpdateOffer,
@@ -399,6 +420,7 @@ ErrorCode = Literal[
     "job_finished",
     "wrong_state",  # e.g. usage for an attempt that is not running
     "insufficient_funds",
+    "budget_reached",  # the renter's daily or monthly budget leaves too little to hold
     "no_matching_offer",
     "price_cap_too_low",
     "conflict",  # lost a race on the aggregate too many times; safe to retry

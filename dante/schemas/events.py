@@ -130,7 +130,9 @@ class JobSubmitted(JobEvent, frozen=True, kw_only=True):
     inputs: list[FileRef] = msgspec.field(default_factory=list)
 
 
-QueueReason = Literal["no_capacity", "insufficient_funds", "provider_lost", "declined"]
+QueueReason = Literal[
+    "no_capacity", "insufficient_funds", "provider_lost", "declined", "budget_reached"
+]
 
 
 class JobQueued(JobEvent, frozen=True, kw_only=True):
@@ -152,6 +154,9 @@ class JobAssigned(JobEvent, frozen=True, kw_only=True):
     fee_bps: Bps
     #: The first hold made for this attempt.
     hold: Money
+    #: After a cancel is asked, the attempt is billed for at most this many seconds more
+    #: while it stops (fixed for the attempt like the fee); None (older attempts): no limit.
+    stop_grace_s: Annotated[int, msgspec.Meta(ge=0, le=86_400)] | None = None
 
 
 class JobAccepted(JobEvent, frozen=True, kw_only=True):
@@ -189,6 +194,9 @@ class JobFailed(JobEvent, frozen=True, kw_only=True):
     reason: Reason
     exit_code: int | None = None
     results: FileRef | None = None
+    #: The last attempt was lost to the provider (gave up after too many lost attempts):
+    #: like a requeued attempt, it is not charged.
+    lost: bool = False
 
 
 class JobCancelRequested(JobEvent, frozen=True, kw_only=True):
@@ -202,7 +210,9 @@ class JobCancelled(JobEvent, frozen=True, kw_only=True):
     results: FileRef | None = None
 
 
-StopCode = Literal["insufficient_funds", "max_duration", "provider_timeout", "operator"]
+StopCode = Literal[
+    "insufficient_funds", "max_duration", "provider_timeout", "operator", "budget_reached"
+]
 
 
 class JobStopped(JobEvent, frozen=True, kw_only=True):
@@ -281,6 +291,10 @@ class FundsCharged(WalletEvent, frozen=True, kw_only=True):
     #: The part of this usage's cost the hold could not cover (funds ran out during the
     #: grace period); it is not charged. `amount + uncovered` is always exactly the cost.
     uncovered: Money = 0
+    #: The part of `total_gpu_ms` that is billable: less when the attempt ran on past a
+    #: cancel by more than its stop grace (`JobAssigned.stop_grace_s`). The cost is
+    #: `cost(price, billable)` of the running total; None (older charges): all of it.
+    billable_gpu_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class ProviderCredited(WalletEvent, frozen=True, kw_only=True):
@@ -310,6 +324,46 @@ class LowFundsWarned(WalletEvent, frozen=True, kw_only=True):
     needed: Money
     available: Money
     stop_at: Timestamp
+    #: "daily" or "monthly" when the account's budget, not its balance, is what is short.
+    budget: Literal["", "daily", "monthly"] = ""
+
+
+class LowFundsCleared(WalletEvent, frozen=True, kw_only=True):
+    """An open low-funds warning is over because its attempt ended (its hold was used up,
+    so no `HoldReleased` answers it)."""
+
+    job_id: Id
+    attempt: Attempt
+    reason: Reason = ""
+
+
+class ChargeRefunded(WalletEvent, frozen=True, kw_only=True):
+    """Everything an attempt lost to its provider was charged goes back to the renter.
+
+    Appended atomically with the `CreditReversed` of the provider's and the platform's
+    shares, and the release of the rest of the hold.
+    """
+
+    job_id: Id
+    attempt: Attempt
+    amount: PositiveMoney
+    reason: Reason = ""
+
+
+class CreditReversed(WalletEvent, frozen=True, kw_only=True):
+    """A provider's credit (or the platform's fee) for a refunded attempt is taken back."""
+
+    job_id: Id
+    attempt: Attempt
+    amount: PositiveMoney
+    refund_id: EventId
+
+
+class BudgetSet(WalletEvent, frozen=True, kw_only=True):
+    """The renter's spending caps per UTC day and calendar month (None: no cap)."""
+
+    daily: Money | None = None
+    monthly: Money | None = None
 
 
 class WithdrawalRequested(WalletEvent, frozen=True, kw_only=True):
@@ -359,6 +413,10 @@ WalletEvents = (
     | FeeCollected
     | HoldReleased
     | LowFundsWarned
+    | LowFundsCleared
+    | ChargeRefunded
+    | CreditReversed
+    | BudgetSet
     | WithdrawalRequested
     | FundsWithdrawn
 )

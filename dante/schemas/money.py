@@ -7,6 +7,7 @@ integer milliseconds of GPU time.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
 
 import msgspec
@@ -98,3 +99,20 @@ def fee_of(amount: int, fee_bps: int) -> int:
     shares always add up to the amount exactly.
     """
     return amount * fee_bps // BPS_PER_UNIT
+
+
+# ── budget periods ──────────────────────────────────────────────────────────────────────
+
+
+def periods(at: datetime) -> tuple[str, str]:
+    """The UTC day and calendar month of `at`, as "YYYY-MM-DD" and "YYYY-MM"."""
+    utc = at.astimezone(UTC)
+    return f"{utc:%Y-%m-%d}", f"{utc:%Y-%m}"
+
+
+def period_ends(now: datetime) -> tuple[datetime, datetime]:
+    """When `now`'s UTC day and calendar month end."""
+    utc = now.astimezone(UTC)
+    day = datetime(utc.year, utc.month, utc.day, tzinfo=UTC) + timedelta(days=1)
+    year, month = (utc.year + 1, 1) if utc.month == 12 else (utc.year, utc.month + 1)
+    return day, datetime(year, month, 1, tzinfo=UTC)

@@ -18,6 +18,20 @@ class WalletResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     withdrawal_id: str | None = None
 
 
+class BudgetResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """A renter's spending caps and what the current UTC day and month have used of them."""
+
+    wallet_id: str
+    daily_udgpu: int | None
+    monthly_udgpu: int | None
+    #: Charged (less refunds) today and this month; open holds count against a cap too.
+    spent_today_udgpu: int
+    spent_this_month_udgpu: int
+    held_udgpu: int
+    #: What may still be held now (the balance, or less where a cap is nearer).
+    spendable_udgpu: int
+
+
 class SubmitResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     job_id: str
     state: str

@@ -69,6 +69,8 @@ class AttemptStatement(msgspec.Struct, frozen=True, kw_only=True):
     released_udgpu: int
     #: Still held for the attempt (0 once it is settled).
     hold_udgpu: int
+    #: Given back because the attempt was lost to its provider (all it was charged).
+    refunded_udgpu: int = 0
 
 
 class JobStatement(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,6 +92,8 @@ class JobStatement(msgspec.Struct, frozen=True, kw_only=True):
     #: The last sequence the statement covers.
     position: int
     digest: str
+    #: Given back for attempts lost to their providers; the renter paid charged - refunded.
+    refunded_udgpu: int = 0
 
 
 # ── the digest ──────────────────────────────────────────────────────────────────────────

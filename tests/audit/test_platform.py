@@ -194,7 +194,10 @@ async def test_renter_and_provider_get_the_same_statement_and_digest(
     assert [len(first.usage), len(second.usage)] == [3, 1]
     assert first.usage[0].samples[0].gpu_ms == 10_000
     assert first.charged_udgpu == cost(PRICE, 30_000)
+    # Lost to its provider: everything it was charged is given back.
+    assert first.refunded_udgpu == first.charged_udgpu
     assert second.charged_udgpu == cost(2 * PRICE, 10_000)
+    assert (second.refunded_udgpu, as_renter.refunded_udgpu) == (0, first.charged_udgpu)
     for attempt in as_renter.attempts:
         assert attempt.fee_udgpu + attempt.provider_credit_udgpu == attempt.charged_udgpu
         assert attempt.hold_udgpu == 0
@@ -205,6 +208,7 @@ async def test_renter_and_provider_get_the_same_statement_and_digest(
         assert kind in kinds
     for kind in ("FundsCharged", "ProviderCredited", "FeeCollected", "JobRequeued"):
         assert kind in kinds
+    assert kinds.count("ChargeRefunded") == 1 and kinds.count("CreditReversed") == 2
     assert kinds.count("GpusReleased") == 2 and kinds.count("HoldReleased") == 2
 
     # The digest is the chain over the stored bytes of exactly these events, in log order.

@@ -198,8 +198,11 @@ async def test_provider_lost_requeue_elsewhere_lost_interval_not_charged(
     )
     revoked = (await cheap.instructions())[-1]
     assert isinstance(revoked, dispatch.Stop) and revoked.code == "revoked"
-    # The lost attempt's hold came back, less what its one recorded tick cost.
+    # The lost attempt's hold came back, and what its one recorded tick cost: an attempt
+    # lost to its provider costs nothing (the job starts again from scratch).
     assert world.wallet("alice").hold(job_id, 1) == 0
+    assert world.wallet("alice").available == 10 * DGPU - 2 * WINDOW
+    assert world.wallet("bob").available == 0
     await dear.start(job_id, attempt=2)
     clock.advance(12)
     await dear.tick(job_id, attempt=2)
@@ -207,9 +210,11 @@ async def test_provider_lost_requeue_elsewhere_lost_interval_not_charged(
     await platform.settle()
     first, second = cost(PRICE, 10_000), cost(2 * PRICE, 10_000)
     assert world.job(job_id).status == "completed"
-    assert world.wallet("alice").available == 10 * DGPU - first - second
-    assert world.wallet("bob").available == first - fee_of(first, 500)
+    assert world.wallet("alice").available == 10 * DGPU - second
+    assert (world.wallet("bob").available, world.wallet("bob").earned) == (0, 0)
     assert world.wallet("carol").available == second - fee_of(second, 500)
+    refunds = [e for e in await log_events(platform.store) if isinstance(e, ev.ChargeRefunded)]
+    assert [(r.job_id, r.attempt, r.amount) for r in refunds] == [(job_id, 1, first)]
     assert world.reliability_ppm("prv-cheap") == 0
     assert_conserved(platform)
 
@@ -302,5 +307,7 @@ async def test_an_agent_giving_an_attempt_back_requeues_it(
     assert (job.status, job.attempt) == ("assigned", 2)
     assert world.provider("prv-a").reservations[0].attempt == 2
     assert world.wallet("alice").hold(job_id, 1) == 0
-    assert world.wallet("bob").available == cost(PRICE, 10_000) - fee_of(cost(PRICE, 10_000), 500)
+    # Given back by the provider's agent: lost to the provider, so not charged.
+    assert world.wallet("bob").available == 0
+    assert world.wallet("alice").available == 10 * DGPU - WINDOW
     assert_conserved(platform)

@@ -1,19 +1,23 @@
 """Money rules under random sequences of everything renters, providers and time can do.
 
 After every step: conservation (all balances, holds and pending withdrawals equal deposits
-minus withdrawals), no negative balance or hold, every charge exactly its usage at its
-attempt's price with the fee split exact, no charge outside a running attempt, and every
-ended attempt's hold released.
+minus withdrawals), no negative balance or hold, every charge exactly its billable usage at
+its attempt's price with the fee split exact (after a cancel, at most the time until it plus
+the stop grace), no charge outside a running attempt, every ended attempt's hold released,
+every attempt lost to its provider refunded in full with its credit and fee reversed, and
+nothing ever held beyond what the balance and the renter's budgets allow.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dante.domain.model.wallet import WalletState, evolve_wallet
 from dante.domain.rejection import Rejected
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
@@ -37,18 +41,54 @@ def check_invariants(sim: Sim) -> None:
         assert all(v > 0 for v in wallet.holds.values()), f"{wallet.wallet_id} has a bad hold"
 
     prices: dict[tuple[str, int], tuple[int, int]] = {}
+    grace: dict[tuple[str, int], int | None] = {}
+    gpus: dict[tuple[str, int], int] = {}
+    started: dict[tuple[str, int], datetime] = {}
+    cancel_at: dict[tuple[str, int], datetime] = {}
+    current: dict[str, int] = {}
+    lost: set[tuple[str, int]] = set()
+    placed: set[tuple[str, int]] = set()
+    credited: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    refunded: dict[tuple[str, int], int] = defaultdict(int)
+    reversed_: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    wallets: dict[str, WalletState] = {}
     recorded: dict[tuple[str, int], int] = defaultdict(int)
     billed: dict[tuple[str, int], int] = defaultdict(int)
     charged: dict[tuple[str, int], int] = defaultdict(int)
     fees: dict[tuple[str, int], int] = defaultdict(int)
     running: set[tuple[str, int]] = set()
     charges: dict[str, ev.FundsCharged] = {}
-    for event in sim.events():
+
+    def billable(key: tuple[str, int], total: int) -> int:
+        if grace.get(key) is None or key not in cancel_at:
+            return total
+        ran = cancel_at[key] - started.get(key, cancel_at[key])
+        until_ms = max(0, int(ran.total_seconds() * 1000)) + (grace[key] or 0) * 1000
+        return min(total, until_ms * gpus[key])
+
+    for seq, event in enumerate(sim.events(), start=1):
+        if isinstance(event, ev.WalletEvent):
+            before = wallets.get(event.wallet_id) or WalletState(wallet_id=event.wallet_id)
+            if isinstance(event, ev.FundsHeld):
+                allowed, _ = before.spendable(event.at)
+                assert event.amount <= allowed, "held beyond the balance or the budget"
+            wallets[event.wallet_id] = evolve_wallet(before, event, seq)
         match event:
             case ev.JobAssigned():
-                prices[(event.job_id, event.attempt)] = (event.price, event.fee_bps)
+                key = (event.job_id, event.attempt)
+                prices[key] = (event.price, event.fee_bps)
+                grace[key] = event.stop_grace_s
+                gpus[key] = len(event.gpu_indices)
+                current[event.job_id] = event.attempt
+                placed.add(key)
             case ev.JobStarted():
                 running.add((event.job_id, event.attempt))
+                started.setdefault((event.job_id, event.attempt), event.at)
+            case ev.JobCancelRequested():
+                # Asked while the attempt holds its GPUs (assigned or running).
+                key = (event.job_id, current.get(event.job_id, 0))
+                if key in placed:
+                    cancel_at.setdefault(key, event.at)
             case ev.UsageRecorded():
                 key = (event.job_id, event.attempt)
                 assert key in running, "usage recorded outside a running attempt"
@@ -58,7 +98,10 @@ def check_invariants(sim: Sim) -> None:
                 price, bps = prices[key]
                 assert (event.price, event.fee_bps) == (price, bps), "charged at another price"
                 assert event.total_gpu_ms <= recorded[key], "charged for unrecorded time"
-                owed = cost(price, event.total_gpu_ms) - cost(price, billed[key])
+                assert key not in lost, "charged for an attempt lost to its provider"
+                owed = cost(price, billable(key, event.total_gpu_ms)) - cost(
+                    price, billable(key, billed[key])
+                )
                 assert event.amount + event.uncovered == owed, "charge is not its usage x price"
                 billed[key] = event.total_gpu_ms
                 charged[key] += event.amount
@@ -66,15 +109,28 @@ def check_invariants(sim: Sim) -> None:
             case ev.ProviderCredited():
                 charge = charges[event.charge_id]
                 assert event.wallet_id == charge.provider_wallet
+                credited[(event.job_id, event.attempt)][event.wallet_id] += event.amount
             case ev.FeeCollected():
                 key = (event.job_id, event.attempt)
                 fees[key] += event.amount
+                credited[key][event.wallet_id] += event.amount
                 charge = charges[event.charge_id]
                 assert fees[key] == fee_of(charged[key], charge.fee_bps), "fee split is off"
+            case ev.ChargeRefunded():
+                key = (event.job_id, event.attempt)
+                assert key in lost, "refunded an attempt that was not lost"
+                refunded[key] += event.amount
+            case ev.CreditReversed():
+                reversed_[(event.job_id, event.attempt)][event.wallet_id] += event.amount
             case ev.JobRequeued():
                 running.discard((event.job_id, event.attempt))
+                placed.discard((event.job_id, event.attempt))
+                lost.add((event.job_id, event.attempt))
             case ev.JobCompleted() | ev.JobFailed() | ev.JobCancelled() | ev.JobStopped():
+                if isinstance(event, ev.JobFailed) and event.lost:
+                    lost.add((event.job_id, event.attempt or current[event.job_id]))
                 running = {k for k in running if k[0] != event.job_id}
+                placed = {k for k in placed if k[0] != event.job_id}
             case _:
                 pass
     for job in world.jobs.values():
@@ -82,8 +138,16 @@ def check_invariants(sim: Sim) -> None:
             renter = world.wallet(job.renter)
             assert not [k for k in renter.holds if k[0] == job.job_id], "ended job still holds"
             for (job_id, attempt), total in recorded.items():
-                if job_id == job.job_id:
+                if job_id == job.job_id and (job_id, attempt) not in lost:
                     assert billed[(job_id, attempt)] == total, "ended attempt left unbilled"
+    for key in lost:
+        job = world.job(key[0])
+        if job.ended or job.attempt > key[1]:
+            # Settled (billing refunds in the step that follows the loss).
+            assert refunded[key] == charged[key], "a lost attempt was not refunded in full"
+            assert reversed_[key] == {k: v for k, v in credited[key].items() if v}, (
+                "a lost attempt's credit and fee were not reversed exactly"
+            )
 
 
 job_ops = st.one_of(
@@ -115,6 +179,12 @@ ops = st.one_of(
     st.tuples(st.just("lose"), st.sampled_from(sorted(OWNERS))),
     st.tuples(st.just("withdraw"), st.sampled_from(["bob", "carol"]), st.integers(1, 30 * DGPU)),
     st.tuples(st.just("wait"), st.integers(1, 900)),
+    st.tuples(
+        st.just("budget"),
+        st.sampled_from(RENTERS),
+        st.sampled_from([None, 0, DGPU // 10, DGPU, 5 * DGPU]),
+        st.sampled_from([None, DGPU, 20 * DGPU]),
+    ),
 )
 
 
@@ -219,12 +289,27 @@ def run(sim: Sim, op: tuple[Any, ...], ticks: dict[str, int]) -> None:
     elif kind == "wait":
         sim.advance(int(op[1]))
         sim.tick()
+    elif kind == "budget":
+        daily, monthly = op[2], op[3]
+        result = sim.command(
+            "renter",
+            str(op[1]),
+            cmd.SetBudget(
+                command_id="x" * 8,
+                daily=daily,
+                monthly=monthly,
+                clear=daily is None and monthly is None,
+            ),
+        )
+        assert not isinstance(result, Rejected) or result.code == "invalid"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=5, max_size=60))
 def test_money_rules_hold_after_every_step(steps: list[tuple[Any, ...]]) -> None:
     sim = Sim()
+    # An hour before a new day, month and year: budgets' periods roll over within a run.
+    sim.now = datetime(2025, 12, 31, 23, tzinfo=UTC) + timedelta(minutes=30)
     ticks: dict[str, int] = {}
     prologue: list[tuple[Any, ...]] = [
         ("register", "prv-1", 2, DGPU // 2),

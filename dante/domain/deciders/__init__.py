@@ -43,6 +43,7 @@ def _submission(ctx: Context, _: Any) -> list[tuple[str, str]]:
 DECIDERS: dict[type[cmd.Command[Any]], tuple[Decider, Reads]] = {
     cmd.Deposit: (wallet.deposit, _own_wallet),
     cmd.Withdraw: (wallet.withdraw, _own_wallet),
+    cmd.SetBudget: (wallet.set_budget, _own_wallet),
     cmd.SubmitJob: (jobs.submit, _submission),
     cmd.CancelJob: (jobs.cancel, _job),
     cmd.RegisterProvider: (providers.register, _provider),

@@ -175,6 +175,7 @@ def finished(world: World, ctx: Context, command: cmd.ReportJobFinished) -> Deci
                 attempt=attempt,
                 reason=f"gave up after {attempt} attempts; the last: {reason}",
                 results=command.results,
+                lost=True,
             )
         else:
             event = ev.JobRequeued(

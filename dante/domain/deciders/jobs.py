@@ -27,6 +27,17 @@ def submit(world: World, ctx: Context, command: cmd.SubmitJob) -> Decision:
     req = command.requirements
     check = market.submission_check(world, req, ctx.settings)
     wallet = world.wallet(ctx.identity)
+    spendable, budget = wallet.spendable(ctx.now)
+    if budget and spendable < check.first_hold <= wallet.available:
+        cap = wallet.budget_daily if budget == "daily" else wallet.budget_monthly
+        raise Rejected(
+            "budget_reached",
+            f"this job needs {format_dgpu(check.first_hold)} dGPU held before it starts, but "
+            f"your {budget} budget of {format_dgpu(cap or 0)} dGPU has only "
+            f"{format_dgpu(spendable)} dGPU left (charges this period and open holds count "
+            f"against it); raise it with `dante wallet budget --{budget} AMOUNT`",
+            "requirements",
+        )
     if wallet.available < check.first_hold:
         where = (
             f"the offer it would be placed on now, provider {check.placement.provider_id}"

@@ -1,6 +1,8 @@
-"""Deposits and withdrawals."""
+"""Deposits, withdrawals and budgets."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from dante.domain.deciders.context import Context
 from dante.domain.decision import Decision
@@ -10,7 +12,7 @@ from dante.domain.rejection import Rejected
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.money import MAX_UDGPU, format_dgpu
-from dante.schemas.results import WalletResult
+from dante.schemas.results import BudgetResult, WalletResult
 
 
 def wallet_result(wallet: WalletState, withdrawal_id: str | None = None) -> WalletResult:
@@ -59,11 +61,21 @@ def withdraw(world: World, ctx: Context, command: cmd.Withdraw) -> Decision:
             "amount",
         )
     wallet = world.wallet(ctx.identity)
-    if wallet.available < command.amount:
+    # Earnings of attempts that may still be lost to the provider (and so refunded to the
+    # renter) stay in the wallet until the attempt ends.
+    reversible = world.reversible_earnings(ctx.identity)
+    if wallet.available - reversible < command.amount:
+        pending = (
+            f"; {format_dgpu(reversible)} dGPU earned by jobs still running can be withdrawn "
+            "once they end"
+            if reversible
+            else ""
+        )
         raise Rejected(
             "insufficient_funds",
-            f"only {format_dgpu(wallet.available)} dGPU is available to withdraw "
-            f"({format_dgpu(wallet.held)} dGPU is held); {format_dgpu(command.amount)} was asked",
+            f"only {format_dgpu(max(0, wallet.available - reversible))} dGPU is available to "
+            f"withdraw ({format_dgpu(wallet.held)} dGPU is held{pending}); "
+            f"{format_dgpu(command.amount)} was asked",
             "amount",
         )
     address = command.payout_address or _payout_address(world, ctx.identity)
@@ -86,3 +98,45 @@ def withdraw(world: World, ctx: Context, command: cmd.Withdraw) -> Decision:
         event,
         result=lambda w: wallet_result(w.wallet(ctx.identity), withdrawal_id),
     )
+
+
+def budget_result(wallet: WalletState, now: datetime) -> BudgetResult:
+    today, month = wallet.spent(now)
+    return BudgetResult(
+        wallet_id=wallet.wallet_id,
+        daily_udgpu=wallet.budget_daily,
+        monthly_udgpu=wallet.budget_monthly,
+        spent_today_udgpu=today,
+        spent_this_month_udgpu=month,
+        held_udgpu=wallet.held,
+        spendable_udgpu=wallet.spendable(now)[0],
+    )
+
+
+def set_budget(world: World, ctx: Context, command: cmd.SetBudget) -> Decision:
+    wallet = world.wallet(ctx.identity)
+    if command.clear and (command.daily is not None or command.monthly is not None):
+        raise Rejected("invalid", "clear removes both caps; give no amounts with it", "clear")
+    if not command.clear and command.daily is None and command.monthly is None:
+        raise Rejected("invalid", "give a daily cap, a monthly cap, or clear", "daily")
+    daily = None if command.clear else command.daily
+    monthly = None if command.clear else command.monthly
+    if not command.clear:
+        daily = wallet.budget_daily if daily is None else daily
+        monthly = wallet.budget_monthly if monthly is None else monthly
+    if daily is not None and monthly is not None and daily > monthly:
+        raise Rejected(
+            "invalid",
+            f"the daily cap ({format_dgpu(daily)} dGPU) is above the monthly cap "
+            f"({format_dgpu(monthly)} dGPU)",
+            "daily",
+        )
+    now = ctx.now
+
+    def result(w: World) -> BudgetResult:
+        return budget_result(w.wallet(ctx.identity), now)
+
+    if (daily, monthly) == (wallet.budget_daily, wallet.budget_monthly):
+        return Decision.nothing(result)
+    event = ev.BudgetSet(**ctx.envelope(), wallet_id=ctx.identity, daily=daily, monthly=monthly)
+    return Decision.on(wallet.version, event, result=result)

@@ -9,8 +9,11 @@ import msgspec
 from msgspec.structs import replace
 
 from dante.schemas import events as ev
+from dante.schemas.money import periods
 
 HoldKey = tuple[str, int]  # (job_id, attempt)
+#: Which budget limits what may be held ("" when the balance does).
+Budget = Literal["", "daily", "monthly"]
 
 
 class WalletState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -26,6 +29,13 @@ class WalletState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     earned: int = 0
     #: Open low-funds warnings: when each job attempt will be stopped.
     warnings: dict[HoldKey, datetime] = msgspec.field(default_factory=dict)
+    #: The renter's spending caps (`BudgetSet`), per UTC day and calendar month.
+    budget_daily: int | None = None
+    budget_monthly: int | None = None
+    #: What was charged (less refunds) in the UTC day and month of the last charge:
+    #: (period, amount), the period "YYYY-MM-DD" or "YYYY-MM".
+    spent_day: tuple[str, int] = ("", 0)
+    spent_month: tuple[str, int] = ("", 0)
 
     @property
     def held(self) -> int:
@@ -37,6 +47,46 @@ class WalletState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
     def hold(self, job_id: str, attempt: int) -> int:
         return self.holds.get((job_id, attempt), 0)
+
+    def spent(self, now: datetime) -> tuple[int, int]:
+        """What was charged (less refunds) in `now`'s UTC day and calendar month."""
+        day, month = periods(now)
+        return (
+            self.spent_day[1] if self.spent_day[0] == day else 0,
+            self.spent_month[1] if self.spent_month[0] == month else 0,
+        )
+
+    def spendable(self, now: datetime) -> tuple[int, Budget]:
+        """What may be held now: the available balance, or less where a budget is nearer.
+
+        A budget counts what the period's charges took and every open hold (what is held
+        is as good as spent), so holding `spendable` more never lets the period's charges
+        pass the cap. Returns the amount and which budget binds ("" when the balance does).
+        """
+        best: int = self.available
+        which: Budget = ""
+        if self.budget_daily is None and self.budget_monthly is None:
+            return best, which
+        day, month = self.spent(now)
+        caps: tuple[tuple[Budget, int | None, int], ...] = (
+            ("daily", self.budget_daily, day),
+            ("monthly", self.budget_monthly, month),
+        )
+        for name, cap, spent in caps:
+            if cap is not None and cap - spent - self.held < best:
+                best, which = max(0, cap - spent - self.held), name
+        return best, which
+
+
+def _add_spend(state: WalletState, at: datetime, delta: int) -> dict[str, tuple[str, int]]:
+    """The spend counters after charging (or refunding, `delta` < 0) at `at`."""
+    day, month = periods(at)
+    old_day = state.spent_day[1] if state.spent_day[0] == day else 0
+    old_month = state.spent_month[1] if state.spent_month[0] == month else 0
+    return {
+        "spent_day": (day, max(0, old_day + delta)),
+        "spent_month": (month, max(0, old_month + delta)),
+    }
 
 
 def _with_hold(holds: dict[HoldKey, int], key: HoldKey, delta: int) -> dict[HoldKey, int]:
@@ -78,6 +128,30 @@ def evolve_wallet(state: WalletState, event: ev.Event, seq: int) -> WalletState:
                 version=seq,
                 holds=_with_hold(state.holds, key, -event.amount),
                 charged=state.charged + event.amount,
+                **_add_spend(state, event.at, event.amount),
+            )
+        case ev.ChargeRefunded():
+            return replace(
+                state,
+                version=seq,
+                available=state.available + event.amount,
+                charged=state.charged - event.amount,
+                **_add_spend(state, event.at, -event.amount),
+            )
+        case ev.CreditReversed():
+            return replace(
+                state,
+                version=seq,
+                available=state.available - event.amount,
+                earned=state.earned - event.amount,
+            )
+        case ev.LowFundsCleared():
+            key = (event.job_id, event.attempt)
+            warnings = {k: v for k, v in state.warnings.items() if k != key}
+            return replace(state, version=seq, warnings=warnings)
+        case ev.BudgetSet():
+            return replace(
+                state, version=seq, budget_daily=event.daily, budget_monthly=event.monthly
             )
         case ev.ProviderCredited() | ev.FeeCollected():
             return replace(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from dante.domain.model.job import JobState, evolve_job
@@ -40,10 +41,32 @@ class AttemptBook:
     charged: int = 0
     uncovered: int = 0
     fees: int = 0
+    #: Lost to its provider (requeued, or the job gave up after it): it costs nothing, so
+    #: it is charged no more and what it was charged is refunded.
+    lost: bool = False
+    #: Given back to the renter.
+    refunded: int = 0
+    #: The stop grace billed after a cancel (`JobAssigned.stop_grace_s`), when the attempt
+    #: started, and when its cancel was asked.
+    stop_grace_s: int | None = None
+    started_at: datetime | None = None
+    cancel_asked_at: datetime | None = None
 
     @property
     def unbilled_ms(self) -> int:
         return self.recorded_ms - self.billed_ms
+
+    def billable(self, total_ms: int) -> int:
+        """The part of `total_ms` GPU time that is billed: all of it, unless the attempt ran
+        on after its cancel was asked, where it is capped at the time until the cancel plus
+        the stop grace, on each of its GPUs."""
+        if self.stop_grace_s is None or self.cancel_asked_at is None:
+            return total_ms
+        ran = (
+            self.cancel_asked_at - self.started_at if self.started_at is not None else timedelta(0)
+        )
+        until_ms = max(0, int(ran.total_seconds() * 1000)) + self.stop_grace_s * 1000
+        return min(total_ms, until_ms * self.gpu_count)
 
 
 class World:
@@ -70,6 +93,9 @@ class World:
         self.books: dict[tuple[str, int], AttemptBook] = {}
         #: The providers' GPUs as slots to place on, kept current as events are applied.
         self.market = Market()
+        #: Per provider account: the attempts whose credits may still be reversed (running,
+        #: or lost and not refunded yet). Their earnings cannot be withdrawn.
+        self.reversible: dict[str, set[tuple[str, int]]] = {}
 
     # ── access ──────────────────────────────────────────────────────────────────────────
 
@@ -87,6 +113,25 @@ class World:
         done = self.completed.get(provider_id, 0)
         lost = self.lost.get(provider_id, 0)
         return 1_000_000 if done + lost == 0 else done * 1_000_000 // (done + lost)
+
+    def reversible_earnings(self, owner: str) -> int:
+        """What the account was credited for attempts that may still be refunded."""
+        total = 0
+        for key in self.reversible.get(owner, ()):
+            book = self.books.get(key)
+            if book is not None and not book.refunded:
+                total += book.charged - book.fees
+        return total
+
+    def _settled(self, book: AttemptBook | None) -> None:
+        if book is not None:
+            self.reversible.get(book.provider_owner, set()).discard((book.job_id, book.attempt))
+
+    def _lost(self, book: AttemptBook | None) -> None:
+        if book is not None:
+            book.lost = True
+            if book.charged == 0:
+                self._settled(book)
 
     def version_of_aggregate(self, aggregate: str, aggregate_id: str) -> int:
         if aggregate == "provider":
@@ -167,6 +212,11 @@ class World:
                 book = self.books.get((event.job_id, event.attempt))
                 if book is not None:
                     book.fees += event.amount
+            case ev.ChargeRefunded():
+                book = self.books.get((event.job_id, event.attempt))
+                if book is not None:
+                    book.refunded += event.amount
+                    self._settled(book)
             case _:
                 pass
 
@@ -185,7 +235,31 @@ class World:
                     max_duration_s=(
                         after.requirements.max_duration_s if after.requirements else None
                     ),
+                    stop_grace_s=event.stop_grace_s,
                 )
+                self.reversible.setdefault(event.provider_owner, set()).add(
+                    (event.job_id, event.attempt)
+                )
+            case ev.JobRequeued():
+                self._lost(self.books.get((event.job_id, event.attempt)))
+            case ev.JobFailed():
+                book = self.books.get((event.job_id, event.attempt or after.attempt))
+                if event.lost:
+                    self._lost(book)
+                elif book is not None and not book.lost:
+                    self._settled(book)
+            case ev.JobCompleted() | ev.JobCancelled() | ev.JobStopped():
+                book = self.books.get((event.job_id, event.attempt or after.attempt))
+                if book is not None and not book.lost:
+                    self._settled(book)
+            case ev.JobStarted():
+                book = self.books.get((event.job_id, event.attempt))
+                if book is not None:
+                    book.started_at = event.at
+            case ev.JobCancelRequested():
+                book = self.books.get((event.job_id, after.attempt))
+                if book is not None and after.placed:
+                    book.cancel_asked_at = event.at
             case ev.UsageRecorded():
                 book = self.books.get((event.job_id, event.attempt))
                 if book is not None:

@@ -10,7 +10,12 @@ For a `FundsCharged` of a job attempt at a running total of `total_gpu_ms`:
   `FeeCollected`; the attempt's fees add up to `fee_of(charged total, fee_bps)`, the credit is
   the charge minus the fee and goes to the attempt's provider account;
 - it comes after the attempt started; once the attempt has ended, only usage recorded before
-  the end may still be charged (billing settles what was unbilled).
+  the end may still be charged (billing settles what was unbilled), and nothing once the
+  attempt was lost to its provider;
+- it bills `billable_gpu_ms` of the total: all of it, or after a cancel at most the time until
+  the cancel plus the attempt's stop grace on each GPU;
+- a lost attempt's refund is everything it was charged, and its reversals are the credit and
+  the fee of those charges, in the refund's batch.
 """
 
 from __future__ import annotations
@@ -45,12 +50,16 @@ class ChargeChecks:
         self._facts = facts
         self._findings = findings
         self._open: dict[str, _OpenCharge] = {}
+        #: The last refund seen: its id, sequence and attempt (its reversals follow it).
+        self._refund: tuple[str, int, Attempt | None] = ("", 0, None)
 
     def handlers(self) -> Mapping[type[ev.Event], Handler]:
         return {
             ev.FundsCharged: self._charged,
             ev.ProviderCredited: self._credited,
             ev.FeeCollected: self._fee,
+            ev.ChargeRefunded: self._refunded,
+            ev.CreditReversed: self._reversed,
         }
 
     def _add(self, code: str, seqs: list[int], message: str, event: Any) -> None:
@@ -86,7 +95,25 @@ class ChargeChecks:
         self._check_terms(seq, event, attempt)
         self._check_timing(seq, event, attempt)
         self._check_usage(seq, event, attempt)
-        owed = cost(attempt.price, event.total_gpu_ms) - cost(attempt.price, attempt.billed_ms)
+        billable = attempt.billable(event.total_gpu_ms)
+        said = event.total_gpu_ms if event.billable_gpu_ms is None else event.billable_gpu_ms
+        if said != billable:
+            self._add(
+                "charge_billable",
+                [seq],
+                f"charge at seq {seq} bills {said} of {event.total_gpu_ms} GPU-ms; after the "
+                f"cancel and its stop grace {billable} GPU-ms are billable",
+                event,
+            )
+        if attempt.lost:
+            self._add(
+                "charge_lost",
+                [attempt.ended_seq, seq],
+                f"charge at seq {seq} is for an attempt lost to its provider at seq "
+                f"{attempt.ended_seq}, which costs nothing",
+                event,
+            )
+        owed = cost(attempt.price, billable) - cost(attempt.price, attempt.billable_ms)
         if event.amount + event.uncovered != owed:
             self._add(
                 "charge_amount",
@@ -97,6 +124,7 @@ class ChargeChecks:
                 event,
             )
         attempt.billed_ms = max(attempt.billed_ms, event.total_gpu_ms)
+        attempt.billable_ms = max(attempt.billable_ms, billable)
         attempt.charged += event.amount
 
     def _check_terms(self, seq: int, event: ev.FundsCharged, attempt: Attempt) -> None:
@@ -247,6 +275,54 @@ class ChargeChecks:
                 [charge.seq, seq],
                 f"fees of the attempt total {attempt.fees} µdGPU after seq {seq}; "
                 f"{attempt.fee_bps} bps of {attempt.charged} charged is {expected}",
+                event,
+            )
+
+    # ── refunds of lost attempts ────────────────────────────────────────────────────────
+
+    def _refunded(self, seq: int, event: ev.ChargeRefunded) -> None:
+        attempt = self._facts.attempts.get((event.job_id, event.attempt))
+        self._refund = (event.event_id, seq, attempt)
+        if attempt is None or not attempt.lost or event.wallet_id != attempt.renter:
+            self._add(
+                "refund",
+                [seq],
+                f"refund at seq {seq} is for an attempt that was not lost to its provider, "
+                "or goes to someone other than its renter",
+                event,
+            )
+            return
+        if event.amount != attempt.charged - attempt.refunded:
+            self._add(
+                "refund",
+                [seq],
+                f"refund at seq {seq} gives back {event.amount} µdGPU; the attempt was "
+                f"charged {attempt.charged - attempt.refunded} µdGPU",
+                event,
+            )
+        attempt.refunded += event.amount
+
+    def _reversed(self, seq: int, event: ev.CreditReversed) -> None:
+        refund_id, refund_seq, attempt = self._refund
+        if refund_id != event.refund_id or attempt is None:
+            self._add(
+                "refund",
+                [seq],
+                f"reversal at seq {seq} names refund {event.refund_id}, not the one before it",
+                event,
+            )
+            return
+        credit = attempt.charged - attempt.fees
+        expected = attempt.fees if event.wallet_id == PLATFORM_WALLET else credit
+        if event.wallet_id not in (PLATFORM_WALLET, attempt.provider_owner) or (
+            event.amount != expected
+        ):
+            self._add(
+                "refund",
+                [refund_seq, seq],
+                f"reversal at seq {seq} takes {event.amount} µdGPU from {event.wallet_id}; "
+                f"the attempt credited {credit} to {attempt.provider_owner} and "
+                f"{attempt.fees} to the platform",
                 event,
             )
 

@@ -50,6 +50,26 @@ class Attempt:
     billed_ms: int = 0
     charged: int = 0
     fees: int = 0
+    #: The billable part of `billed_ms` (less after a cancel plus the stop grace).
+    billable_ms: int = 0
+    #: The stop grace of its assignment, when it started and when its cancel was asked.
+    stop_grace_s: int | None = None
+    started_at: datetime | None = None
+    cancel_at: datetime | None = None
+    #: Lost to its provider (requeued, or the last attempt of a job that gave up): every
+    #: charge of it is to be refunded, and nothing charged after the loss.
+    lost: bool = False
+    refunded: int = 0
+
+    def billable(self, total_ms: int) -> int:
+        """The rule of docs/design.md: after a cancel, at most the time until it plus the
+        stop grace, on each GPU."""
+        if self.stop_grace_s is None or self.cancel_at is None:
+            return total_ms
+        ran = 0
+        if self.started_at is not None:
+            ran = max(0, int((self.cancel_at - self.started_at).total_seconds() * 1000))
+        return min(total_ms, (ran + self.stop_grace_s * 1000) * len(self.gpu_indices))
 
     @property
     def ended(self) -> bool:
@@ -123,6 +143,7 @@ class Facts:
             price=event.price,
             fee_bps=event.fee_bps,
             assigned_seq=seq,
+            stop_grace_s=event.stop_grace_s,
         )
 
     def _started(self, seq: int, event: ev.JobStarted) -> None:
@@ -130,6 +151,7 @@ class Facts:
         attempt = self.attempts.get((event.job_id, event.attempt))
         if attempt is not None and not attempt.started_seq:
             attempt.started_seq = seq
+            attempt.started_at = event.at
 
     def _usage(self, seq: int, event: ev.UsageRecorded) -> None:
         attempt = self.attempts.get((event.job_id, event.attempt))
@@ -138,7 +160,11 @@ class Facts:
             attempt.usage.append((seq, attempt.recorded_ms))
 
     def _cancel_requested(self, _seq: int, event: ev.JobCancelRequested) -> None:
-        self.job(event.job_id).cancel_requested = True
+        job = self.job(event.job_id)
+        job.cancel_requested = True
+        attempt = self.attempts.get((event.job_id, job.attempt))
+        if attempt is not None and job.status in PLACED and attempt.cancel_at is None:
+            attempt.cancel_at = event.at
 
     def _end_attempt(self, seq: int, at: datetime, key: AttemptKey) -> None:
         attempt = self.attempts.get(key)
@@ -152,6 +178,9 @@ class Facts:
         job.status = "queued"
         job.provider_id = ""
         self._end_attempt(seq, event.at, (event.job_id, event.attempt))
+        attempt = self.attempts.get((event.job_id, event.attempt))
+        if attempt is not None:
+            attempt.lost = True
 
     def _ended(self, seq: int, event: ev.JobEvent) -> None:
         job = self.job(event.job_id)
@@ -161,6 +190,10 @@ class Facts:
             ev.JobCancelled: "cancelled",
             ev.JobStopped: "stopped",
         }[type(event)]
+        if isinstance(event, ev.JobFailed) and event.lost:
+            attempt = self.attempts.get((event.job_id, event.attempt or job.attempt))
+            if attempt is not None and not attempt.ended:
+                attempt.lost = True
         # The end of a job ends every attempt of it still open (billing settles them all).
         for number in range(1, job.attempt + 1):
             self._end_attempt(seq, event.at, (event.job_id, number))

@@ -1,5 +1,8 @@
 """Money: conservation at every committed position, no negative balance or hold, withdrawals.
 
+A refund (`ChargeRefunded`) moves money back into the renter's wallet and its
+`CreditReversed` take it out of the provider's and the platform's, in one batch.
+
 Inside the platform, money sits in three places: wallets' available balances, holds for job
 attempts, and withdrawals requested but not yet paid. It enters by deposits and leaves by
 completed withdrawals. So at every committed position of the log
@@ -59,6 +62,8 @@ class MoneyChecks:
             ev.ProviderCredited: self._paid_in,
             ev.FeeCollected: self._paid_in,
             ev.HoldReleased: self._released,
+            ev.ChargeRefunded: self._refunded,
+            ev.CreditReversed: self._reversed,
             ev.WithdrawalRequested: self._withdrawal_requested,
             ev.FundsWithdrawn: self._withdrawn,
         }
@@ -106,6 +111,16 @@ class MoneyChecks:
     def _paid_in(self, seq: int, event: ev.ProviderCredited | ev.FeeCollected) -> None:
         self._wallet(event.wallet_id).available += event.amount
         self.inside += event.amount
+        self._moved.append(seq)
+
+    def _refunded(self, seq: int, event: ev.ChargeRefunded) -> None:
+        self._wallet(event.wallet_id).available += event.amount
+        self.inside += event.amount
+        self._moved.append(seq)
+
+    def _reversed(self, seq: int, event: ev.CreditReversed) -> None:
+        self._lower(seq, event.wallet_id, event.amount)
+        self.inside -= event.amount
         self._moved.append(seq)
 
     def _released(self, seq: int, event: ev.HoldReleased) -> None:
