@@ -178,6 +178,7 @@ def sample_events() -> list[ev.Event]:
             amount=1319,
             refund_id="refund-1",
         ),
+        make(ev.EarningsSettled, wallet_id="bob", job_id="job-1", attempt=1),
         make(ev.BudgetSet, **wallet, daily=2_000_000, monthly=None),
         make(
             ev.WithdrawalRequested,

@@ -265,6 +265,11 @@ async def cancel_job(s: Session, job_id: str, *, reason: str = "", json: bool = 
             f"Asked the provider to stop job {result.job_id} ({result.state}); it ends once "
             f"stopped. To wait for it: dante jobs wait {result.job_id}"
         )
+        if result.stop_grace_s is not None:
+            print(
+                f"Billed: its GPU time until now, plus at most {result.stop_grace_s} s while "
+                "it stops; nothing after that."
+            )
     return 0
 
 

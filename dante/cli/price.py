@@ -69,6 +69,7 @@ def quote_document(quote: Quote) -> dict[str, Any]:
         "fee_bps": quote.fee_bps,
         "fee_udgpu": quote.fee,
         "provider_share_udgpu": quote.provider_share,
+        "stop_grace_s": quote.stop_grace_s,
     }
 
 
@@ -88,6 +89,15 @@ def quote_lines(quote: Quote, extra: list[tuple[str, str]] | None = None) -> str
             ("  to provider", f"{dgpu(quote.provider_share)} dGPU"),
             (f"  platform fee ({fee_pct}%)", f"{dgpu(quote.fee)} dGPU"),
             *(extra or []),
+            *(
+                [
+                    ("billed", "for the GPU time used, rounded down once per attempt"),
+                    ("if cancelled", f"up to the cancel, plus at most {quote.stop_grace_s} s"),
+                    ("provider lost", "that attempt is free; the job starts again"),
+                ]
+                if quote.stop_grace_s is not None
+                else []
+            ),
         ]
     )
 

@@ -77,6 +77,11 @@ def _print_attempt(attempt: AttemptStatement) -> None:
         f"{_dgpu(attempt.fee_udgpu)}, provider {_dgpu(attempt.provider_credit_udgpu)}), released "
         f"{_dgpu(attempt.released_udgpu)}, still held {_dgpu(attempt.hold_udgpu)}"
     )
+    if attempt.refunded_udgpu:
+        print(
+            f"  refunded {_dgpu(attempt.refunded_udgpu)}: the attempt was lost to its "
+            "provider, so it costs nothing"
+        )
 
 
 def _print_human(statement: JobStatement) -> None:
@@ -97,6 +102,7 @@ def _print_human(statement: JobStatement) -> None:
         f"(platform fee {_dgpu(statement.fee_udgpu)}, provider "
         f"{_dgpu(statement.provider_credit_udgpu)}){uncovered}; held "
         f"{_dgpu(statement.held_udgpu)}, released {_dgpu(statement.released_udgpu)}"
+        + (f"; refunded {_dgpu(statement.refunded_udgpu)}" if statement.refunded_udgpu else "")
     )
     print(
         f"digest {statement.digest} (SHA-256 chain over {len(statement.events)} events, "

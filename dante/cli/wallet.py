@@ -15,7 +15,10 @@ from dante.cli.options import Json
 from dante.cli.render import dgpu, emit, pairs, table, to_builtins, when
 from dante.cli.session import Session, with_session
 
-app = App(name="wallet", help="Your money on Dante: deposit, check, read the history, withdraw.")
+app = App(
+    name="wallet",
+    help="Your money on Dante: deposit, check, read the history, set budgets, withdraw.",
+)
 
 
 def _signed(udgpu: int) -> str:
@@ -51,11 +54,63 @@ async def show_balance(s: Session, *, json: bool = False) -> int:
     print(_amounts(lines))
     for hold in balance.holds:
         print(f"  {dgpu(hold.held_udgpu)} dGPU held for job {hold.job_id} (attempt {hold.attempt})")
+    for label, cap, spent in (
+        ("today", balance.budget_daily_udgpu, balance.spent_today_udgpu),
+        ("this month", balance.budget_monthly_udgpu, balance.spent_this_month_udgpu),
+    ):
+        if cap is not None:
+            print(f"budget {label}: {dgpu(spent)} of {dgpu(cap)} dGPU spent")
     for warning in balance.warnings:
-        print(
-            f"warning: job {warning.job_id} needs {dgpu(warning.needed_udgpu)} dGPU more and "
-            f"stops at {when(warning.stop_at)} unless you deposit (dante wallet deposit AMOUNT)"
+        if warning.budget:
+            print(
+                f"warning: job {warning.job_id} needs {dgpu(warning.needed_udgpu)} dGPU more "
+                f"held than your {warning.budget} budget leaves, and stops at "
+                f"{when(warning.stop_at)} unless you raise it "
+                f"(dante wallet budget --{warning.budget} AMOUNT)"
+            )
+        else:
+            print(
+                f"warning: job {warning.job_id} needs {dgpu(warning.needed_udgpu)} dGPU more and "
+                f"stops at {when(warning.stop_at)} unless you deposit "
+                "(dante wallet deposit AMOUNT)"
+            )
+    return 0
+
+
+async def set_budget(
+    s: Session,
+    *,
+    daily: int | None,
+    monthly: int | None,
+    clear: bool,
+    json: bool = False,
+) -> int:
+    from dante.client.commands import new_command_id
+    from dante.schemas.commands import SetBudget
+
+    command = SetBudget(command_id=new_command_id(), daily=daily, monthly=monthly, clear=clear)
+    result = await s.renter().ask(command)
+    if json:
+        emit(result)
+        return 0
+    if result.daily_udgpu is None and result.monthly_udgpu is None:
+        print(f"No budget on {result.wallet_id}: jobs are limited by the balance only.")
+        return 0
+    print(f"Budget of {result.wallet_id} (UTC days and calendar months):")
+    lines = []
+    if result.daily_udgpu is not None:
+        lines.append(
+            ("daily", f"{dgpu(result.spent_today_udgpu)} of {dgpu(result.daily_udgpu)} dGPU spent")
         )
+    if result.monthly_udgpu is not None:
+        lines.append(
+            (
+                "monthly",
+                f"{dgpu(result.spent_this_month_udgpu)} of {dgpu(result.monthly_udgpu)} dGPU spent",
+            )
+        )
+    lines.append(("may hold now", f"{dgpu(result.spendable_udgpu)} dGPU"))
+    print(pairs(lines))
     return 0
 
 
@@ -177,6 +232,42 @@ async def deposit(amount: str, /, *, reference: str = "", json_output: Json = Fa
 async def balance(*, json_output: Json = False) -> int:
     """Show your wallet: what is available, what is held for running jobs, the total."""
     return await with_session(lambda s: show_balance(s, json=json_output))
+
+
+@app.command
+async def budget(
+    *,
+    daily: Annotated[
+        str | None, Parameter(help="Spend at most this many dGPU per UTC day.")
+    ] = None,
+    monthly: Annotated[
+        str | None, Parameter(help="Spend at most this many dGPU per calendar month (UTC).")
+    ] = None,
+    clear: Annotated[bool, Parameter(help="Remove both caps.", negative=())] = False,
+    json_output: Json = False,
+) -> int:
+    """Cap what your jobs spend per day and/or month.
+
+    Billing holds no more than a cap leaves (what the period's charges took plus what is
+    held): a job that would pass it waits for the next day or month, and a running job
+    whose hold the cap cannot renew stops after the grace period. A cap not given stays.
+    """
+    from dante.cli.options import UsageError
+    from dante.schemas.money import parse_dgpu
+
+    if clear and (daily is not None or monthly is not None):
+        raise UsageError("--clear removes both caps; give it without --daily or --monthly")
+    if not clear and daily is None and monthly is None:
+        raise UsageError("give --daily AMOUNT, --monthly AMOUNT, or --clear")
+
+    def amount(text: str | None) -> int | None:
+        # A cap of 0 is allowed: nothing may be spent in the period.
+        return None if text is None else parse_dgpu(text, allow_zero=True)
+
+    caps = amount(daily), amount(monthly)
+    return await with_session(
+        lambda s: set_budget(s, daily=caps[0], monthly=caps[1], clear=clear, json=json_output)
+    )
 
 
 @app.command

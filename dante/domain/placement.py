@@ -229,6 +229,7 @@ def quote(
     providers: Iterable[ProviderSlots],
     duration_s: int | None,
     fee_bps: int,
+    stop_grace_s: int | None = None,
 ) -> Quote | None:
     """The price of the cheapest placement now, else of the cheapest that could ever fit.
 
@@ -264,6 +265,7 @@ def quote(
         fee_bps=fee_bps,
         fee=fee,
         provider_share=total - fee,
+        stop_grace_s=stop_grace_s,
     )
 
 

@@ -70,9 +70,15 @@ def _job(event: ev.JobEvent) -> str:
 
 
 def _refunds_and_budgets(
-    event: ev.LowFundsCleared | ev.ChargeRefunded | ev.CreditReversed | ev.BudgetSet,
+    event: ev.LowFundsCleared
+    | ev.ChargeRefunded
+    | ev.CreditReversed
+    | ev.EarningsSettled
+    | ev.BudgetSet,
 ) -> str:
     match event:
+        case ev.EarningsSettled():
+            return f"earnings of {event.job_id} #{event.attempt} settled"
         case ev.LowFundsCleared():
             return f"low-funds warning for {event.job_id} #{event.attempt} cleared: {event.reason}"
         case ev.ChargeRefunded():
@@ -110,7 +116,13 @@ def _wallet(event: ev.WalletEvent) -> str:
                 f"low funds for {event.job_id}: {_dgpu(event.needed)} needed, "
                 f"{format_dgpu(event.available)} available; stops at {event.stop_at:%H:%M:%S}"
             )
-        case ev.LowFundsCleared() | ev.ChargeRefunded() | ev.CreditReversed() | ev.BudgetSet():
+        case (
+            ev.LowFundsCleared()
+            | ev.ChargeRefunded()
+            | ev.CreditReversed()
+            | ev.EarningsSettled()
+            | ev.BudgetSet()
+        ):
             return _refunds_and_budgets(event)
         case ev.WithdrawalRequested():
             return f"withdrawal {event.withdrawal_id} of {_dgpu(event.amount)} requested"

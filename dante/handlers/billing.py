@@ -399,6 +399,21 @@ class Billing:
                 appends, left = self._charge_events(wallet, book, now, base)
             checked = not any(a.subject == subject_of("wallet", book.renter) for a in appends)
             cause = f"seq:{world.job(job_id).version}"
+            key = (job_id, attempt)
+            if not book.lost and (
+                key in world.wallet(book.provider_owner).reversible
+                or any(isinstance(a.event, ev.ProviderCredited) for a in appends)
+            ):
+                # Ended as it should: what it earned the provider is final.
+                settled = ev.EarningsSettled(
+                    event_id=f"{base}:settled",
+                    at=now,
+                    cause=cause,
+                    wallet_id=book.provider_owner,
+                    job_id=job_id,
+                    attempt=attempt,
+                )
+                appends.append(Append(event=settled))
             if left > 0:
                 released = ev.HoldReleased(
                     event_id=f"{base}:release",

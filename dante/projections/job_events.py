@@ -155,4 +155,25 @@ async def job_events(store: EventStore, job_id: str, *, to_seq: int | None = Non
                 found.update((r.seq, r) for r in await _reservations(log, record))
         money = await _money(log, submitted.event.renter, submitted.seq, own)
         found.update((r.seq, r) for r in money)
+        found.update((r.seq, r) for r in await _earnings_settled(log, money))
     return sorted(found.values(), key=lambda r: r.seq)
+
+
+async def _earnings_settled(log: _Log, money: list[Stored]) -> list[Stored]:
+    """The `EarningsSettled` of each attempt that credited its provider, on the provider's
+    wallet: billing appends it when settling, so it follows the attempt's last credit."""
+    last_credit: dict[tuple[str, int], int] = {}
+    for record in money:
+        if isinstance(record.event, ev.ProviderCredited):
+            last_credit[(record.event.wallet_id, record.event.attempt)] = record.seq
+    taken: list[Stored] = []
+    for (owner, attempt), seq in sorted(last_credit.items()):
+        async for record in log.events(subject_of("wallet", owner), seq + 1):
+            event = record.event
+            if isinstance(event, ev.EarningsSettled | ev.CreditReversed) and (
+                event.attempt == attempt
+            ):
+                if isinstance(event, ev.EarningsSettled):
+                    taken.append(record)
+                break
+    return taken

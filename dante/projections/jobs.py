@@ -249,6 +249,7 @@ IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
         ev.LowFundsWarned,
         ev.LowFundsCleared,
         ev.CreditReversed,
+        ev.EarningsSettled,
         ev.BudgetSet,
         ev.WithdrawalRequested,
         ev.FundsWithdrawn,

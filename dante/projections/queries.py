@@ -28,6 +28,7 @@ from dante.projections.matching import ModelMatcher, tokens_match
 from dante.projections.projector import POSITIONS
 from dante.projections.sqlite import connect
 from dante.projections.tables import Row, Table, from_ms, to_ms
+from dante.schemas.money import periods
 from dante.schemas.values import PLATFORM_WALLET, FileRef, JobRequirements
 from dante.schemas.views import (
     Balance,
@@ -290,8 +291,9 @@ async def provider(
 # ── wallets ─────────────────────────────────────────────────────────────────────────────
 
 
-async def balance(views: Views, wallet_id: str) -> Balance:
-    """A wallet's balance, open holds and open warnings; an unknown wallet has zero."""
+async def balance(views: Views, wallet_id: str, now: datetime | None = None) -> Balance:
+    """A wallet's balance, open holds and open warnings, its budgets and what `now`'s day
+    and month spent of them; an unknown wallet has zero."""
     async with views.snapshot() as db:
         found = await _rows(db, wallets.WALLETS, "WHERE wallet_id = ?", (wallet_id,))
         holds = await _rows(
@@ -304,7 +306,12 @@ async def balance(views: Views, wallet_id: str) -> Balance:
         role = "platform" if wallet_id == PLATFORM_WALLET else "renter"
         return Balance(wallet_id=wallet_id, role=role)
     row: wallets.WalletRow = found[0]
+    day, month = periods(now or datetime.now(UTC))
     return Balance(
+        budget_daily_udgpu=row.budget_daily_udgpu,
+        budget_monthly_udgpu=row.budget_monthly_udgpu,
+        spent_today_udgpu=row.spent_day_udgpu if row.spent_day == day else 0,
+        spent_this_month_udgpu=row.spent_month_udgpu if row.spent_month == month else 0,
         wallet_id=wallet_id,
         role=row.role,
         available_udgpu=row.available_udgpu,
@@ -325,6 +332,7 @@ async def balance(views: Views, wallet_id: str) -> Balance:
                 available_udgpu=w.available_udgpu,
                 stop_at=from_ms(w.stop_at_ms),
                 at=from_ms(w.at_ms),
+                budget=w.budget,
             )
             for w in warnings
         ],

@@ -262,6 +262,7 @@ IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
         ev.LowFundsCleared,
         ev.ChargeRefunded,
         ev.CreditReversed,
+        ev.EarningsSettled,
         ev.BudgetSet,
         ev.WithdrawalRequested,
         ev.FundsWithdrawn,

@@ -88,6 +88,7 @@ class WarningRow(Row, kw_only=True):
     available_udgpu: int
     stop_at_ms: int
     at_ms: int
+    budget: str = ""
 
 
 class LedgerRow(Row, kw_only=True):
@@ -346,6 +347,7 @@ def _warned(view: WalletView, seq: int, event: ev.LowFundsWarned) -> Changes:
         available_udgpu=event.available,
         stop_at_ms=to_ms(event.stop_at),
         at_ms=to_ms(event.at),
+        budget=event.budget,
     )
     return (Changed(WALLETS.name, event.wallet_id), Changed(WARNINGS.name, key))
 
@@ -374,6 +376,8 @@ IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
         ev.JobStopped,
         ev.JobResultsStored,
         ev.JobRequeued,
+        # No money moves: the provider's credits of the attempt became final.
+        ev.EarningsSettled,
     }
 )
 

@@ -359,6 +359,14 @@ class CreditReversed(WalletEvent, frozen=True, kw_only=True):
     refund_id: EventId
 
 
+class EarningsSettled(WalletEvent, frozen=True, kw_only=True):
+    """An attempt ended as it should: its credits to this provider can no longer be
+    reversed, so they may be withdrawn."""
+
+    job_id: Id
+    attempt: Attempt
+
+
 class BudgetSet(WalletEvent, frozen=True, kw_only=True):
     """The renter's spending caps per UTC day and calendar month (None: no cap)."""
 
@@ -416,6 +424,7 @@ WalletEvents = (
     | LowFundsCleared
     | ChargeRefunded
     | CreditReversed
+    | EarningsSettled
     | BudgetSet
     | WithdrawalRequested
     | FundsWithdrawn

@@ -37,3 +37,6 @@ class Quote(msgspec.Struct, frozen=True, kw_only=True):
     #: The platform's share of `total`; `provider_share` is the rest, exactly.
     fee: int
     provider_share: int
+    #: A cancelled job is billed up to the cancel plus at most this many seconds while it
+    #: stops. (An attempt lost to its provider is never charged.)
+    stop_grace_s: int | None = None

@@ -50,6 +50,9 @@ class JobResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     attempt: int = 0
     #: Usage ticks newly recorded by this command (RecordUsage); retries record none.
     recorded_ticks: int = 0
+    #: A cancel of a running attempt: it is billed up to the cancel plus at most this many
+    #: seconds while it stops (the attempt's stop grace); None when nothing more is billed.
+    stop_grace_s: int | None = None
 
 
 class ProviderResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):

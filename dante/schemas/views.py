@@ -99,6 +99,8 @@ class FundsWarning(Result, frozen=True, kw_only=True):
     available_udgpu: int
     stop_at: datetime
     at: datetime
+    #: "daily" or "monthly" when the renter's budget is what is short, not its balance.
+    budget: str = ""
 
 
 class Balance(Result, frozen=True, kw_only=True):
@@ -116,9 +118,15 @@ class Balance(Result, frozen=True, kw_only=True):
     charged_udgpu: int = 0
     earned_udgpu: int = 0
     warnings_total: int = 0
-    #: Open low-funds warnings (answered ones disappear once funds are held or released).
+    #: Open low-funds warnings (gone once funds are held again or the attempt ends).
     warnings: list[FundsWarning] = msgspec.field(default_factory=list)
     holds: list[Hold] = msgspec.field(default_factory=list)
+    #: The renter's spending caps (None: none) and what today (UTC) and this month have
+    #: been charged, less refunds; open holds count against a cap too.
+    budget_daily_udgpu: int | None = None
+    budget_monthly_udgpu: int | None = None
+    spent_today_udgpu: int = 0
+    spent_this_month_udgpu: int = 0
 
 
 class LedgerEntry(Result, frozen=True, kw_only=True):

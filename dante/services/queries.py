@@ -147,7 +147,13 @@ class ReadModels:
     async def _quote(self, ask: Ask) -> Any:
         slots = market.all_slots(ask.lookup.world)
         req = ask.command.requirements
-        found = quote(req, slots, ask.command.duration_s, self._settings.fee_bps)
+        found = quote(
+            req,
+            slots,
+            ask.command.duration_s,
+            self._settings.fee_bps,
+            stop_grace_s=self._settings.stop_grace_s,
+        )
         if found is not None:
             return found
         no_fit = explain_no_fit(req, slots)

@@ -172,6 +172,7 @@ async def test_wait_exit_codes_and_cancel(market: Market, tmp_path: Path) -> Non
     ran = await market.dante("jobs", "cancel", running, "--reason", "wrong data")
     assert ran.code == 0, ran
     assert f"Asked the provider to stop job {running}" in ran.out
+    assert "Billed: its GPU time until now, plus at most 10 s while it stops" in ran.out
 
     ran = await market.dante("jobs", "cancel", failing, "--json")
     assert ran.code == 1

@@ -150,12 +150,15 @@ async def test_estimate_quotes_with_the_fee_split(market: Market) -> None:
         "fee_bps": 500,
         "fee_udgpu": fee_of(total, 500),
         "provider_share_udgpu": total - fee_of(total, 500),
+        "stop_grace_s": 10,
     }
     ran = await market.dante("estimate", "--gpus", "3", "--gpu", "RTX 4090")
     assert ran.code == 0, ran
     assert "3 GPU(s) on prov-2, free now" in ran.out
     assert "total                2.10 dGPU" in ran.out
     assert "  platform fee (5%)  0.105 dGPU" in ran.out
+    assert "if cancelled         up to the cancel, plus at most 10 s" in ran.out
+    assert "provider lost        that attempt is free; the job starts again" in ran.out
 
     ran = await market.dante("estimate", "--gpus", "2", "--gpu", "A100", "--json")
     assert ran.code == 1, ran

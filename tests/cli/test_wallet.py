@@ -132,3 +132,34 @@ async def test_who_and_where_are_needed(market: Market) -> None:
     assert ran.code == 3 and ran.out == ""
     assert ran.err.startswith("error: cannot reach the platform at nats://127.0.0.1:1")
     assert "dante up" in ran.err
+
+
+@pytest.mark.anyio
+async def test_budget_set_shown_in_the_balance_and_cleared(market: Market) -> None:
+    ran = await market.dante("wallet", "budget")
+    assert ran.code == 2 and "give --daily AMOUNT, --monthly AMOUNT, or --clear" in ran.err
+    ran = await market.dante("wallet", "budget", "--daily", "-1")
+    assert ran.code == 2, ran
+    ran = await market.dante("wallet", "budget", "--daily", "5", "--monthly", "2")
+    assert ran.code == 1 and "above the monthly cap" in ran.err
+
+    await market.dante("wallet", "deposit", "10")
+    ran = await market.dante("wallet", "budget", "--daily", "2.5", "--monthly", "40")
+    assert ran.code == 0, ran
+    assert "Budget of alice (UTC days and calendar months):" in ran.out
+    assert "daily         0.00 of 2.50 dGPU spent" in ran.out
+    assert "may hold now  2.50 dGPU" in ran.out
+    balance = await market.dante("wallet", "balance")
+    assert "budget today: 0.00 of 2.50 dGPU spent" in balance.out
+    assert "budget this month: 0.00 of 40.00 dGPU spent" in balance.out
+    document = (await market.dante("wallet", "balance", "--json")).json()
+    assert (document["budget_daily_udgpu"], document["budget_monthly_udgpu"]) == (
+        2_500_000,
+        40 * DGPU,
+    )
+
+    ran = await market.dante("wallet", "budget", "--clear", "--json")
+    assert ran.code == 0, ran
+    assert (ran.json()["daily_udgpu"], ran.json()["monthly_udgpu"]) == (None, None)
+    balance = await market.dante("wallet", "balance")
+    assert "budget" not in balance.out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from msgspec.structs import replace
+
 from dante.domain import market
 from dante.domain.deciders.agent import job_result
 from dante.domain.deciders.context import Context
@@ -11,7 +13,7 @@ from dante.domain.rejection import Rejected
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.money import format_dgpu
-from dante.schemas.results import SubmitResult
+from dante.schemas.results import JobResult, SubmitResult
 from dante.schemas.values import check_relative_path
 
 
@@ -27,17 +29,18 @@ def submit(world: World, ctx: Context, command: cmd.SubmitJob) -> Decision:
     req = command.requirements
     check = market.submission_check(world, req, ctx.settings)
     wallet = world.wallet(ctx.identity)
-    spendable, budget = wallet.spendable(ctx.now)
-    if budget and spendable < check.first_hold <= wallet.available:
-        cap = wallet.budget_daily if budget == "daily" else wallet.budget_monthly
-        raise Rejected(
-            "budget_reached",
-            f"this job needs {format_dgpu(check.first_hold)} dGPU held before it starts, but "
-            f"your {budget} budget of {format_dgpu(cap or 0)} dGPU has only "
-            f"{format_dgpu(spendable)} dGPU left (charges this period and open holds count "
-            f"against it); raise it with `dante wallet budget --{budget} AMOUNT`",
-            "requirements",
-        )
+    for budget, cap in (("daily", wallet.budget_daily), ("monthly", wallet.budget_monthly)):
+        # A hold the cap itself cannot take never fits. One that today's (or this month's)
+        # spending leaves no room for is accepted and waits, saying so, for the next period.
+        if cap is not None and check.first_hold > cap:
+            raise Rejected(
+                "budget_reached",
+                f"this job needs {format_dgpu(check.first_hold)} dGPU held before it starts, "
+                f"more than your whole {budget} budget of {format_dgpu(cap)} dGPU; raise it "
+                f"with `dante wallet budget --{budget} AMOUNT`, or give the job a shorter "
+                "--max-hours",
+                "requirements",
+            )
     if wallet.available < check.first_hold:
         where = (
             f"the offer it would be placed on now, provider {check.placement.provider_id}"
@@ -86,8 +89,14 @@ def cancel(world: World, ctx: Context, command: cmd.CancelJob) -> Decision:
     job_id = job.job_id
     if job.ended:
         raise Rejected("job_finished", f"job {job_id} has already ended ({job.status})", "job_id")
+    book = world.books.get((job_id, job.attempt))
+    grace = book.stop_grace_s if book is not None and job.placed else None
+
+    def result(w: World) -> JobResult:
+        return replace(job_result(w.job(job_id)), stop_grace_s=grace)
+
     if job.cancel_requested:
-        return Decision.nothing(lambda w: job_result(w.job(job_id)))
+        return Decision.nothing(result)
     reason = command.reason or "cancelled by the renter"
     event: ev.Event
     if job.status == "queued":
@@ -98,4 +107,4 @@ def cancel(world: World, ctx: Context, command: cmd.CancelJob) -> Decision:
         event = ev.JobCancelRequested(
             **ctx.envelope(), job_id=job_id, by=ctx.identity, reason=reason
         )
-    return Decision.on(job.version, event, result=lambda w: job_result(w.job(job_id)))
+    return Decision.on(job.version, event, result=result)

@@ -63,7 +63,7 @@ def withdraw(world: World, ctx: Context, command: cmd.Withdraw) -> Decision:
     wallet = world.wallet(ctx.identity)
     # Earnings of attempts that may still be lost to the provider (and so refunded to the
     # renter) stay in the wallet until the attempt ends.
-    reversible = world.reversible_earnings(ctx.identity)
+    reversible = sum(wallet.reversible.values())
     if wallet.available - reversible < command.amount:
         pending = (
             f"; {format_dgpu(reversible)} dGPU earned by jobs still running can be withdrawn "

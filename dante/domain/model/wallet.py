@@ -29,6 +29,9 @@ class WalletState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     earned: int = 0
     #: Open low-funds warnings: when each job attempt will be stopped.
     warnings: dict[HoldKey, datetime] = msgspec.field(default_factory=dict)
+    #: Credits (providers) of attempts that may still be lost and so reversed: not yet
+    #: withdrawable. Gone at `EarningsSettled` or `CreditReversed`.
+    reversible: dict[HoldKey, int] = msgspec.field(default_factory=dict)
     #: The renter's spending caps (`BudgetSet`), per UTC day and calendar month.
     budget_daily: int | None = None
     budget_monthly: int | None = None
@@ -139,11 +142,13 @@ def evolve_wallet(state: WalletState, event: ev.Event, seq: int) -> WalletState:
                 **_add_spend(state, event.at, -event.amount),
             )
         case ev.CreditReversed():
+            key = (event.job_id, event.attempt)
             return replace(
                 state,
                 version=seq,
                 available=state.available - event.amount,
                 earned=state.earned - event.amount,
+                reversible={k: v for k, v in state.reversible.items() if k != key},
             )
         case ev.LowFundsCleared():
             key = (event.job_id, event.attempt)
@@ -153,13 +158,28 @@ def evolve_wallet(state: WalletState, event: ev.Event, seq: int) -> WalletState:
             return replace(
                 state, version=seq, budget_daily=event.daily, budget_monthly=event.monthly
             )
-        case ev.ProviderCredited() | ev.FeeCollected():
+        case ev.ProviderCredited():
+            key = (event.job_id, event.attempt)
+            reversible = dict(state.reversible)
+            reversible[key] = reversible.get(key, 0) + event.amount
+            return replace(
+                state,
+                version=seq,
+                available=state.available + event.amount,
+                earned=state.earned + event.amount,
+                reversible=reversible,
+            )
+        case ev.FeeCollected():
             return replace(
                 state,
                 version=seq,
                 available=state.available + event.amount,
                 earned=state.earned + event.amount,
             )
+        case ev.EarningsSettled():
+            key = (event.job_id, event.attempt)
+            reversible = {k: v for k, v in state.reversible.items() if k != key}
+            return replace(state, version=seq, reversible=reversible)
         case ev.HoldReleased():
             key = (event.job_id, event.attempt)
             warnings = {k: v for k, v in state.warnings.items() if k != key}

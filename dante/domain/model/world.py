@@ -93,9 +93,6 @@ class World:
         self.books: dict[tuple[str, int], AttemptBook] = {}
         #: The providers' GPUs as slots to place on, kept current as events are applied.
         self.market = Market()
-        #: Per provider account: the attempts whose credits may still be reversed (running,
-        #: or lost and not refunded yet). Their earnings cannot be withdrawn.
-        self.reversible: dict[str, set[tuple[str, int]]] = {}
 
     # ── access ──────────────────────────────────────────────────────────────────────────
 
@@ -114,24 +111,10 @@ class World:
         lost = self.lost.get(provider_id, 0)
         return 1_000_000 if done + lost == 0 else done * 1_000_000 // (done + lost)
 
-    def reversible_earnings(self, owner: str) -> int:
-        """What the account was credited for attempts that may still be refunded."""
-        total = 0
-        for key in self.reversible.get(owner, ()):
-            book = self.books.get(key)
-            if book is not None and not book.refunded:
-                total += book.charged - book.fees
-        return total
-
-    def _settled(self, book: AttemptBook | None) -> None:
-        if book is not None:
-            self.reversible.get(book.provider_owner, set()).discard((book.job_id, book.attempt))
-
-    def _lost(self, book: AttemptBook | None) -> None:
+    @staticmethod
+    def _lost(book: AttemptBook | None) -> None:
         if book is not None:
             book.lost = True
-            if book.charged == 0:
-                self._settled(book)
 
     def version_of_aggregate(self, aggregate: str, aggregate_id: str) -> int:
         if aggregate == "provider":
@@ -216,7 +199,6 @@ class World:
                 book = self.books.get((event.job_id, event.attempt))
                 if book is not None:
                     book.refunded += event.amount
-                    self._settled(book)
             case _:
                 pass
 
@@ -237,21 +219,10 @@ class World:
                     ),
                     stop_grace_s=event.stop_grace_s,
                 )
-                self.reversible.setdefault(event.provider_owner, set()).add(
-                    (event.job_id, event.attempt)
-                )
             case ev.JobRequeued():
                 self._lost(self.books.get((event.job_id, event.attempt)))
-            case ev.JobFailed():
-                book = self.books.get((event.job_id, event.attempt or after.attempt))
-                if event.lost:
-                    self._lost(book)
-                elif book is not None and not book.lost:
-                    self._settled(book)
-            case ev.JobCompleted() | ev.JobCancelled() | ev.JobStopped():
-                book = self.books.get((event.job_id, event.attempt or after.attempt))
-                if book is not None and not book.lost:
-                    self._settled(book)
+            case ev.JobFailed() if event.lost:
+                self._lost(self.books.get((event.job_id, event.attempt or after.attempt)))
             case ev.JobStarted():
                 book = self.books.get((event.job_id, event.attempt))
                 if book is not None:
