@@ -109,13 +109,20 @@ async def play(nc: NATS, platform: Platform, clock: Clock) -> Played:
 
     cancelled = await submit(nc)
     await platform.settle()
+    placed = platform.tail.world.job(cancelled)
+    agent = bob if placed.provider_id == "prv-a" else carol
+    if placed.provider_id:
+        await agent.start(cancelled)
+        clock.advance(3)
+        await use(agent, platform, cancelled, ms=3_000)
     await Client(nc, "renter", "alice").send(
         cmd.CancelJob(command_id=new_command_id(), job_id=cancelled)
     )
     await platform.settle()
-    placed = platform.tail.world.job(cancelled)
     if placed.provider_id:
-        agent = bob if placed.provider_id == "prv-a" else carol
+        # It takes 30 s to stop: only the 10 s stop grace of them is billed.
+        clock.advance(30)
+        await use(agent, platform, cancelled, ms=30_000)
         await agent.finish(cancelled, exit_code=143)
 
     await deposit(nc, "carol", 20 * DGPU)
@@ -126,6 +133,7 @@ async def play(nc: NATS, platform: Platform, clock: Clock) -> Played:
     assert (world.job(requeued).status, world.job(requeued).attempt) == ("completed", 2)
     assert world.job(stopped).status == "stopped"
     assert world.job(cancelled).status == "cancelled"
+    assert world.books[(cancelled, 1)].charged == cost(placed.price, 13_000)
     assert world.wallet("carol").withdrawn == 10 * DGPU
     return Played(platform, completed, requeued, stopped, cancelled)
 

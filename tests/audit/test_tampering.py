@@ -226,6 +226,42 @@ def assigned_above_the_cap(s: Script) -> Expected:
     return {"assignment_price": [[assigned]]}
 
 
+def billed_past_the_stop_grace(s: Script) -> Expected:
+    s.submit("job-5", "carol")
+    s.assign("job-5", "prv-1", "bob", [0], HOLD, stop_grace_s=10)  # job-1 gave GPU 0 back
+    s.start("job-5")
+    s.emit(s.make(ev.JobCancelRequested, job_id="job-5", by="carol"))
+    s.later(60)
+    s.usage("job-5", 60_000)
+    charge, *_ = s.charge("job-5")  # all 60 s, not the 10 s of grace
+    return {"charge_billable": [[charge]], "charge_amount": [[charge]]}
+
+
+def charged_after_the_loss(s: Script) -> Expected:
+    s.usage("job-2", 10_000)
+    (lost,) = s.emit(
+        s.make(ev.JobRequeued, job_id="job-2", attempt=1, next_attempt=2, provider_id="prv-1")
+    )
+    charge, *_ = s.charge("job-2")
+    return {"charge_lost": [[lost, charge]]}
+
+
+def refunded_without_a_loss(s: Script) -> Expected:
+    refund = s.make(ev.ChargeRefunded, wallet_id="alice", job_id="job-1", attempt=1, amount=5)
+    seqs = s.emit(
+        refund,
+        s.make(
+            ev.CreditReversed,
+            wallet_id="bob",
+            job_id="job-1",
+            attempt=1,
+            amount=5,
+            refund_id=refund.event_id,
+        ),
+    )
+    return {"refund": [[seqs[0]], [seqs[0], seqs[1]]]}
+
+
 CASES: list[Case] = [
     lone_credit,
     overdrawn,
@@ -248,6 +284,9 @@ CASES: list[Case] = [
     assigned_to_pay_someone_else,
     assigned_above_the_listed_price,
     assigned_above_the_cap,
+    billed_past_the_stop_grace,
+    charged_after_the_loss,
+    refunded_without_a_loss,
 ]
 
 

@@ -72,6 +72,21 @@ CHECKS: Final[dict[str, Check]] = {
             "charges",
             "after an attempt ended, only usage recorded before the end is charged",
         ),
+        Check(
+            "charge_billable",
+            "charges",
+            "after a cancel, at most the time until it plus the attempt's stop grace is billed",
+        ),
+        Check(
+            "charge_lost",
+            "charges",
+            "an attempt lost to its provider is charged nothing after the loss",
+        ),
+        Check(
+            "refund",
+            "charges",
+            "only a lost attempt is refunded: all it was charged, its credit and fee reversed",
+        ),
         Check("usage_before_start", "jobs", "usage is recorded only once the attempt runs"),
         Check("usage_after_end", "jobs", "no usage is recorded after the attempt ended"),
         Check("illegal_transition", "jobs", "every job event is legal in the job's state"),
