@@ -132,9 +132,9 @@ class Billing:
         A warned hold is renewed first where a new day or month left room in the budget.
         """
         for wallet_id, wallet in list(world.wallets.items()):
-            if wallet.warnings and (
-                wallet.budget_daily is not None or wallet.budget_monthly is not None
-            ):
+            if not wallet.warnings:
+                continue
+            if wallet.budget_daily is not None or wallet.budget_monthly is not None:
                 yield from self._renew_warned(world, wallet_id, now)
                 wallet = world.wallet(wallet_id)  # noqa: PLW2901 (as the renewals left it)
             _, budget = wallet.spendable(now)

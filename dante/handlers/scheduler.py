@@ -26,7 +26,7 @@ from dante.domain.settings import Settings
 from dante.events.codec import Recorded
 from dante.events.records import Append
 from dante.schemas import events as ev
-from dante.schemas.money import format_dgpu
+from dante.schemas.money import format_dgpu, period_ends
 from dante.schemas.quotes import Placement
 
 NAME: Final = "scheduler"
@@ -163,9 +163,13 @@ class Scheduler:
                 f"({seconds // 60} min at {format_dgpu(placement.price)} dGPU/h per GPU)"
             )
             if budget:
+                # No amount left in the reason: it would change with every charge and
+                # queue the job again each time.
+                day_ends, month_ends = period_ends(now)
+                ends = day_ends if budget == "daily" else month_ends
                 reason = (
-                    f"waiting for the {budget} budget: {first}, "
-                    f"{format_dgpu(spendable)} dGPU is left of it until the {budget} period ends"
+                    f"waiting for the {budget} budget: {first}, more than it leaves until "
+                    f"{ends:%Y-%m-%d %H:%M} UTC (raise it with dante wallet budget)"
                 )
                 return self._queue(job, "budget_reached", reason, now)
             reason = (

@@ -402,6 +402,7 @@ async def test_a_job_bigger_than_the_cap_is_refused_and_one_over_today_s_rest_wa
     job = world.job(second)
     assert (job.status, job.queue_code) == ("queued", "budget_reached")
     assert "waiting for the daily budget" in job.queue_reason
+    assert "until 2026-11-27 00:00 UTC" in job.queue_reason
     # A new UTC day: the budget is whole again and the job is placed.
     clock.advance(12 * 3600 + 60)
     await tick(platform, clock, bob)
