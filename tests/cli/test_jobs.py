@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,11 +15,12 @@ from dante.client.commands import new_command_id
 from dante.client.transfer import fetch_input, send_output, upload_results
 from dante.schemas import commands as cmd
 from dante.schemas import dispatch
+from dante.schemas import events as ev
 from dante.schemas.money import cost
 from dante.schemas.values import DockerPayload, ScriptPayload
 from tests.cli.cli import run_dante
 from tests.cli.conftest import Market
-from tests.handlers.harness import DGPU
+from tests.handlers.harness import DGPU, Agent, log_events
 
 NOWHERE = "nats://127.0.0.1:1"
 
@@ -345,3 +347,25 @@ def test_submit_refuses_bad_usage_before_sending_anything(
     assert ran.code == 2, ran
     assert ran.err.startswith("error: ") and why in ran.err, ran
     assert len(ran.err.strip().splitlines()) == 1
+
+
+@pytest.mark.anyio
+async def test_submit_prints_the_hold_it_takes_not_an_offline_offer(
+    market: Market, tmp_path: Path
+) -> None:
+    cheap = Agent(market.nc, "carol", "prov-cheap")
+    await cheap.register(price=250_000)  # half prov-1's price, but about to go offline
+    market.clock.advance(31)
+    await market.agent.beat(market.platform, market.clock)
+    await market.platform.tick()
+    await market.platform.settle()
+    assert market.platform.tail.world.provider("prov-cheap").status == "offline"
+    await funded(market)
+    ran = await market.dante("jobs", "submit", "--script", str(script(tmp_path)), "--gpus", "1")
+    assert ran.code == 0, ran
+    await market.platform.settle()
+    held = [e for e in await log_events(market.platform.store) if isinstance(e, ev.FundsHeld)]
+    assert [h.amount for h in held] == [cost(500_000, 600_000)]
+    assert "1 GPU(s) on prov-1, free now" in ran.out
+    assert re.search(r"held at start +0\.083333 dGPU\n", ran.out), ran.out
+    assert "if cancelled         up to the cancel, plus at most 10 s" in ran.out
