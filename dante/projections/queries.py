@@ -291,6 +291,20 @@ async def provider(
 # ── wallets ─────────────────────────────────────────────────────────────────────────────
 
 
+async def _live_warnings(
+    db: aiosqlite.Connection, warnings: list[wallets.WarningRow]
+) -> list[wallets.WarningRow]:
+    """The warnings whose attempt still holds its GPUs. Billing clears a warning when its
+    attempt ends (`LowFundsCleared`), but logs written before it did may still hold some."""
+    if not warnings:
+        return warnings
+    ids = sorted({w.job_id for w in warnings})
+    marks = ", ".join("?" * len(ids))
+    rows = await _rows(db, jobs_model.JOBS, f"WHERE job_id IN ({marks})", ids)
+    placed = {(r.job_id, r.attempts) for r in rows if r.state in ("assigned", "running")}
+    return [w for w in warnings if (w.job_id, w.attempt) in placed]
+
+
 async def balance(views: Views, wallet_id: str, now: datetime | None = None) -> Balance:
     """A wallet's balance, open holds and open warnings, its budgets and what `now`'s day
     and month spent of them; an unknown wallet has zero."""
@@ -302,6 +316,7 @@ async def balance(views: Views, wallet_id: str, now: datetime | None = None) -> 
         warnings = await _rows(
             db, wallets.WARNINGS, "WHERE wallet_id = ? ORDER BY seq", (wallet_id,)
         )
+        warnings = await _live_warnings(db, warnings)
     if not found:
         role = "platform" if wallet_id == PLATFORM_WALLET else "renter"
         return Balance(wallet_id=wallet_id, role=role)

@@ -220,7 +220,18 @@ async def test_balance_and_history_of_a_wallet(tmp_path: Path) -> None:
         available=0,
         stop_at=NOW + timedelta(minutes=5),
     )
-    await build(path, [deposit("alice", 3), deposit("bob", 1), held, warned, deposit("alice", 1)])
+    # job-2's attempt ended (its hold spent, in a log from before billing cleared such
+    # warnings): its warning is not shown.
+    stale = msgspec.structs.replace(warned, event_id="w-2", job_id="job-2")
+    ended = make(ev.JobCompleted, job_id="job-2", attempt=1)
+    await build(
+        path,
+        [
+            *[deposit("alice", 3), deposit("bob", 1), held, warned, deposit("alice", 1)],
+            *[submitted("job-1"), assigned("job-1", "prv-a"), submitted("job-2")],
+            *[assigned("job-2", "prv-a"), stale, ended],
+        ],
+    )
     async with await Views.open(path) as views:
         alice = await balance(views, "alice")
         assert (alice.available_udgpu, alice.held_udgpu, alice.total_udgpu) == (
@@ -228,7 +239,7 @@ async def test_balance_and_history_of_a_wallet(tmp_path: Path) -> None:
             2 * DGPU,
             4 * DGPU,
         )
-        assert (alice.deposited_udgpu, alice.warnings_total, alice.role) == (4 * DGPU, 1, "renter")
+        assert (alice.deposited_udgpu, alice.warnings_total, alice.role) == (4 * DGPU, 2, "renter")
         assert [(w.job_id, w.needed_udgpu, w.stop_at) for w in alice.warnings] == [
             ("job-1", DGPU, NOW + timedelta(minutes=5))
         ]
