@@ -189,6 +189,37 @@ async def test_a_cancel_stops_the_job_at_once_and_keeps_its_results(
         assert "partial.txt" in archive.getnames()
 
 
+async def test_a_stopped_job_is_told_why_before_its_sigterm(
+    nc: NATS, start_agent: object, tmp_path: Path
+) -> None:
+    await start_agent()  # type: ignore[operator]
+    renter = Renter(nc)
+    await renter.deposit()
+    job_id = await renter.submit(
+        "import os, shutil, signal, sys, time\n"
+        "out = os.environ['DANTE_OUTPUT_DIR']\n"
+        "def stopping(signum, frame):\n"
+        "    shutil.copy(os.environ['DANTE_STOP_FILE'], out + '/why.txt')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stopping)\n"
+        "ids = [os.environ[k] for k in ('DANTE_JOB_ID', 'DANTE_ATTEMPT', 'DANTE_GPU_COUNT')]\n"
+        "open(out + '/ids.txt', 'w').write(' '.join(ids))\n"
+        "print('working', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    await wait_for(nc, lambda w: w.job(job_id).status == "running", what="the job to start")
+    await anyio.sleep(1)
+    await renter.cancel(job_id)
+    await wait_for(nc, ended(job_id), what="the job to be cancelled")
+    dest = tmp_path / "r.tar.gz"
+    await transfer.download_results(renter.client, job_id, dest)
+    with tarfile.open(dest) as archive:
+        why, ids = (archive.extractfile(name) for name in ("why.txt", "ids.txt"))
+        assert why is not None and ids is not None
+        assert why.read().decode().startswith("cancelled")
+        assert ids.read().decode() == f"{job_id} 1 1"
+
+
 async def test_beyond_max_jobs_assignments_are_declined(nc: NATS, start_agent: object) -> None:
     agent: Running = await start_agent(max_jobs=1)  # type: ignore[operator]
     renter = Renter(nc)

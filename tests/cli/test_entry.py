@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -62,7 +63,7 @@ async def test_a_closed_pipe_ends_balance_and_logs_quietly(market: Market, tmp_p
 
     for args in (("balance",), ("jobs", "logs", job_id), ("jobs", "logs", job_id, "--json")):
         code, err = await anyio.to_thread.run_sync(
-            lambda args=args: _into_closed_pipe(*args, env=_env(market), cwd=tmp_path)
+            partial(_into_closed_pipe, *args, env=_env(market), cwd=tmp_path)
         )
         # As a Unix tool killed by SIGPIPE: status 141, nothing on stderr.
         assert (code, err) == (141, ""), (args, code, err)
