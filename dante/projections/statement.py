@@ -97,6 +97,7 @@ class _Attempt:
             provider_credit_udgpu=sum(c.provider_credit_udgpu for c in self.charges),
             released_udgpu=released,
             hold_udgpu=held - charged - released,
+            simulated=any(sample.simulated for line in self.usage for sample in line.samples),
         )
 
 

@@ -69,6 +69,8 @@ class AttemptStatement(msgspec.Struct, frozen=True, kw_only=True):
     released_udgpu: int
     #: Still held for the attempt (0 once it is settled).
     hold_udgpu: int
+    #: It ran on simulated GPUs: its telemetry was made up by the agent, not measured.
+    simulated: bool = False
 
 
 class JobStatement(msgspec.Struct, frozen=True, kw_only=True):

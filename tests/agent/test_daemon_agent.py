@@ -311,3 +311,44 @@ async def test_a_revoked_attempt_is_stopped_and_not_reported(
     world = await wait_for(nc, lambda w: True)
     assert world.job(job_id).status == "running"  # no finish report was sent
     assert not events_of(await history(nc), ev.JobCompleted, job_id)
+
+
+async def test_simulated_telemetry_is_marked_in_statement_status_and_audit(
+    nc: NATS, start_agent: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dante.cli.audit import _print_human as print_audit
+    from dante.cli.jobs import print_job
+    from dante.cli.statement import _print_human as print_statement
+    from dante.events.store import EventStore
+    from dante.projections.audit.run import audit
+    from dante.schemas.commands import GetJob, GetJobStatement
+
+    await start_agent()  # type: ignore[operator]
+    renter = Renter(nc)
+    await renter.deposit()
+    job_id = await renter.submit("import time\ntime.sleep(1.6)\n")
+    await wait_for(nc, settled(job_id), what="the job to complete and be billed")
+
+    # The usage events themselves say so, sample by sample.
+    usage = events_of(await history(nc), ev.UsageRecorded, job_id)
+    samples = [s for event in usage for tick in event.ticks for s in tick.samples]
+    assert samples and all(s.simulated for s in samples)
+
+    statement = await renter.client.ask(GetJobStatement(job_id=job_id))
+    [attempt] = statement.attempts
+    assert attempt.simulated
+    print_statement(statement)
+    shown = capsys.readouterr().out
+    assert "simulated GPUs: the telemetry below was made up by the agent" in shown
+    assert "(simulated)" in shown and "(simulated GPUs: telemetry not measured)" in shown
+
+    job = await renter.client.ask(GetJob(job_id=job_id))
+    assert job.simulated
+    print_job(job)
+    assert "(simulated GPUs: telemetry is made up, not measured)" in capsys.readouterr().out
+
+    report = await audit(EventStore(nc))
+    assert report.simulated.jobs >= 1 and report.simulated.ticks >= len(usage)
+    assert report.simulated.unmarked_ticks == 0
+    print_audit(report)
+    assert "carry telemetry made up by the agent, not measured" in capsys.readouterr().out
