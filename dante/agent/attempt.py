@@ -152,6 +152,7 @@ class Attempt:
 
     def _set_phase(self, phase: Phase, *, note: str | None = None) -> None:
         self.deps.journal.set_phase(self.key, phase, note=note)
+        self.log.debug("attempt phase", phase=phase, was=self.phase, note=note)
         self.phase = phase
 
     # ── the whole life ──────────────────────────────────────────────────────────────────
