@@ -245,6 +245,30 @@ async def test_memory_and_cpu_limits_are_applied(
     assert quota / period == 0.5
 
 
+async def test_a_container_gets_its_gpu_share_of_the_machine_not_all_of_it(
+    executor: DockerExecutor, busybox_image: str, tmp_path: Path, job_id: str
+) -> None:
+    from dante.agent.setup import Limits
+
+    # One GPU of four: a quarter of 90 % of the memory, a quarter of the cores.
+    limits = Limits(
+        memory_mb=None, cpus=None, machine_memory_mb=8192, machine_cpus=8, machine_gpus=4
+    )
+    memory, cpus = limits.for_job(1, container=True)
+    cg = "/sys/fs/cgroup"
+    script = f"cat {cg}/memory.max 2>/dev/null || cat {cg}/memory/memory.limit_in_bytes"
+    spec = docker_spec(
+        tmp_path, busybox_image, ["sh", "-c", script], job_id=job_id, memory_limit_mb=memory,
+        cpu_limit=cpus,
+    )  # fmt: skip
+
+    result, out = await run(executor, spec)
+
+    assert result.exit_code == 0, out.texts()
+    assert (memory, cpus) == (1843, 2.0)
+    assert out.texts() == [str(1843 * 1024 * 1024)]
+
+
 async def test_time_limit_stops_the_container(
     executor: DockerExecutor,
     busybox_image: str,
