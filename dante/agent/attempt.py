@@ -35,7 +35,7 @@ from dante.agent.output_queue import OutputQueue
 from dante.agent.sending import Backoff, Unreachable, attempt_call
 from dante.agent.setup import Limits
 from dante.agent.transfers import Transfers
-from dante.agent.workspace import WorkspaceError, pack_results, safe_path
+from dante.agent.workspace import WorkspaceError, pack_results, safe_path, write_stop_reason
 from dante.client.commands import Client, CommandError, PlatformUnavailable, new_command_id
 from dante.schemas import commands as cmd
 from dante.schemas.values import DockerPayload, FileRef
@@ -144,11 +144,15 @@ class Attempt:
         if journal and code != SHUTDOWN:
             self.deps.journal.record_stop(self.key, code, reason)
         self.log.info("stop requested", code=code, reason=reason or None)
+        if self.phase in ("starting", "started") and self.work_dir.is_dir():
+            # Before the SIGTERM the stop event leads to, so the job can read why.
+            write_stop_reason(self.work_dir, code, reason)
         self.stop.set()
         self._wake.set()
 
     def _set_phase(self, phase: Phase, *, note: str | None = None) -> None:
         self.deps.journal.set_phase(self.key, phase, note=note)
+        self.log.debug("attempt phase", phase=phase, was=self.phase, note=note)
         self.phase = phase
 
     # ── the whole life ──────────────────────────────────────────────────────────────────

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from dante.agent.executors.sandbox import SANDBOX_MODES, SandboxMode
+from dante.client.dotenv import DotenvError, read_env_file
 from dante.schemas.money import MoneyError, parse_dgpu
 from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
 
@@ -28,9 +29,6 @@ DEFAULT_DRAIN_S: Final = 60.0
 DEFAULT_STOP_GRACE_S: Final = 10.0
 _SOLANA: Final = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
 _ACCOUNT: Final = re.compile(ACCOUNT_PATTERN)
-_DOTENV_LINE: Final = re.compile(
-    r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=(?P<value>.*)$"
-)
 
 
 class ConfigError(ValueError):
@@ -92,30 +90,11 @@ class AgentConfig:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """`KEY=VALUE` lines of a `.env` file; comments, blank lines and `export ` are allowed.
-
-    Values may be quoted ('...' or "..."); an unquoted value ends at ` #`. A missing file is
-    an empty one. Lines that are not assignments are refused, so a typo is not silently lost.
-    """
-    if not path.is_file():
-        return {}
-    values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _DOTENV_LINE.match(line)
-        if match is None:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
-        values[match["key"]] = _dotenv_value(match["value"].strip())
-    return values
-
-
-def _dotenv_value(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    comment = value.find(" #")
-    return value[:comment].rstrip() if comment >= 0 else value
+    """`KEY=VALUE` lines of a `.env` file (see `dante.client.dotenv`), errors as ConfigError."""
+    try:
+        return read_env_file(path)
+    except DotenvError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def default_work_dir(env: Mapping[str, str]) -> Path:

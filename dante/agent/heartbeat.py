@@ -61,6 +61,7 @@ class Heartbeats:
         )
         await self._js().publish(self._subject, msgspec.json.encode(beat), timeout=5)
         self.sent += 1
+        log.debug("heartbeat sent", running=beat.running, beats=self.sent)
 
     async def run(self) -> None:
         """Beat every interval until cancelled; failures are logged and the next beat tried

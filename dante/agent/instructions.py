@@ -105,6 +105,13 @@ async def _deliver(message: Msg, handle: Handler) -> None:
         log.warning("unreadable instruction dropped", subject=message.subject, error=str(exc))
         await _settle(message.term())
         return
+    log.debug(
+        "instruction received",
+        kind=type(instruction).__name__,
+        job_id=instruction.job_id,
+        attempt=instruction.attempt,
+        seq=instruction.seq,
+    )
     try:
         await handle(instruction)
     except Exception as exc:

@@ -41,6 +41,7 @@ def gpu_sample(index: int, gpu_ms: int, reading: Reading) -> GpuSample:
         memory_used_mb=_in(reading.memory_used_mb, 0, 1 << 40),
         power_w=_in(reading.power_w, 0, 100_000),
         temperature_c=_in(reading.temperature_c, -50, 200),
+        simulated=reading.simulated,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import structlog
 from dante.agent.config import AgentConfig, ExecutorChoice
 from dante.agent.executors import ByPayload, DockerExecutor, Executor, RunSpec, ScriptExecutor
 from dante.agent.executors.sandbox import Sandbox
+from dante.agent.gpus.nvidia_smi import NvidiaSmiTelemetry
 from dante.agent.gpus.telemetry import GpuTelemetry, NvmlTelemetry, Reading, SimulatedTelemetry
 from dante.schemas.values import Gpu
 
@@ -41,6 +43,9 @@ def telemetry_for(gpus: Sequence[Gpu]) -> GpuTelemetry:
 
             return NvmlTelemetry(pynvml)
         except Exception as exc:
+            if shutil.which("nvidia-smi") is not None:
+                log.info("NVML telemetry unavailable; reading nvidia-smi", error=repr(exc))
+                return NvidiaSmiTelemetry()
             log.warning("NVML telemetry unavailable; usage ticks carry time only", error=repr(exc))
     return NoTelemetry()
 

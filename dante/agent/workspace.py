@@ -22,6 +22,9 @@ from typing import BinaryIO, Final
 from dante.schemas.values import check_relative_path
 
 OUT_DIR: Final = "out"
+#: Beside `out/` (`$DANTE_OUTPUT_DIR/../stop-reason`, also `$DANTE_STOP_FILE`): why the job
+#: is being stopped, written just before its SIGTERM.
+STOP_REASON: Final = "stop-reason"
 _CHUNK: Final = 1024 * 1024
 
 
@@ -42,6 +45,34 @@ def prepare_work_dir(work_dir: Path) -> Path:
     out = work_dir / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def write_stop_reason(work_dir: Path, code: str, reason: str = "") -> bool:
+    """Tell the job why it is being stopped: `CODE: REASON` in `work_dir/stop-reason`.
+
+    The job owns its folder and may have put anything at that name (a link to a provider's
+    file, a pipe that would block a writer): the text goes into a new file of a random name,
+    which then replaces whatever was there, and a link is replaced, never followed. False if
+    it could not be written (a folder of that name, the folder gone).
+    """
+    import tempfile
+
+    text = f"{code}: {reason}\n" if reason else f"{code}\n"
+    try:
+        descriptor, name = tempfile.mkstemp(prefix=".stop-reason-", dir=work_dir)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        temporary = Path(name)
+        temporary.chmod(0o644)  # the job, under another user id, reads it
+        temporary.replace(work_dir / STOP_REASON)
+    except OSError:
+        with contextlib.suppress(OSError):
+            Path(name).unlink()
+        return False
+    return True
 
 
 def safe_path(root: Path, relative: str) -> Path:

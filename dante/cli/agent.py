@@ -36,12 +36,13 @@ def gpus(
         (groups [COUNTx]MODEL:VRAM_GB, separated by commas).
     """
     import msgspec
-    import structlog
 
     from dante.agent.gpus import detect_gpus, simulated_detection
+    from dante.cli.logs import configure_logging
 
-    # Stdout is for the answer (a JSON document may be parsed); diagnostics go to stderr.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    # Stdout is for the answer (a JSON document may be parsed); diagnostics go to stderr,
+    # at LOG_LEVEL like every other command's.
+    configure_logging(stream=sys.stderr)
 
     if simulate is not None:
         try:

@@ -113,8 +113,50 @@ def launcher(
 
 
 def main() -> None:
+    read_dotenv()
     use_event_loop()
-    app.meta()
+    try:
+        app.meta()
+    except BaseException as exc:
+        if not _broken_pipe(exc):
+            raise
+        quiet_broken_pipe()
+
+
+def read_dotenv() -> None:
+    """Settings from `.env` in the working directory, for every command (the environment
+    wins); a line that is not `KEY=VALUE` stops the command with exit 2."""
+    from dante.client.dotenv import DotenvError, load_dotenv
+
+    try:
+        load_dotenv()
+    except (DotenvError, OSError, UnicodeDecodeError) as exc:
+        print(f"dante: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    """The reader of our output went away (`dante jobs logs J | head`), maybe inside a group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_broken_pipe(inner) for inner in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def quiet_broken_pipe() -> NoReturn:
+    """End like a Unix tool whose reader left: no traceback, and the exit status of SIGPIPE.
+
+    Python ignores SIGPIPE (so sockets raise instead of killing the process) and turns it into
+    BrokenPipeError; stdout is pointed at /dev/null so that flushing it at exit cannot raise
+    again.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(141)
 
 
 def use_event_loop() -> None:

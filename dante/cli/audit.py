@@ -48,6 +48,13 @@ def _print_human(report: AuditReport) -> None:
             f"pending settlement: {pending.hold_udgpu} µdGPU still held for attempt "
             f"{pending.attempt} of {pending.job_id}, which ended at seq {pending.ended_seq}"
         )
+    simulated = report.simulated
+    if simulated.ticks:
+        print(
+            f"simulated GPUs: {simulated.ticks:,} usage tick(s) of {simulated.jobs:,} job(s), "
+            f"{simulated.gpu_ms / 1000:,.1f} GPU-s, carry telemetry made up by the agent, not "
+            "measured"
+        )
     total = sum(report.counts.values())
     if total == 0:
         print(f"every invariant holds ({len(CHECKS)} checks)")

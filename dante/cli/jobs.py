@@ -99,9 +99,12 @@ def print_job(job: JobView) -> None:
         wanted += f", at most {rate(req.max_price)}"
     if req.max_duration_s is not None:
         wanted += f", for at most {duration(req.max_duration_s)}"
+    state = state_line(job)
+    if job.simulated:
+        state += " (simulated GPUs: telemetry is made up, not measured)"
     lines = [
         ("job", job.job_id + (f" ({job.name})" if job.name else "")),
-        ("state", state_line(job)),
+        ("state", state),
         ("runs", what or job.payload_kind),
         ("asks for", wanted),
     ]

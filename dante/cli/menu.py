@@ -281,7 +281,7 @@ def follow_logs() -> None:
 
     job_id = ask_job_id()
     print("(following; Ctrl-C returns to the menu, the job goes on)")
-    run(lambda s: show_logs(s, job_id, follow=True))
+    run(lambda s: show_logs(s, job_id, follow=True, platform=False))
 
     async def where_it_is(s: Session) -> None:
         print(f"job {job_id} {state_line(await get_job(s, job_id))}")

@@ -49,6 +49,11 @@ def _print_attempt(attempt: AttemptStatement) -> None:
     times.append(("ended", attempt.ended_at))
     print("  " + ", ".join(f"{name} {at:{_TIME}}" for name, at in times if at is not None))
     print(f"  usage: {len(attempt.usage)} tick(s), {gpu_seconds(attempt.gpu_ms)}")
+    if attempt.simulated:
+        print(
+            "  simulated GPUs: the telemetry below was made up by the agent, not measured "
+            "(the GPU time is real)"
+        )
     for line in attempt.usage:
         measured = "; ".join(
             f"GPU {s.index} {gpu_seconds(s.gpu_ms)}"
@@ -62,6 +67,7 @@ def _print_attempt(attempt: AttemptStatement) -> None:
                 )
                 if value is not None
             )
+            + (" (simulated)" if s.simulated else "")
             for s in line.samples
         )
         print(f"    tick {line.tick:>4}  {line.ended_at:{_TIME}}  {measured}  (seq {line.seq})")

@@ -53,7 +53,9 @@ def _job(event: ev.JobEvent) -> str:
                 f"{format_dgpu(event.price)} dGPU/GPU-h, fee {event.fee_bps / 100:g}%"
             )
         case ev.UsageRecorded():
-            return f"{len(event.ticks)} usage tick(s), {gpu_seconds(event.gpu_ms)}"
+            simulated = any(s.simulated for tick in event.ticks for s in tick.samples)
+            marked = " (simulated GPUs: telemetry not measured)" if simulated else ""
+            return f"{len(event.ticks)} usage tick(s), {gpu_seconds(event.gpu_ms)}{marked}"
         case ev.JobDeclined() | ev.JobRequeued() | ev.JobFailed() | ev.JobCancelled():
             verb = type(event).__name__.removeprefix("Job").lower()
             return f"{verb}: {event.reason}" if event.reason else verb

@@ -10,6 +10,7 @@ costs nats-server a sync to disk, so a batch of a hundred charges costs about wh
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
@@ -173,16 +174,36 @@ class Executor:
                 return
             for item, seq in zip(appends, appended.seqs, strict=True):
                 self.world.apply_event(item.event, seq)
+            self._landed(appends, appended.seqs)
         for instruction in instructions:
             await self._publish(instruction)
         for index in members:
             done[index] = True
+
+    def _landed(self, appends: Sequence[Append], seqs: Sequence[int]) -> None:
+        """At debug level, what was decided: each event appended, with its summary (a
+        placement and its terms, a queue reason, a charge, a state change)."""
+        if not log.is_enabled_for(logging.DEBUG):
+            return
+        from dante.events.describe import describe
+
+        for item, seq in zip(appends, seqs, strict=False):
+            event = item.event
+            log.debug(
+                "decision.appended",
+                who=self._name or None,
+                event_type=type(event).__name__,
+                seq=seq,
+                job_id=getattr(event, "job_id", None),
+                summary=describe(event),
+            )
 
     async def _execute(self, decision: Decision) -> Landed:
         seqs: tuple[int, ...] = ()
         if decision.appends:
             appended = await self._store.append(*decision.appends)
             seqs = appended.seqs
+            self._landed(decision.appends, seqs)
             if len(seqs) == len(decision.appends):
                 for item, seq in zip(decision.appends, seqs, strict=True):
                     self.world.apply_event(item.event, seq)

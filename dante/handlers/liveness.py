@@ -116,6 +116,7 @@ class Liveness:
             log.warning("liveness.foreign_heartbeat", provider_id=provider_id, owner=owner)
             return
         self._expect(provider_id, now)
+        log.debug("liveness.heartbeat", provider_id=provider_id, status=provider.status)
         if provider.status == "offline":
             event = ev.ProviderCameOnline(
                 event_id=f"{NAME}:online:{provider_id}:{provider.version}",

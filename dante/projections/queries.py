@@ -388,8 +388,16 @@ async def history(
 # ── jobs ────────────────────────────────────────────────────────────────────────────────
 
 
-def _job_view(row: jobs_model.JobRow) -> JobView:
+async def _simulated_providers(db: aiosqlite.Connection) -> set[str]:
+    """Providers that offer simulated GPUs: their jobs' telemetry is made up."""
+    query = f"SELECT DISTINCT provider_id FROM {registry.GPUS.name} WHERE simulated"
+    async with db.execute(query) as cursor:
+        return {str(row[0]) for row in await cursor.fetchall()}
+
+
+def _job_view(row: jobs_model.JobRow, simulated: set[str] | None = None) -> JobView:
     return JobView(
+        simulated=row.provider_id is not None and row.provider_id in (simulated or set()),
         job_id=row.job_id,
         renter=row.renter,
         name=row.name,
@@ -429,7 +437,8 @@ def _job_view(row: jobs_model.JobRow) -> JobView:
 async def job(views: Views, job_id: str) -> JobView | None:
     async with views.snapshot() as db:
         found = await _rows(db, jobs_model.JOBS, "WHERE job_id = ?", (job_id,))
-    return _job_view(found[0]) if found else None
+        simulated = await _simulated_providers(db) if found else set()
+    return _job_view(found[0], simulated) if found else None
 
 
 async def _job_list(
@@ -448,7 +457,8 @@ async def _job_list(
         rows: list[Row] = await _rows(
             db, jobs_model.JOBS, f"{where} ORDER BY submitted_seq DESC LIMIT ?", [*params, limit]
         )
-    return [_job_view(row) for row in rows if isinstance(row, jobs_model.JobRow)]
+        simulated = await _simulated_providers(db) if rows else set()
+    return [_job_view(row, simulated) for row in rows if isinstance(row, jobs_model.JobRow)]
 
 
 async def jobs(

@@ -99,6 +99,7 @@ class _Attempt:
             released_udgpu=released,
             hold_udgpu=held - charged - released,
             refunded_udgpu=self.refunded,
+            simulated=any(sample.simulated for line in self.usage for sample in line.samples),
         )
 
 

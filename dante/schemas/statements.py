@@ -71,6 +71,8 @@ class AttemptStatement(msgspec.Struct, frozen=True, kw_only=True):
     hold_udgpu: int
     #: Given back because the attempt was lost to its provider (all it was charged).
     refunded_udgpu: int = 0
+    #: It ran on simulated GPUs: its telemetry was made up by the agent, not measured.
+    simulated: bool = False
 
 
 class JobStatement(msgspec.Struct, frozen=True, kw_only=True):

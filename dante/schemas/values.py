@@ -176,6 +176,10 @@ class GpuSample(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unkn
     memory_used_mb: Annotated[int, msgspec.Meta(ge=0)] | None = None
     power_w: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
     temperature_c: Annotated[int, msgspec.Meta(ge=-50, le=200)] | None = None
+    #: The GPU is simulated (`dante agent run --simulate`): the readings are made up by the
+    #: agent, not measured. Set by the agent, and by the platform for every GPU its provider
+    #: registered as simulated. Absent (False) in events recorded before it existed.
+    simulated: bool = False
 
 
 class UsageTick(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):

@@ -180,6 +180,8 @@ class JobView(Result, frozen=True, kw_only=True):
     exit_code: int | None
     results: FileRef | None
     updated_seq: int
+    #: Placed on a provider whose GPUs are simulated: its telemetry is made up, not measured.
+    simulated: bool = False
 
 
 class PlatformSummary(Result, frozen=True, kw_only=True):

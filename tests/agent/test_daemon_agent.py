@@ -189,6 +189,37 @@ async def test_a_cancel_stops_the_job_at_once_and_keeps_its_results(
         assert "partial.txt" in archive.getnames()
 
 
+async def test_a_stopped_job_is_told_why_before_its_sigterm(
+    nc: NATS, start_agent: object, tmp_path: Path
+) -> None:
+    await start_agent()  # type: ignore[operator]
+    renter = Renter(nc)
+    await renter.deposit()
+    job_id = await renter.submit(
+        "import os, shutil, signal, sys, time\n"
+        "out = os.environ['DANTE_OUTPUT_DIR']\n"
+        "def stopping(signum, frame):\n"
+        "    shutil.copy(os.environ['DANTE_STOP_FILE'], out + '/why.txt')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stopping)\n"
+        "ids = [os.environ[k] for k in ('DANTE_JOB_ID', 'DANTE_ATTEMPT', 'DANTE_GPU_COUNT')]\n"
+        "open(out + '/ids.txt', 'w').write(' '.join(ids))\n"
+        "print('working', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    await wait_for(nc, lambda w: w.job(job_id).status == "running", what="the job to start")
+    await anyio.sleep(1)
+    await renter.cancel(job_id)
+    await wait_for(nc, ended(job_id), what="the job to be cancelled")
+    dest = tmp_path / "r.tar.gz"
+    await transfer.download_results(renter.client, job_id, dest)
+    with tarfile.open(dest) as archive:
+        why, ids = (archive.extractfile(name) for name in ("why.txt", "ids.txt"))
+        assert why is not None and ids is not None
+        assert why.read().decode().startswith("cancelled")
+        assert ids.read().decode() == f"{job_id} 1 1"
+
+
 async def test_beyond_max_jobs_assignments_are_declined(nc: NATS, start_agent: object) -> None:
     agent: Running = await start_agent(max_jobs=1)  # type: ignore[operator]
     renter = Renter(nc)
@@ -280,3 +311,44 @@ async def test_a_revoked_attempt_is_stopped_and_not_reported(
     world = await wait_for(nc, lambda w: True)
     assert world.job(job_id).status == "running"  # no finish report was sent
     assert not events_of(await history(nc), ev.JobCompleted, job_id)
+
+
+async def test_simulated_telemetry_is_marked_in_statement_status_and_audit(
+    nc: NATS, start_agent: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dante.cli.audit import _print_human as print_audit
+    from dante.cli.jobs import print_job
+    from dante.cli.statement import _print_human as print_statement
+    from dante.events.store import EventStore
+    from dante.projections.audit.run import audit
+    from dante.schemas.commands import GetJob, GetJobStatement
+
+    await start_agent()  # type: ignore[operator]
+    renter = Renter(nc)
+    await renter.deposit()
+    job_id = await renter.submit("import time\ntime.sleep(1.6)\n")
+    await wait_for(nc, settled(job_id), what="the job to complete and be billed")
+
+    # The usage events themselves say so, sample by sample.
+    usage = events_of(await history(nc), ev.UsageRecorded, job_id)
+    samples = [s for event in usage for tick in event.ticks for s in tick.samples]
+    assert samples and all(s.simulated for s in samples)
+
+    statement = await renter.client.ask(GetJobStatement(job_id=job_id))
+    [attempt] = statement.attempts
+    assert attempt.simulated
+    print_statement(statement)
+    shown = capsys.readouterr().out
+    assert "simulated GPUs: the telemetry below was made up by the agent" in shown
+    assert "(simulated)" in shown and "(simulated GPUs: telemetry not measured)" in shown
+
+    job = await renter.client.ask(GetJob(job_id=job_id))
+    assert job.simulated
+    print_job(job)
+    assert "(simulated GPUs: telemetry is made up, not measured)" in capsys.readouterr().out
+
+    report = await audit(EventStore(nc))
+    assert report.simulated.jobs >= 1 and report.simulated.ticks >= len(usage)
+    assert report.simulated.unmarked_ticks == 0
+    print_audit(report)
+    assert "carry telemetry made up by the agent, not measured" in capsys.readouterr().out

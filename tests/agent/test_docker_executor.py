@@ -133,15 +133,80 @@ async def test_workspace_is_the_work_folder_and_results_reach_the_host(
     result, out = await run(executor, docker_spec(tmp_path, busybox_image, command, job_id=job_id))
 
     assert result.exit_code == 0
+    # The agent's own user; a root agent's jobs run as nobody, never as root.
+    user = 65534 if os.getuid() == 0 else os.getuid()
     assert out.texts() == [
         "/workspace",
         "/workspace",
         "from the renter",
-        str(os.getuid()),
+        str(user),
     ]
     answer = tmp_path / "out" / "answer.txt"
     assert answer.read_text() == "42\n"
-    assert answer.stat().st_uid == os.getuid()
+    assert answer.stat().st_uid == user
+
+
+async def test_the_job_knows_its_id_attempt_gpus_and_stop_file(
+    executor: DockerExecutor, busybox_image: str, tmp_path: Path, job_id: str
+) -> None:
+    command = [
+        "sh",
+        "-c",
+        'echo "$DANTE_JOB_ID $DANTE_ATTEMPT $DANTE_GPU_COUNT $DANTE_OUTPUT_DIR $DANTE_STOP_FILE"',
+    ]
+    # Simulated GPUs: two assigned, none requested from the engine. The job's own variables
+    # cannot say otherwise.
+    spec = docker_spec(
+        tmp_path, busybox_image, command, job_id=job_id, attempt=3, gpu_indices=(0, 1),
+        request_gpus=False, env={"DANTE_JOB_ID": "forged", "DANTE_GPU_COUNT": "8"},
+    )  # fmt: skip
+
+    result, out = await run(executor, spec)
+
+    assert result.exit_code == 0, out.texts()
+    assert out.texts() == [f"{job_id} 3 2 /workspace/out /workspace/stop-reason"]
+
+
+async def test_root_filesystem_is_read_only_with_a_tmpfs_at_tmp(
+    executor: DockerExecutor, busybox_image: str, tmp_path: Path, job_id: str
+) -> None:
+    script = (
+        "touch /etc/changed 2>/dev/null && echo etc writable || echo etc read-only; "
+        "touch /tmp/scratch && echo tmp writable; "
+        "touch /workspace/out/result && echo workspace writable; "
+        "grep ' /tmp ' /proc/mounts | cut -d' ' -f3; id -u"
+    )
+    spec = docker_spec(tmp_path, busybox_image, ["sh", "-c", script], job_id=job_id)
+
+    result, out = await run(executor, spec)
+
+    assert result.exit_code == 0, out.texts()
+    etc, tmp, workspace, tmp_type, uid = out.texts()
+    assert (etc, tmp, workspace, tmp_type) == (
+        "etc read-only",
+        "tmp writable",
+        "workspace writable",
+        "tmpfs",
+    )
+    assert uid != "0"
+    assert (tmp_path / "out" / "result").exists()
+
+
+async def test_the_time_limit_is_explained_before_the_sigterm(
+    executor: DockerExecutor, busybox_image: str, tmp_path: Path, job_id: str
+) -> None:
+    script = (
+        "trap 'cat \"$DANTE_STOP_FILE\"; exit 0' TERM; echo ready; while true; do sleep 0.1; done"
+    )
+    spec = docker_spec(
+        tmp_path, busybox_image, ["sh", "-c", script], job_id=job_id, max_duration_s=2,
+        stop_grace_s=5,
+    )  # fmt: skip
+
+    result, out = await run(executor, spec)
+
+    assert result.timed_out and result.exit_code == 0, out.texts()
+    assert out.texts() == ["ready", "max_duration: the job reached its time limit of 2 s"]
 
 
 async def test_job_environment_reaches_the_container(
@@ -178,6 +243,30 @@ async def test_memory_and_cpu_limits_are_applied(
     assert int(memory) == 64 * 1024 * 1024
     quota, period = (int(n) for n in cpu.split())
     assert quota / period == 0.5
+
+
+async def test_a_container_gets_its_gpu_share_of_the_machine_not_all_of_it(
+    executor: DockerExecutor, busybox_image: str, tmp_path: Path, job_id: str
+) -> None:
+    from dante.agent.setup import Limits
+
+    # One GPU of four: a quarter of 90 % of the memory, a quarter of the cores.
+    limits = Limits(
+        memory_mb=None, cpus=None, machine_memory_mb=8192, machine_cpus=8, machine_gpus=4
+    )
+    memory, cpus = limits.for_job(1, container=True)
+    cg = "/sys/fs/cgroup"
+    script = f"cat {cg}/memory.max 2>/dev/null || cat {cg}/memory/memory.limit_in_bytes"
+    spec = docker_spec(
+        tmp_path, busybox_image, ["sh", "-c", script], job_id=job_id, memory_limit_mb=memory,
+        cpu_limit=cpus,
+    )  # fmt: skip
+
+    result, out = await run(executor, spec)
+
+    assert result.exit_code == 0, out.texts()
+    assert (memory, cpus) == (1843, 2.0)
+    assert out.texts() == [str(1843 * 1024 * 1024)]
 
 
 async def test_time_limit_stops_the_container(
@@ -423,6 +512,8 @@ def test_container_config_requests_exactly_the_assigned_gpus(tmp_path: Path) -> 
     assert config["network_mode"] == "none"
     assert config["privileged"] is False
     assert config["cap_drop"] == ["ALL"]
+    assert config["read_only"] is True
+    assert config["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=1024m,mode=1777"}
     assert config["labels"] == {"dante.job_id": "job-1", "dante.attempt": "1", "dante.agent": "a1"}
     assert "device_requests" not in container_config(
         docker_spec(tmp_path, "x", [], gpu_indices=(1,), request_gpus=False),

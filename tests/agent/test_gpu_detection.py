@@ -70,9 +70,9 @@ def test_default_detection_on_this_machine_reports_each_vendor() -> None:
     detection = detect_gpus()
 
     names = [r.name for r in detection.backends]
-    assert names == ["nvidia", "amd", "apple", "intel"][: len(names)]
+    assert names == ["nvidia", "nvidia-smi", "amd", "apple", "intel"][: len(names)]
     if not detection.gpus:
-        assert len(names) == 4
+        assert len(names) == 5
         assert all(r.reason for r in detection.backends)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dante.agent.gpus import NvmlTelemetry, Reading, SimulatedTelemetry, parse_simulate
 from dante.schemas.values import GpuSample
 from tests.agent.recorded_nvml import RecordedNvml, recording
@@ -80,14 +82,15 @@ def test_simulated_readings_repeat_exactly_and_move_between_ticks() -> None:
     assert len({r.utilization_pct for r in run_a}) > 1
     for reading in run_a:
         assert reading.utilization_pct is not None and 0 <= reading.utilization_pct <= 100
-        GpuSample(index=0, gpu_ms=1000, **_fields(reading))
+        assert reading.simulated  # made up, and every sample made of it says so
+        GpuSample(index=0, gpu_ms=1000, simulated=reading.simulated, **_fields(reading))
 
 
 def test_unknown_gpu_gives_an_empty_reading() -> None:
     assert SimulatedTelemetry([]).sample([3]) == {3: Reading()}
 
 
-def _fields(reading: Reading) -> dict[str, int | None]:
+def _fields(reading: Reading) -> dict[str, Any]:
     return {
         "utilization_pct": reading.utilization_pct,
         "memory_used_mb": reading.memory_used_mb,

@@ -202,10 +202,35 @@ async def test_the_agent_environment_never_reaches_the_script(
     assert env["TMPDIR"] == str(tmp_path / ".tmp")
     allowed = {
         "PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "LEARNING_RATE", "CUDA_VISIBLE_DEVICES",
-        "CUDA_DEVICE_ORDER", "DANTE_OUTPUT_DIR", "TMPDIR",
+        "CUDA_DEVICE_ORDER", "DANTE_OUTPUT_DIR", "TMPDIR", "DANTE_JOB_ID", "DANTE_ATTEMPT",
+        "DANTE_GPU_COUNT", "DANTE_STOP_FILE",
     }  # fmt: skip
     # The interpreter itself may add a variable or two (LC_CTYPE); nothing from the agent.
     assert set(env) - allowed <= {"LC_CTYPE"}
+
+
+async def test_the_job_knows_its_id_attempt_gpus_and_stop_file(tmp_path: Path) -> None:
+    script = 'echo "$DANTE_JOB_ID $DANTE_ATTEMPT $DANTE_GPU_COUNT $DANTE_OUTPUT_DIR"'
+    script += ' "$DANTE_STOP_FILE"'
+    spec = script_spec(
+        tmp_path, script, job_id="j-42", attempt=2, gpu_indices=(0, 3),
+        env={"DANTE_JOB_ID": "forged", "DANTE_ATTEMPT": "9"},
+    )  # fmt: skip
+
+    result, out = await run(spec)
+
+    assert result.exit_code == 0, out.texts()
+    assert out.texts() == [f"j-42 2 2 {tmp_path}/out {tmp_path}/stop-reason"]
+
+
+async def test_the_time_limit_is_explained_before_the_sigterm(tmp_path: Path) -> None:
+    script = (
+        "trap 'cat \"$DANTE_STOP_FILE\"; exit 0' TERM\necho ready\nwhile true; do sleep 0.1; done\n"
+    )
+    result, out = await run(script_spec(tmp_path, script, max_duration_s=1, stop_grace_s=5))
+
+    assert result.timed_out and result.exit_code == 0, out.texts()
+    assert out.texts("stdout") == ["ready", "max_duration: the job reached its time limit of 1 s"]
 
 
 async def test_no_gpus_means_an_empty_cuda_visible_devices(tmp_path: Path) -> None:

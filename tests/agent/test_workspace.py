@@ -213,3 +213,30 @@ def test_safe_path_refuses_to_go_through_a_link(tmp_path: Path) -> None:
 
     with pytest.raises(UnsafeArchive, match="goes through a symbolic link"):
         safe_path(work, "data/file.bin")
+
+
+def test_the_stop_reason_replaces_a_link_or_pipe_the_job_left_and_follows_neither(
+    tmp_path: Path,
+) -> None:
+    from dante.agent.workspace import STOP_REASON, write_stop_reason
+
+    providers_file = tmp_path / "providers-file"
+    providers_file.write_text("keep me\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / STOP_REASON).symlink_to(providers_file)
+
+    assert write_stop_reason(work, "cancelled", "cancelled by the renter")
+    assert providers_file.read_text() == "keep me\n"
+    assert not (work / STOP_REASON).is_symlink()
+    assert (work / STOP_REASON).read_text() == "cancelled: cancelled by the renter\n"
+
+    (work / STOP_REASON).unlink()
+    os.mkfifo(work / STOP_REASON)  # a writer opening it would wait for a reader forever
+    assert write_stop_reason(work, "shutdown")
+    assert (work / STOP_REASON).read_text() == "shutdown\n"
+
+    (work / STOP_REASON).unlink()
+    (work / STOP_REASON).mkdir()
+    assert not write_stop_reason(work, "max_duration", "too long")
+    assert [p.name for p in work.iterdir()] == [STOP_REASON]  # no temporary file left

@@ -68,12 +68,16 @@ def test_a_newcomer_rents_a_gpu_from_the_demo(demo: UpProcess, tmp_path: Path) -
     assert (ended["state"], ended["exit_code"], ended["gpus"]) == ("completed", 0, 2)
 
     logs = renter(demo, "jobs", "logs", job_id, "--json").json()
-    assert [(line["stream"], line["text"]) for line in logs["lines"]] == [
+    job_lines = [line for line in logs["lines"] if line["source"] == "job"]
+    assert [(line["stream"], line["text"]) for line in job_lines] == [
         ("stdout", "args --epochs 1"),
         ("stdout", "gpus 0,1"),
         ("stdout", "input cifar10"),
         ("stderr", "a warning"),
     ]
+    # The platform's lines about it come among them, in time order: placed, then ended.
+    platform = [line["event"] for line in logs["lines"] if line["source"] == "platform"]
+    assert platform[0] == "JobSubmitted" and platform[-1] == "JobCompleted", platform
     assert logs["ended"] is True
 
     ran = renter(demo, "jobs", "results", job_id, "--out", str(tmp_path / "results"))

@@ -204,17 +204,20 @@ async def test_logs_and_results(market: Market, tmp_path: Path) -> None:
             cmd.OutputLine(at=at, stream="stderr", text="warning: slow disk"),
         ],
     )
-    ran = await market.dante("jobs", "logs", job_id)
+    ran = await market.dante("jobs", "logs", job_id, "--no-platform")
     assert ran.code == 0, ran
     assert (ran.out, ran.err) == ("epoch 1 loss 0.9\n", "warning: slow disk\n")
-    page = (await market.dante("jobs", "logs", job_id, "--json")).json()
+    page = (await market.dante("jobs", "logs", job_id, "--json", "--no-platform")).json()
     assert [(line["stream"], line["text"]) for line in page["lines"]] == [
         ("stdout", "epoch 1 loss 0.9"),
         ("stderr", "warning: slow disk"),
     ]
     assert page["ended"] is False
 
-    follower = asyncio.create_task(market.dante("jobs", "logs", job_id, "--follow"))
+    follower = asyncio.create_task(
+        market.dante("jobs", "logs", job_id, "--follow", "--no-platform")
+    )
+    with_platform = asyncio.create_task(market.dante("jobs", "logs", job_id, "--follow"))
     await asyncio.sleep(1.5)
     await send_output(
         market.agent.client,
@@ -241,6 +244,11 @@ async def test_logs_and_results(market: Market, tmp_path: Path) -> None:
     followed = await asyncio.wait_for(follower, 30)
     assert followed.code == 0, followed
     assert followed.out == "epoch 1 loss 0.9\nepoch 2 loss 0.5\n"
+    followed = await asyncio.wait_for(with_platform, 30)
+    assert followed.out == "epoch 1 loss 0.9\nepoch 2 loss 0.5\n"
+    # How it ended comes last, once the job has.
+    assert followed.err.splitlines()[-1] == "[dante] completed (exit code 0)", followed
+    assert "[dante] started" in followed.err.splitlines()
 
     out = tmp_path / "got"
     ran = await market.dante("jobs", "results", job_id, "--out", str(out), "--json")
@@ -369,3 +377,63 @@ async def test_submit_prints_the_hold_it_takes_not_an_offline_offer(
     assert "1 GPU(s) on prov-1, free now" in ran.out
     assert re.search(r"held at start +0\.083333 dGPU\n", ran.out), ran.out
     assert "if cancelled         up to the cancel, plus at most 10 s" in ran.out
+
+
+async def test_logs_show_the_platform_lines_in_time_order_and_since(
+    market: Market, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    await funded(market)
+    t0 = market.clock.now
+    job_id = await submit(market, "--script", str(script(tmp_path)))
+    await market.agent.start(job_id)
+    lines = [
+        cmd.OutputLine(at=t0 + timedelta(seconds=30), stream="stdout", text="epoch 1"),
+        cmd.OutputLine(at=t0 + timedelta(seconds=90), stream="stdout", text="epoch 2"),
+    ]
+    await send_output(market.agent.client, "prov-1", job_id, 1, lines)
+    market.clock.advance(60)
+    assert (await market.dante("jobs", "cancel", job_id)).code == 0
+    market.clock.advance(60)
+    await market.agent.finish(job_id, exit_code=143)
+    await market.platform.settle()
+
+    ran = await market.dante("jobs", "logs", job_id, "--json")
+    assert ran.code == 0, ran
+    document = ran.json()
+    seen = [(line["source"], line["event"] or line["text"]) for line in document["lines"]]
+    assert seen[:2] == [("platform", "JobSubmitted"), ("platform", "JobAssigned")]
+    assert seen[-5:] == [
+        ("platform", "JobStarted"),
+        ("job", "epoch 1"),
+        ("platform", "JobCancelRequested"),
+        ("job", "epoch 2"),
+        ("platform", "JobCancelled"),
+    ]
+    platform = [line for line in document["lines"] if line["source"] == "platform"]
+    assert all(line["stream"] is None and line["seq"] > 0 for line in platform)
+    assert "cancel requested by alice" in [line["text"] for line in platform]
+
+    # In a terminal: the job's stdout untouched, the platform's lines on stderr, marked.
+    ran = await market.dante("jobs", "logs", job_id)
+    assert ran.out == "epoch 1\nepoch 2\n"
+    marked = ran.err.splitlines()
+    assert marked and all(line.startswith("[dante] ") for line in marked), ran.err
+    assert marked[-2:] == [
+        "[dante] cancel requested by alice",
+        "[dante] cancelled: cancelled by the renter",
+    ]
+
+    since = (t0 + timedelta(seconds=45)).isoformat()
+    ran = await market.dante("jobs", "logs", job_id, "--since", since, "--json")
+    assert [line["text"] for line in ran.json()["lines"]] == [
+        "cancel requested by alice",
+        "epoch 2",
+        "cancelled: cancelled by the renter",
+    ]
+    # A duration counts back from now: the test's events are from long ago.
+    ran = await market.dante("jobs", "logs", job_id, "--since", "10m", "--json")
+    assert ran.code == 0 and ran.json()["lines"] == [], ran
+    ran = await market.dante("jobs", "logs", job_id, "--since", "yesterday")
+    assert ran.code == 2 and "--since 'yesterday' is neither a duration" in ran.err

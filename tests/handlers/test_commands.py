@@ -279,6 +279,47 @@ async def test_a_job_run_reported_by_its_agent(as_, store: EventStore, clock: Cl
     assert [[t.seq for t in e.ticks] for e in recorded] == [[1, 2], [3]]
 
 
+async def test_usage_of_simulated_gpus_is_marked_whatever_the_agent_sent(
+    as_, store: EventStore, clock: Clock
+) -> None:
+    bob = as_("provider", "bob")
+    simulated = msgspec.structs.replace(
+        register_cmd("prv-s", n=1), gpus=[msgspec.structs.replace(gpu(0), simulated=True)]
+    )
+    await bob.send(simulated)
+    from tests.factories import make, submitted
+
+    await store.append(Append(event=submitted("job-s", renter="alice")))
+    assigned = make(
+        ev.JobAssigned, job_id="job-s", attempt=1, provider_id="prv-s", provider_owner="bob",
+        gpu_indices=[0], price=500_000, fee_bps=500, hold=DGPU,
+    )  # fmt: skip
+    await store.append(Append(event=assigned))
+    common: dict[str, Any] = {"provider_id": "prv-s", "job_id": "job-s", "attempt": 1}
+    await bob.send(cmd.AcceptAssignment(command_id=cid(), **common))
+    await bob.send(cmd.ReportJobStarted(command_id=cid(), **common), JobResult)
+    clock.advance(25)
+    # The agent leaves the flag out (an older agent, or one that would pass it off as real).
+    await bob.send(cmd.RecordUsage(command_id=cid(), **common, ticks=[tick(1)]), JobResult)
+
+    [recorded] = [e for e in await events(store) if isinstance(e, ev.UsageRecorded)]
+    assert [s.simulated for t in recorded.ticks for s in t.samples] == [True]
+
+
+def test_usage_recorded_before_the_flag_reads_as_not_simulated() -> None:
+    from dante.events.codec import decode_event
+    from tests.factories import NOW, make
+
+    event = make(ev.UsageRecorded, job_id="job-o", attempt=1, ticks=[tick(1)])
+    raw = msgspec.json.decode(msgspec.json.encode(event))
+    for sample in raw["ticks"][0]["samples"]:
+        del sample["simulated"]  # as stored before GpuSample had it
+    old = decode_event(msgspec.json.encode(raw))
+    assert isinstance(old, ev.UsageRecorded)
+    assert old.ticks[0].samples[0].simulated is False
+    assert old.ticks[0].ended_at == NOW
+
+
 async def test_agent_rejections(as_, store: EventStore, clock: Clock) -> None:
     job_id = await assigned_job(store, as_)
     bob, eve = as_("provider", "bob"), as_("provider", "eve")

@@ -1,8 +1,10 @@
 """Running a job's Docker image as a locked-down container, its work folder at /workspace.
 
 The container gets no network unless the job asks, no capabilities, no privilege escalation,
-a process limit, the job's memory and CPU limits, the agent's own user id (so the files it
-writes are the agent's to pack and delete), and only its work folder from the host. GPUs are
+a process limit, the job's memory and CPU limits, a read-only root filesystem (with a tmpfs
+at /tmp), the agent's own user id (so the files it writes are the agent's to pack and
+delete; a root agent's jobs run as nobody, 65534, and their folder is given to that user;
+an image's USER is overridden either way), and only its work folder from the host. GPUs are
 requested from the NVIDIA runtime only for real GPUs. Every container is labelled with the
 job and the agent, and removed however the run ends, a failed start included.
 
@@ -15,6 +17,7 @@ import math
 import os
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -31,14 +34,18 @@ from dante.agent.executors.spec import (
     RunSpec,
     StartedHook,
     Stream,
+    job_environment,
+    time_limit_reason,
     utc_now,
 )
-from dante.agent.workspace import OUT_DIR, prepare_work_dir
+from dante.agent.workspace import prepare_work_dir, write_stop_reason
 from dante.schemas.values import DockerPayload
 
 log = structlog.get_logger(__name__)
 
 WORKSPACE: Final = "/workspace"
+#: Who a root agent's containers run as: nobody, never root (an image's USER is not used).
+UNPRIVILEGED_USER: Final = "65534:65534"
 LABEL_JOB: Final = "dante.job_id"
 LABEL_ATTEMPT: Final = "dante.attempt"
 LABEL_AGENT: Final = "dante.agent"
@@ -54,11 +61,12 @@ def container_config(
     user: str,
     shm_size_mb: int,
     pids_limit: int,
+    tmp_size_mb: int = 1024,
 ) -> dict[str, Any]:
     """The keyword arguments of `containers.create` for this run."""
     payload = spec.payload
     assert isinstance(payload, DockerPayload)
-    environment = {"HOME": WORKSPACE, **payload.env, "DANTE_OUTPUT_DIR": f"{WORKSPACE}/{OUT_DIR}"}
+    environment = {"HOME": WORKSPACE, **payload.env, **job_environment(spec, WORKSPACE)}
     config: dict[str, Any] = {
         "image": payload.image,
         "command": list(payload.command) or None,
@@ -80,6 +88,9 @@ def container_config(
         # PyTorch data loaders share tensors through /dev/shm; Docker's 64 MB default breaks them.
         "shm_size": f"{shm_size_mb}m",
         "user": user,
+        # Nothing of the image can be changed: the job writes /workspace, /tmp and /dev/shm.
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmp_size_mb}m,mode=1777"},  # noqa: S108
         "stdin_open": False,
         "tty": False,
     }
@@ -115,6 +126,7 @@ class DockerExecutor:
         pull_timeout_s: float = 300.0,
         shm_size_mb: int = 1024,
         pids_limit: int = 4096,
+        tmp_size_mb: int = 1024,
         user: str | None = None,
     ) -> None:
         self._client = client
@@ -123,7 +135,8 @@ class DockerExecutor:
         self._pull_timeout_s = pull_timeout_s
         self._shm_size_mb = shm_size_mb
         self._pids_limit = pids_limit
-        self._user = user if user is not None else f"{os.getuid()}:{os.getgid()}"
+        self._tmp_size_mb = tmp_size_mb
+        self._user = user if user is not None else default_user()
 
     async def run(
         self,
@@ -144,6 +157,7 @@ class DockerExecutor:
         except DockerException as exc:
             return _not_run(f"no Docker engine answers: {exc}")
         prepare_work_dir(spec.work_dir)
+        await anyio.to_thread.run_sync(give_to_user, spec.work_dir, self._user)
         problem = await self._ensure_image(client, payload.image, calls)
         if problem:
             bound.info("container not started", error=problem)
@@ -154,6 +168,7 @@ class DockerExecutor:
             user=self._user,
             shm_size_mb=self._shm_size_mb,
             pids_limit=self._pids_limit,
+            tmp_size_mb=self._tmp_size_mb,
         )
         try:
             container = await calls.run(partial(client.containers.create, **config))
@@ -272,6 +287,30 @@ class DockerExecutor:
         )
 
 
+def default_user() -> str:
+    """The agent's own user and group, so the job's files are the agent's to pack and delete;
+    for an agent running as root, nobody (65534), never root."""
+    uid = os.getuid()
+    return UNPRIVILEGED_USER if uid == 0 else f"{uid}:{os.getgid()}"
+
+
+def give_to_user(work_dir: Path, user: str) -> None:
+    """Make the work folder the container user's, so it can write its results there.
+
+    Only a root agent running its jobs as another user has anything to do; links are changed
+    themselves, never what they point at.
+    """
+    uid_text, _, gid_text = user.partition(":")
+    if os.getuid() != 0 or not uid_text.isdigit() or int(uid_text) == 0:
+        return
+    uid = int(uid_text)
+    gid = int(gid_text) if gid_text.isdigit() else uid
+    os.chown(work_dir, uid, gid, follow_symlinks=False)
+    for root, folders, files in os.walk(work_dir):
+        for name in (*folders, *files):
+            os.chown(Path(root, name), uid, gid, follow_symlinks=False)
+
+
 class _Calls:
     """Blocking SDK calls in worker threads, limited per run."""
 
@@ -302,6 +341,8 @@ async def _wait(
     if status is not None:
         return _status_code(status), False, False
     timed_out = deadline.cancelled_caught
+    if timed_out:
+        write_stop_reason(spec.work_dir, *time_limit_reason(spec))
     # Docker's stop: SIGTERM (passed on by the init), SIGKILL after the grace, in whole seconds.
     grace = max(0, math.ceil(spec.stop_grace_s))
     await calls.run(partial(container.stop, timeout=grace))

@@ -35,9 +35,11 @@ from dante.agent.executors.spec import (
     RunSpec,
     StartedHook,
     Stream,
+    job_environment,
+    time_limit_reason,
     utc_now,
 )
-from dante.agent.workspace import prepare_work_dir
+from dante.agent.workspace import prepare_work_dir, write_stop_reason
 from dante.schemas.values import ScriptPayload
 
 log = structlog.get_logger(__name__)
@@ -67,7 +69,7 @@ def script_environment(spec: RunSpec, payload: ScriptPayload, search_path: str) 
     # order (like NVML, whose indices these are) only when asked to.
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in spec.gpu_indices)
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    env["DANTE_OUTPUT_DIR"] = str(spec.work_dir / "out")
+    env.update(job_environment(spec, str(spec.work_dir)))
     # Temporary files of its own, removed with its folder (and out of the way of a /tmp
     # the sandbox grants only around the agent's folders).
     env["TMPDIR"] = str(spec.work_dir / TMP_DIR)
@@ -228,6 +230,8 @@ async def _wait(
     if process.returncode is not None:
         return False, False
     timed_out = deadline.cancelled_caught
+    if timed_out:
+        write_stop_reason(spec.work_dir, *time_limit_reason(spec))
     await _terminate(process, spec.stop_grace_s)
     return timed_out, not timed_out
 

@@ -43,6 +43,24 @@ class RunSpec:
     stop_grace_s: float = 10.0
 
 
+def job_environment(spec: RunSpec, work_dir: str) -> dict[str, str]:
+    """What every job is told about itself, whatever runs it; `work_dir` is its folder as the
+    job sees it (the host path for a script, /workspace in a container). Set after the job's
+    own variables, so a job cannot be told otherwise."""
+    return {
+        "DANTE_JOB_ID": spec.job_id,
+        "DANTE_ATTEMPT": str(spec.attempt),
+        "DANTE_GPU_COUNT": str(len(spec.gpu_indices)),
+        "DANTE_OUTPUT_DIR": f"{work_dir}/out",
+        "DANTE_STOP_FILE": f"{work_dir}/stop-reason",
+    }
+
+
+def time_limit_reason(spec: RunSpec) -> tuple[str, str]:
+    """The stop file's code and reason when the executor stops a job at its time limit."""
+    return "max_duration", f"the job reached its time limit of {spec.max_duration_s:g} s"
+
+
 @dataclass(frozen=True, slots=True)
 class OutputLine:
     """A line the job printed, without its line break, and when the agent read it (UTC)."""

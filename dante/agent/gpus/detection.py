@@ -10,6 +10,7 @@ import structlog
 from dante.agent.gpus.apple import AppleBackend
 from dante.agent.gpus.backend import Backend, BackendUnavailable
 from dante.agent.gpus.intel import IntelBackend
+from dante.agent.gpus.nvidia_smi import NvidiaSmiBackend
 from dante.agent.gpus.nvml import NvidiaBackend
 from dante.agent.gpus.rocm import AmdBackend
 from dante.agent.gpus.simulate import parse_simulate
@@ -36,8 +37,9 @@ class Detection:
 
 
 def default_backends() -> list[Backend]:
-    """NVIDIA, AMD, Apple, Intel: the order `detect_gpus` tries them in."""
-    return [NvidiaBackend(), AmdBackend(), AppleBackend(), IntelBackend()]
+    """NVIDIA (NVML, else nvidia-smi where NVML cannot load), AMD, Apple, Intel: the order
+    `detect_gpus` tries them in."""
+    return [NvidiaBackend(), NvidiaSmiBackend(), AmdBackend(), AppleBackend(), IntelBackend()]
 
 
 def detect_gpus(backends: Sequence[Backend] | None = None) -> Detection:

@@ -26,6 +26,8 @@ class Reading:
     memory_used_mb: int | None = None
     power_w: int | None = None
     temperature_c: int | None = None
+    #: Made up for a simulated GPU, not measured.
+    simulated: bool = False
 
 
 class GpuTelemetry(Protocol):
@@ -111,10 +113,12 @@ class SimulatedTelemetry:
                 memory_used_mb=gpu.vram_mb * (70 + wobble) // 100,
                 power_w=limit * (85 + wobble) // 100,
                 temperature_c=72 + wobble,
+                simulated=True,
             )
         return Reading(
             utilization_pct=0,
             memory_used_mb=min(gpu.vram_mb, 1),
             power_w=limit * (7 + wobble // 3) // 100,
             temperature_c=33 + wobble // 2,
+            simulated=True,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from dante.domain.deciders.context import Context
 from dante.domain.deciders.providers import owned_provider
 from dante.domain.decision import Decision, ResultOf
@@ -128,6 +130,27 @@ def _new_ticks(ctx: Context, job: JobState, ticks: list[UsageTick]) -> list[Usag
     return fresh
 
 
+def _mark_simulated(world: World, job: JobState, ticks: list[UsageTick]) -> list[UsageTick]:
+    """Samples of GPUs the provider registered as simulated say so, whatever the agent sent:
+    their telemetry is made up, and every statement and audit must show it."""
+    provider = world.provider(job.provider_id)
+    simulated = {gpu.index for gpu in provider.gpus if gpu.simulated}
+    if not simulated:
+        return ticks
+    return [
+        msgspec.structs.replace(
+            tick,
+            samples=[
+                msgspec.structs.replace(sample, simulated=True)
+                if sample.index in simulated and not sample.simulated
+                else sample
+                for sample in tick.samples
+            ],
+        )
+        for tick in ticks
+    ]
+
+
 def usage(world: World, ctx: Context, command: cmd.RecordUsage) -> Decision:
     job = _assigned_job(world, ctx, command)
     if job.ended:
@@ -140,6 +163,7 @@ def usage(world: World, ctx: Context, command: cmd.RecordUsage) -> Decision:
     fresh = _new_ticks(ctx, job, command.ticks)
     if not fresh:
         return Decision.nothing(_result(job.job_id))
+    fresh = _mark_simulated(world, job, fresh)
     event = ev.UsageRecorded(
         **ctx.envelope(), job_id=job.job_id, attempt=command.attempt, ticks=fresh
     )

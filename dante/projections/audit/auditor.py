@@ -19,7 +19,13 @@ from dante.projections.audit.gpus import GpuChecks
 from dante.projections.audit.holds import HoldChecks
 from dante.projections.audit.lifecycle import LifecycleChecks
 from dante.projections.audit.money import MoneyChecks
-from dante.projections.audit.report import Findings, PendingSettlement, Violation
+from dante.projections.audit.report import (
+    Findings,
+    PendingSettlement,
+    SimulatedUsage,
+    Violation,
+)
+from dante.projections.audit.simulated import SimulatedTelemetry
 from dante.schemas import events as ev
 
 #: How long after an attempt's end its settlement may still be on its way.
@@ -42,12 +48,14 @@ class Auditor:
         self.facts = Facts()
         self._money = MoneyChecks(self.facts, self.findings)
         self._holds = HoldChecks(self.facts, self.findings, self._money, settle_grace)
+        self._simulated = SimulatedTelemetry()
         families: list[Family] = [
             LifecycleChecks(self.facts, self.findings),
             GpuChecks(self.facts, self.findings),
             self._money,
             ChargeChecks(self.facts, self.findings),
             self._holds,
+            self._simulated,
         ]
         on: dict[type[ev.Event], list[Handler]] = {}
         for handlers in [*(f.handlers() for f in families), self.facts.handlers()]:
@@ -99,6 +107,11 @@ class Auditor:
     @property
     def pending(self) -> list[PendingSettlement]:
         return list(self._holds.pending)
+
+    @property
+    def simulated(self) -> SimulatedUsage:
+        """How much usage came from simulated GPUs (made-up telemetry)."""
+        return self._simulated.result()
 
     @property
     def ok(self) -> bool:

@@ -164,6 +164,16 @@ class ViewsComparison(msgspec.Struct, frozen=True, kw_only=True):
     note: str = ""
 
 
+class SimulatedUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """How much of the audited usage came from simulated GPUs."""
+
+    ticks: int = 0
+    gpu_ms: int = 0
+    jobs: int = 0
+    #: Of those ticks, how many were recorded without the flag (before it existed).
+    unmarked_ticks: int = 0
+
+
 class AuditReport(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool
     #: The last sequence audited, and how many events that was.
@@ -179,6 +189,8 @@ class AuditReport(msgspec.Struct, frozen=True, kw_only=True):
     truncated: bool
     pending: list[PendingSettlement]
     views: ViewsComparison | None = None
+    #: Usage from simulated GPUs, whose telemetry is made up (not a violation).
+    simulated: SimulatedUsage = msgspec.field(default_factory=SimulatedUsage)
 
 
 @dataclass(slots=True)

@@ -78,4 +78,5 @@ async def audit(
         truncated=findings.truncated,
         pending=auditor.pending,
         views=comparison,
+        simulated=auditor.simulated,
     )
