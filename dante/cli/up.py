@@ -29,6 +29,7 @@ from dante.collector import settle_heap
 from dante.events.natsd import ListenFailed, NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
 from dante.services.auth.installation import InstallationSecrets
+from dante.services.auth.limits import LimitError, check_settings
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -112,6 +113,7 @@ async def up(
         )
     nats_url = None if embedding else _given_url(explicit)
     processes = _process_count(processes)
+    _check_limits()
     configure_logging()
     data_dir = data_dir or default_data_dir()
     # Its secrets.json controls the platform: a new data folder is its owner's only.
@@ -182,6 +184,15 @@ def _given_url(explicit: str | None) -> str | None:
     return None
 
 
+def _check_limits() -> None:
+    """The operator's `DANTE_LOGIN_…`, `DANTE_CLIENT_…` and `DANTE_SCRYPT_LOG2_N` settings
+    are usable (see dante/services/auth/limits.py), before anything starts."""
+    try:
+        check_settings()
+    except LimitError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _process_count(asked: int | None) -> int:
     """--processes, checked: 1 or 2; by default 2 where there are 2 CPUs or more."""
     if asked is None:
@@ -207,6 +218,7 @@ async def _serve(
     dies (the connections reconnect to it by themselves)."""
     from dante.cli.serve import PartsFailed, PartsProcess
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
+    from dante.services.auth.limits import ClientLimits, LoginLimits
     from dante.services.auth.service import Identity
     from dante.services.auth.sessions import Sessions
 
@@ -232,6 +244,8 @@ async def _serve(
         installation.signer,
         operator_token=installation.operator_token,
         sessions=Sessions(system),
+        login_limits=LoginLimits.from_env(),
+        client_limits=ClientLimits.from_env(),
     )
     # Stopped first, while the platform still serves them (the demo agent gives jobs back).
     stopping: list[Callable[[], Awaitable[None]]] = []
