@@ -24,6 +24,7 @@ from dante.services.auth.limits import SCRYPT_VAR
 # real 2^17 (128 MiB, ~0.4 s): tests/auth/test_passwords.py checks the real default.
 os.environ.setdefault(SCRYPT_VAR, "14")
 
+
 @pytest.fixture
 def anyio_backend() -> str:
     # nats-py is built on asyncio.
