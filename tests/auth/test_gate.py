@@ -26,8 +26,8 @@ def test_addresses_count_by_ipv4_and_ipv6_slash_64() -> None:
     assert client_key("") == "unknown"
 
 
-async def test_a_free_slot_goes_to_the_waiting_addresses_in_turn() -> None:
-    slots = FairSlots(1)
+async def test_a_free_slot_goes_to_the_address_holding_fewest() -> None:
+    slots = FairSlots(2)
     order: list[str] = []
 
     async def use(key: str) -> None:
@@ -36,13 +36,29 @@ async def test_a_free_slot_goes_to_the_waiting_addresses_in_turn() -> None:
             order.append(key)
             await asyncio.sleep(0.01)
 
-    # The flooder queues five before the other address asks once.
-    tasks = [asyncio.create_task(use("flood")) for _ in range(5)]
+    # The flooder holds both slots and queues six more before the other address asks once.
+    tasks = [asyncio.create_task(use("flood")) for _ in range(8)]
     await asyncio.sleep(0)
+    assert slots.held("flood") == 2 and slots.waiting == 6
     tasks.append(asyncio.create_task(use("other")))
     await asyncio.gather(*tasks)
-    assert order.index("other") <= 2  # served after at most one more of the flood's
-    assert sorted(order) == ["flood"] * 5 + ["other"]
+    assert order.index("other") == 2  # the first slot freed is its
+    assert sorted(order) == ["flood"] * 8 + ["other"]
+    assert slots.held("flood") == 0 and slots.waiting == 0
+
+
+async def test_waiting_addresses_take_turns() -> None:
+    slots = FairSlots(1)
+    order: list[str] = []
+
+    async def use(key: str) -> None:
+        async with slots.take(key):
+            order.append(key)
+            await asyncio.sleep(0.01)
+
+    tasks = [asyncio.create_task(use(key)) for key in ("a", "a", "a", "b", "b", "c")]
+    await asyncio.gather(*tasks)
+    assert order == ["a", "a", "b", "c", "a", "b"]
 
 
 async def test_a_slot_not_given_in_time_is_refused_and_not_leaked() -> None:

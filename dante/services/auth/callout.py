@@ -41,6 +41,7 @@ from dante.services.auth.limits import ClientLimits
 from dante.services.auth.passwords import (
     cost_of,
     current_cost,
+    dummy_hash,
     hash_password,
     is_token,
     needs_rehash,
@@ -132,6 +133,7 @@ class AuthCallout:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
+        await self.calibrate()
         sub = await self._nc.subscribe(AUTH_SUBJECT, queue=QUEUE, cb=self._on_request)
         await self._nc.flush()  # the server knows we answer before anyone is told so
         self.ready.set()
@@ -148,6 +150,25 @@ class AuthCallout:
         # Callbacks of one subscription run one at a time: a slowed-down user must not hold
         # up everybody else's login.
         self._spawn(self._answer(msg))
+
+    async def calibrate(self) -> float:
+        """Time one password check at the current cost (the one an unknown user costs, made
+        here once), so that from the first login on a check that cannot be answered in time
+        is refused at once; warn when checks are too slow to answer within the window."""
+        await asyncio.to_thread(dummy_hash)
+        started = time.monotonic()
+        await asyncio.to_thread(check_secret, None, "calibrating")
+        took = time.monotonic() - started
+        self.hash_s = took
+        if took > ANSWER_WITHIN_S / 2:
+            log.warning(
+                "login.slow_hash",
+                seconds=round(took, 2),
+                log2_n=current_cost().log2_n,
+                advice="password logins may be refused as busy on this machine; a lower "
+                "$DANTE_SCRYPT_LOG2_N makes them cheaper (login tokens are unaffected)",
+            )
+        return took
 
     async def _answer(self, msg: Msg) -> None:
         try:

@@ -12,9 +12,10 @@ so the expensive part of a login, the password's scrypt, is shared out by addres
   are refused unchecked. A guesser spraying names from one address is held to that rate, and
   costs the platform no more scrypts than that.
 - **Hashing in turn**: the scrypts run `hashing` at a time (they take ~128 MiB and a few
-  tenths of a second each), and a free slot goes to the addresses waiting in turn (round
-  robin), not to whoever queued most: a flood from one address delays another address's
-  login by at most about one hash.
+  tenths of a second each), at most `hashing_per_address` (1) of them for one address, and
+  a free slot goes to the waiting address that holds fewest, not to whoever queued most: a
+  flood from one address takes one core at most and delays another address's login by
+  about one hash at most.
 
 Login tokens are never gated: a token is 256 random bits checked with one SHA-256, so
 guessing one is hopeless and checking one costs nothing; an agent or a CLI with its token
@@ -63,26 +64,32 @@ class _Bucket:
 
 
 class FairSlots:
-    """`capacity` slots; when all are taken, the next free one goes to the keys waiting in
-    turn (round robin), each key's waiters first come first served."""
+    """`capacity` slots, at most `per_key` of them held by one key at a time. A free slot
+    goes to the waiting key that holds the fewest (ties: in turn, round robin), each key's
+    waiters first come first served: a key that asks while another holds the slots is
+    served next, and no key can take them all."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, per_key: int | None = None) -> None:
         self._free = capacity
+        self._per_key = per_key or capacity
+        self._held: dict[str, int] = {}
         self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
 
     @property
     def waiting(self) -> int:
         return sum(len(queue) for queue in self._waiting.values())
 
+    def held(self, key: str) -> int:
+        return self._held.get(key, 0)
+
     @contextlib.asynccontextmanager
     async def take(self, key: str, *, within: float | None = None) -> AsyncIterator[bool]:
         """Hold a slot (yields True), or yield False when none came `within` seconds."""
-        if self._free > 0 and not self._waiting:
-            self._free -= 1
-        else:
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting.setdefault(key, deque()).append(turn)
-            granted = False
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, deque()).append(turn)
+        self._dispatch()
+        granted = turn.done()
+        if not granted:
             try:
                 await asyncio.wait_for(asyncio.shield(turn), within)
                 granted = True
@@ -91,29 +98,54 @@ class FairSlots:
             finally:
                 if not granted:
                     if turn.done() and not turn.cancelled():
-                        self._release()  # granted just as it gave up: pass the slot on
+                        self._release(key)  # granted just as it gave up: pass the slot on
                     else:
-                        turn.cancel()  # skipped when its turn comes
-            if not granted:
-                yield False
-                return
+                        turn.cancel()
+                        self._forget(key, turn)
+        if not granted:
+            yield False
+            return
         try:
             yield True
         finally:
-            self._release()
+            self._release(key)
 
-    def _release(self) -> None:
-        while self._waiting:
-            key, queue = next(iter(self._waiting.items()))
+    def _forget(self, key: str, turn: asyncio.Future[None]) -> None:
+        queue = self._waiting.get(key)
+        if queue is None:
+            return
+        with contextlib.suppress(ValueError):
+            queue.remove(turn)
+        if not queue:
+            del self._waiting[key]
+
+    def _release(self, key: str) -> None:
+        left = self._held.get(key, 0) - 1
+        if left > 0:
+            self._held[key] = left
+        else:
+            self._held.pop(key, None)
+        self._free += 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Give free slots to waiters: the eligible key holding fewest first."""
+        while self._free > 0:
+            eligible = [k for k in self._waiting if self._held.get(k, 0) < self._per_key]
+            if not eligible:
+                return
+            chosen = min(eligible, key=lambda k: self._held.get(k, 0))
+            queue = self._waiting[chosen]
             turn = queue.popleft()
             if queue:
-                self._waiting.move_to_end(key)  # its next waiter after everybody else's
+                self._waiting.move_to_end(chosen)  # its next waiter after everybody else's
             else:
-                del self._waiting[key]
-            if not turn.done():
-                turn.set_result(None)
-                return
-        self._free += 1
+                del self._waiting[chosen]
+            if turn.done():
+                continue  # given up
+            self._free -= 1
+            self._held[chosen] = self._held.get(chosen, 0) + 1
+            turn.set_result(None)
 
 
 class AddressGate:
@@ -126,7 +158,7 @@ class AddressGate:
         self._clock = clock
         self._pending: dict[str, int] = {}
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        self.hashing = FairSlots(self.limits.hashing_slots)
+        self.hashing = FairSlots(self.limits.hashing_slots, per_key=self.limits.hashing_per_address)
 
     def pending(self, address: str) -> int:
         return self._pending.get(address, 0)

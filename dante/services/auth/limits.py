@@ -11,7 +11,7 @@ Logins (see `dante.services.auth.gate` and `.throttle`):
   burst of failed password checks one address may make, and how fast it refills; with none
   left, the address's password logins are refused unchecked (no scrypt spent on them).
 - `DANTE_LOGIN_HASHING` (the CPUs, at most 4): password hashes computed at once, shared
-  between addresses in turn.
+  between addresses in turn; `DANTE_LOGIN_HASHING_PER_ADDRESS` (1) of them for one address.
 - `DANTE_SCRYPT_LOG2_N` (17): the scrypt cost of new password hashes (and of rehashing an
   older one at its next login): N = 2^17, r = 8, p = 1, about 128 MiB and a few tenths of
   a second each. Lower only for tests and trials.
@@ -66,6 +66,7 @@ class LoginLimits:
     failures_per_address: int = 20
     failures_per_minute: int = 30
     hashing: int = 0  # 0: `default_hashing()`
+    hashing_per_address: int = 1
 
     @property
     def hashing_slots(self) -> int:
@@ -79,6 +80,7 @@ class LoginLimits:
             failures_per_address=_read(env, "DANTE_LOGIN_FAILURES_PER_ADDRESS", 20, 1, 1_000_000),
             failures_per_minute=_read(env, "DANTE_LOGIN_FAILURES_PER_MINUTE", 30, 1, 1_000_000),
             hashing=_read(env, "DANTE_LOGIN_HASHING", 0, 0, 256),
+            hashing_per_address=_read(env, "DANTE_LOGIN_HASHING_PER_ADDRESS", 1, 1, 256),
         )
 
 
