@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.report import Report, cpu_seconds, percentile
+from bench.report import Report, children, cpu_seconds, percentile
 from dante.client.accounts import issue_token, new_nonce, sign_up
 from dante.client.connect import connect
 from dante.client.credentials import Credential, signup_credential
@@ -97,6 +97,10 @@ class _Attacker:
             text=True,
         )
 
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        return cpu_seconds(self.process.pid)
+
     def stop(self) -> Tally:
         """Stop it (close its standard input); what it did."""
         assert self.process is not None
@@ -140,6 +144,31 @@ async def _legitimate(
     return times, refused
 
 
+def _nats_server(up: subprocess.Popen[bytes]) -> int:
+    """The pid of the nats-server `dante up` runs."""
+    for pid in children(up.pid):
+        with contextlib.suppress(OSError):
+            if b"nats-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    raise RuntimeError("dante up runs no nats-server")
+
+
+class _Cpu:
+    """CPU time of the platform, its nats-server and the attacker over one phase."""
+
+    def __init__(self, up: subprocess.Popen[bytes], server: int) -> None:
+        self._pids = {"platform": up.pid, "nats-server": server}
+        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._began = time.monotonic()
+
+    def report(self, report: Report, phase: str, attacker_cpu: float) -> None:
+        took = time.monotonic() - self._began
+        for name, pid in self._pids.items():
+            used = (cpu_seconds(pid) - self._start[name]) / took
+            report.add(f"{name} CPU while {phase}", used, "cores")
+        report.add(f"attacker CPU while {phase}", attacker_cpu / took, "cores")
+
+
 def _latencies(
     report: Report, name: str, times: list[float], refused: int, vs: str | None = None
 ) -> None:
@@ -172,9 +201,10 @@ async def run(options: Options) -> Report:
             times, refused = await _legitimate(port, [agent], min(seconds, 10))
             _latencies(report, "token login, quiet", times, refused)
 
+            server = _nats_server(up)
             # Guessing bob's password from one address.
             attacker = _Attacker(port, "127.0.0.66", "bob", "wrong-guess", parallel=2)
-            cpu = cpu_seconds(up.pid)
+            cpu = _Cpu(up, server)
             started = time.monotonic()
             attacker.start()
             await asyncio.sleep(1.0)  # its failures pile up
@@ -189,26 +219,28 @@ async def run(options: Options) -> Report:
                 refused,
                 "token login, quiet",
             )
+            used = attacker.cpu_seconds()
             tally = attacker.stop()
             took = time.monotonic() - started
             report.add("guesser's attempts", tally.tries / took, "/s")
             report.add("guesser let in", tally.let_in, f"of {tally.tries}")
-            report.add("platform CPU while guessed", (cpu_seconds(up.pid) - cpu) / took, "cores")
+            cpu.report(report, "guessed", used)
 
             # A spray of random names, 80 at a time, from one address.
             attacker = _Attacker(port, "127.0.0.77", "*", "guess-pass", parallel=80)
-            cpu = cpu_seconds(up.pid)
+            cpu = _Cpu(up, server)
             started = time.monotonic()
             attacker.start()
             await asyncio.sleep(1.0)
             alice = ("alice", "alice-pass-1", "127.0.0.3")
             times, refused = await _legitimate(port, [alice], seconds)
             _latencies(report, "password login, spray", times, refused, "password login, quiet")
+            used = attacker.cpu_seconds()
             tally = attacker.stop()
             took = time.monotonic() - started
             report.add("sprayer's attempts", tally.tries / took, "/s")
             report.add("sprayer let in", tally.let_in, f"of {tally.tries}")
-            report.add("platform CPU while sprayed", (cpu_seconds(up.pid) - cpu) / took, "cores")
+            cpu.report(report, "sprayed", used)
         finally:
             up.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
