@@ -284,16 +284,17 @@ class AuthCallout:
             self.gate.refund(address)
             attempt.succeeded()
             if record.password is not None and needs_rehash(record.password):
-                self._spawn(self._rehash(account, secret, record.password))
+                self._spawn(self._rehash(account, secret, record.password, address))
             return record
         finally:
             if not checked:
                 self.gate.refund(address)  # nothing was checked: nothing to count
 
-    async def _rehash(self, account: str, password: str, old: str) -> None:
+    async def _rehash(self, account: str, password: str, old: str, address: str) -> None:
         """Store a new hash of a right password, at the current cost, unless the password
-        changed meanwhile."""
-        hashed = await asyncio.to_thread(hash_password, password)
+        changed meanwhile (one more scrypt, in the address's turn like a check)."""
+        async with self.gate.hashing.take(address):
+            hashed = await asyncio.to_thread(hash_password, password)
 
         def replace(record: AccountRecord) -> AccountRecord:
             if record.password != old:
