@@ -1,8 +1,9 @@
 """The operator's settings for logins and connections: defaults, and `DANTE_…` variables.
 
 Each limit has the default a public platform would choose and a variable that changes it,
-read once when the platform starts (`LoginLimits.from_env`, `ClientLimits.from_env`); a
-value that is not a number in range stops the start with a message naming the variable.
+read when the platform starts (`LoginLimits.from_env`, `ClientLimits.from_env`; the scrypt
+cost at each hash, `scrypt_log2_n`); `dante up` checks them all first (`check_settings`):
+a value that is not a number in range stops it with a message naming the variable.
 
 Logins (see `dante.services.auth.gate` and `.throttle`):
 - `DANTE_LOGIN_PENDING_PER_ADDRESS` (16): password logins under way at once from one client
