@@ -6,6 +6,7 @@ Nothing here is a mock: every test that talks to NATS talks to a nats-server pro
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +18,11 @@ from nats.aio.client import Client as NATS
 from dante.events.natsd import NatsServer
 from dante.events.store import EventStore
 from dante.events.streams import ensure_log
+from dante.services.auth.limits import SCRYPT_VAR
+
+# Password hashes at scrypt N = 2^14 (16 MiB) in tests and the platforms they start, not the
+# real 2^17 (128 MiB, ~0.4 s): tests/auth/test_passwords.py checks the real default.
+os.environ.setdefault(SCRYPT_VAR, "14")
 
 
 @pytest.fixture

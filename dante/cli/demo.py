@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 from anyio.abc import Process, TaskStatus
 
+from dante.events.private import private_dir
 from dante.schemas.money import UDGPU_PER_DGPU
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class DemoAgent:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the agent and wait for it; it is stopped when this is cancelled."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.work_dir)
         with self.log_path.open("ab") as log:
             # Its own session: Ctrl-C in the terminal reaches `dante up`, which stops it.
             self._process = await anyio.open_process(

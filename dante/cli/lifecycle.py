@@ -24,6 +24,19 @@ def default_data_dir() -> Path:
     return Path(base) / "dante"
 
 
+def private_data_dir(data_dir: Path) -> Path:
+    """The data folder, made its owner's only before anything is written in it: its
+    secrets.json controls the platform, views.sqlite3 holds every balance. A folder that
+    exists wider (0755) is tightened with all it holds, and from here on this process and
+    its children create files 0600 (`dante.events.private`)."""
+    from dante.events.private import private_dir, private_umask, tighten
+
+    private_umask()
+    private_dir(data_dir)
+    tighten(data_dir)
+    return data_dir
+
+
 async def stop_on_signals(
     scope: anyio.CancelScope, first: list[Callable[[], Awaitable[None]]], who: str = ""
 ) -> None:

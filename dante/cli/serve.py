@@ -76,13 +76,13 @@ async def serve(
     the secrets.json of --data-dir (by default the folder `dante up` uses). Runs until Ctrl-C
     or SIGTERM.
     """
-    from dante.cli.lifecycle import default_data_dir, stop_on_signals
+    from dante.cli.lifecycle import default_data_dir, private_data_dir, stop_on_signals
     from dante.cli.options import nats_url
     from dante.events.streams import LogSettings
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
 
     configure_logging()
-    data_dir = data_dir or default_data_dir()
+    data_dir = private_data_dir(data_dir or default_data_dir())
     password = platform_password(data_dir)
     if password is None:
         print(

@@ -56,6 +56,12 @@ async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dic
                 if found.get("name") == UP_SERVICE and "monitor" in (found.get("metadata") or {})
             }
         ),
+        # How many of those run their server without it (`dante up` without --monitor-port).
+        "monitoring_off": sum(
+            1
+            for found in answers
+            if found.get("name") == UP_SERVICE and "monitor" not in (found.get("metadata") or {})
+        ),
     }
     try:
         info = await nc.jetstream(prefix=api_prefix).stream_info(STREAM)
@@ -92,7 +98,11 @@ def _print_human(report: dict[str, Any]) -> None:
         (
             "NATS monitoring",
             ", ".join(report["monitoring"])
-            or "not reported (no `dante up` with an embedded nats-server answers)",
+            or (
+                "off (`dante up --monitor-port PORT` turns it on)"
+                if report["monitoring_off"]
+                else "not reported (no `dante up` with an embedded nats-server answers)"
+            ),
         ),
     ]
     stream = report.get("stream", {})

@@ -13,7 +13,7 @@ import anyio
 from cyclopts import Parameter
 
 from dante import __version__
-from dante.cli.lifecycle import default_data_dir, stop_on_signals
+from dante.cli.lifecycle import default_data_dir, private_data_dir, stop_on_signals
 from dante.cli.logs import configure_logging
 from dante.cli.options import URL_ENV, UsageError
 from dante.client.connect import ConnectFailed, connect, resolve_url
@@ -29,6 +29,7 @@ from dante.collector import settle_heap
 from dante.events.natsd import ListenFailed, NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
 from dante.services.auth.installation import InstallationSecrets
+from dante.services.auth.limits import LimitError, check_settings
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -41,12 +42,8 @@ if TYPE_CHECKING:
 DEMO_RENTER: Final = ("demo-user", "demo-pass")
 DEMO_PROVIDER: Final = "demo-provider"
 
-#: The embedded nats-server's client port, and how far above it its monitoring port is by
-#: default: nats-server's own defaults (4222 and 8222), and a monitoring port of its own for
-#: every `dante up --port` on one machine.
+#: The embedded nats-server's client port: nats-server's own default.
 DEFAULT_PORT: Final = 4222
-MONITOR_OFFSET: Final = 8222 - DEFAULT_PORT
-LAST_PORT: Final = 65535
 #: The other variable `resolve_url` reads after $DANTE_NATS_URL (`URL_ENV`).
 ADDRESS_ENV: Final = "NATS_ADDRESS"
 #: The micro service a `dante up` with an embedded nats-server answers `$SRV.PING` as, its
@@ -73,9 +70,10 @@ async def up(
     monitor_port: Annotated[
         int | None,
         Parameter(
-            help="Its HTTP monitoring port (-1: any free one). Default: --port + 4000 (8222 "
-            "for 4222), so each `dante up --port` on a machine has its own; any free one "
-            "where that is past 65535. `dante status` shows it."
+            help="Turn on its HTTP monitoring (/varz, /jsz, /connz) on this port of "
+            "127.0.0.1 (-1: any free one); `dante status` shows it. Off by default: it has no "
+            "login, and /connz names every connection's account and machine to any user of "
+            "this machine."
         ),
     ] = None,
     replicas: Annotated[int, Parameter(help="Stream replicas (3 on a three-node cluster).")] = 1,
@@ -112,10 +110,9 @@ async def up(
         )
     nats_url = None if embedding else _given_url(explicit)
     processes = _process_count(processes)
+    _check_limits()
     configure_logging()
-    data_dir = data_dir or default_data_dir()
-    # Its secrets.json controls the platform: a new data folder is its owner's only.
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir = private_data_dir(data_dir or default_data_dir())
     installation = InstallationSecrets.load_or_create(data_dir)
     server: NatsServer | None = None
     url = nats_url
@@ -165,14 +162,6 @@ async def up(
     return 0
 
 
-def default_monitor_port(port: int) -> int:
-    """The monitoring port that goes with client port `port` when none is given: 4000 above
-    it (8222 for 4222, as nats-server's own defaults), so two `dante up --port` on one machine
-    do not clash; any free one (-1) for any free client port, or where that is past 65535."""
-    monitor = port + MONITOR_OFFSET
-    return monitor if port > 0 and monitor <= LAST_PORT else -1
-
-
 def _given_url(explicit: str | None) -> str | None:
     """The NATS server `dante up` uses instead of starting one, as every command finds the
     platform (`resolve_url`: --nats-url, else $DANTE_NATS_URL, else $NATS_ADDRESS); None
@@ -180,6 +169,15 @@ def _given_url(explicit: str | None) -> str | None:
     if explicit or os.environ.get(URL_ENV) or os.environ.get(ADDRESS_ENV):
         return resolve_url(explicit)
     return None
+
+
+def _check_limits() -> None:
+    """The operator's `DANTE_LOGIN_…`, `DANTE_CLIENT_…` and `DANTE_SCRYPT_LOG2_N` settings
+    are usable (see dante/services/auth/limits.py), before anything starts."""
+    try:
+        check_settings()
+    except LimitError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _process_count(asked: int | None) -> int:
@@ -207,6 +205,7 @@ async def _serve(
     dies (the connections reconnect to it by themselves)."""
     from dante.cli.serve import PartsFailed, PartsProcess
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
+    from dante.services.auth.limits import ClientLimits, LoginLimits
     from dante.services.auth.service import Identity
     from dante.services.auth.sessions import Sessions
 
@@ -232,6 +231,8 @@ async def _serve(
         installation.signer,
         operator_token=installation.operator_token,
         sessions=Sessions(system),
+        login_limits=LoginLimits.from_env(),
+        client_limits=ClientLimits.from_env(),
     )
     # Stopped first, while the platform still serves them (the demo agent gives jobs back).
     stopping: list[Callable[[], Awaitable[None]]] = []
@@ -252,7 +253,7 @@ async def _serve(
             # process: keep the cyclic collector from rescanning it (see dante.collector).
             settle_heap()
             written = save_operator(url, installation.operator_token)
-            if monitor is not None:
+            if server is not None:
                 await _announce(nc, url, monitor)
             print(f"Dante is up on {url} (data in {data_dir}). Ctrl-C stops it.", flush=True)
             if monitor is not None:
@@ -266,9 +267,10 @@ async def _serve(
     return failed
 
 
-async def _announce(nc: NATS, url: str, monitor: str) -> None:
+async def _announce(nc: NATS, url: str, monitor: str | None) -> None:
     """Answer `$SRV.PING.dante-up` (and INFO, STATS) with where the embedded nats-server
-    and its monitoring are, for `dante status`; it stops answering when `nc` drains."""
+    and its monitoring are (no `monitor`: it is off), for `dante status`; it stops
+    answering when `nc` drains."""
     from nats.micro import add_service
     from nats.micro.service import ServiceConfig
 
@@ -278,7 +280,7 @@ async def _announce(nc: NATS, url: str, monitor: str) -> None:
             name=UP_SERVICE,
             version=__version__,
             description="`dante up` and its embedded nats-server",
-            metadata={"nats": url, "monitor": monitor},
+            metadata={"nats": url} if monitor is None else {"nats": url, "monitor": monitor},
         ),
     )
 
@@ -308,14 +310,14 @@ async def _connect_platform(url: str, installation: InstallationSecrets) -> tupl
 def _embedded_server(
     data_dir: Path, port: int, monitor_port: int | None, installation: InstallationSecrets
 ) -> NatsServer | None:
-    """The nats-server `dante up` runs itself, started (`monitor_port` None: the one that
-    goes with `port`); None (said why) when it fails: which port, when it could not listen
-    on one."""
+    """The nats-server `dante up` runs itself, started (`monitor_port` None: without HTTP
+    monitoring); None (said why) when it fails: which port, when it could not listen on
+    one."""
     server = NatsServer(
         store_dir=data_dir / "nats",
         port=port,
         config=default_config(),
-        monitor_port=default_monitor_port(port) if monitor_port is None else monitor_port,
+        monitor_port=monitor_port,
         env=installation.server_env(),
         say=_say,
     )
@@ -323,12 +325,7 @@ def _embedded_server(
         server.start()
     except ListenFailed as exc:
         print(f"error: the embedded nats-server did not start: {exc}", file=sys.stderr)
-        if exc.listener == "client":
-            option = "--port"
-        elif monitor_port is None:
-            option = "--port (the monitoring port follows it) or --monitor-port"
-        else:
-            option = "--monitor-port"
+        option = "--port" if exc.listener == "client" else "--monitor-port"
         taken = f"port {exc.port} is taken (another `dante up`?); " if exc.in_use else ""
         print(f"hint: {taken}try another {option} (-1: any free one)", file=sys.stderr)
         return None

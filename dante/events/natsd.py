@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Final, Literal, Self
 
 import anyio
 
+from dante.events.private import FILE_MODE, UMASK, private_dir
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -304,14 +306,15 @@ class NatsServer:
         if self.process is not None and self.process.poll() is None:
             raise NatsServerError(f"the nats-server of {self.store_dir} is running already")
         self._end_process()
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.store_dir)
         self._lock_store()
         self._stop_stale()
         _rotate(self.log_file, KEEP_LOGS)
         if self.stderr_file.exists() and self.stderr_file.stat().st_size:
             _rotate(self.stderr_file, KEEP_LOGS)
+        os.close(_open_private(self.log_file))  # nats-server appends to it, keeping its mode
         how = self.parent_death or _default_parent_death()
-        with self.stderr_file.open("wb") as stderr:
+        with os.fdopen(_open_private(self.stderr_file), "wb") as stderr:
             self.process = subprocess.Popen(  # noqa: S603 (our own binary, our own arguments)
                 self.command(),
                 stdin=subprocess.DEVNULL,
@@ -319,6 +322,7 @@ class NatsServer:
                 stderr=stderr,
                 env={**os.environ, **self.env},
                 start_new_session=True,
+                umask=UMASK,  # its store, and anything else it makes, private
                 preexec_fn=_die_with_parent() if how == "signal" else None,  # noqa: PLW1509
             )
         # nats-server writes it too (-P), a moment later; this one leaves no gap.
@@ -556,8 +560,16 @@ def _read_pid(path: Path) -> int | None:
 
 def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(text)
+    with os.fdopen(_open_private(partial), "w") as handle:
+        handle.write(text)
     partial.replace(path)
+
+
+def _open_private(path: Path) -> int:
+    """`path` opened for writing from its start, readable by its owner only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # an older file keeps its mode otherwise
+    return fd
 
 
 def _rotate(path: Path, keep: int) -> None:

@@ -19,6 +19,7 @@ from dante.client.credentials import Credential, signup_credential
 from dante.events.natsd import NatsServer
 from dante.events.subjects import CLIENT_API_PREFIX
 from dante.schemas import commands as cmd
+from dante.services.auth.throttle import login_key
 from tests.auth.conftest import Secured
 
 pytestmark = pytest.mark.anyio
@@ -74,20 +75,21 @@ async def test_repeated_failures_for_one_user_are_slowed_down_and_a_success_rese
 ) -> None:
     await secured.sign_up("alice", "alice-pass")
     throttle = secured.identity.callout.throttle
+    alice = login_key("127.0.0.1", "alice")  # from this address
     # Each attempt right after the last failure waits 0, 0.1, 0.2, 0.4, 0.8 s.
     times = [(await refusal(secured, "alice", "wrong-pass"))[1] for _ in range(5)]
     assert times[4] > times[0] + 0.5, times
     assert times[4] > times[2] > times[0], times
-    assert throttle.delay("alice") == pytest.approx(1.6)
+    assert throttle.delay(alice) == pytest.approx(1.6)
     # Sooner than that is refused unchecked, even with the right password.
     message, took = await refusal(secured, "alice", "alice-pass")
     assert "refused 'alice'" in message and took < 1.0
     # Another user is not held up by alice's failures.
     _, other = await refusal(secured, "bob", "wrong-pass")
     assert other < 1.0
-    await asyncio.sleep(throttle.wait("alice"))
+    await asyncio.sleep(throttle.wait(alice))
     await secured.login("alice", "alice-pass")
-    assert throttle.failures("alice") == 0
+    assert throttle.failures(alice) == 0
 
 
 async def test_a_login_token_works_until_revoked_and_cannot_mint_another(

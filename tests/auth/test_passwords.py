@@ -3,12 +3,17 @@ from __future__ import annotations
 import pytest
 
 from dante.services.auth.accounts import AccountRecord, LoginToken, check_secret
+from dante.services.auth.limits import SCRYPT_VAR, LimitError
 from dante.services.auth.passwords import (
+    DEFAULT_COST,
     ScryptCost,
     WeakPassword,
     check_password_rules,
+    cost_of,
+    current_cost,
     hash_password,
     is_token,
+    needs_rehash,
     new_token,
     token_digest,
     verify_password,
@@ -27,8 +32,34 @@ def test_a_hash_is_salted_scrypt_and_verifies_only_its_password() -> None:
     assert not verify_password("correct horsE", first)
 
 
-def test_the_default_cost_is_slow() -> None:
-    assert hash_password("pw-pw-pw-pw").startswith("scrypt$15$8$1$")
+def test_the_default_cost_follows_current_guidance(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real default, not the tests' cheaper one: N = 2^17, r = 8, p = 1 (128 MiB).
+    monkeypatch.delenv(SCRYPT_VAR)
+    assert current_cost() == ScryptCost(17, 8, 1) == DEFAULT_COST
+    stored = hash_password("pw-pw-pw-pw")
+    assert stored.startswith("scrypt$17$8$1$")
+    assert verify_password("pw-pw-pw-pw", stored)
+    assert not needs_rehash(stored)
+
+
+def test_the_operator_sets_the_cost_and_older_hashes_still_verify(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SCRYPT_VAR, "11")
+    assert hash_password("pw-pw-pw-pw").startswith("scrypt$11$8$1$")
+    # A hash of an earlier installation (2^10 here) verifies at its own cost, and is due
+    # for a rehash at the current one.
+    older = hash_password("pw-pw-pw-pw", FAST)
+    assert verify_password("pw-pw-pw-pw", older)
+    assert needs_rehash(older)
+    assert cost_of(older) == FAST
+
+
+@pytest.mark.parametrize("value", ["9", "23", "big", "-1"])
+def test_an_unusable_cost_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(SCRYPT_VAR, value)
+    with pytest.raises(LimitError, match=SCRYPT_VAR):
+        current_cost()
 
 
 @pytest.mark.parametrize("stored", ["", "bcrypt$1$2$3$4$5", "scrypt$99$8$1$AA==$AA==", "x$y"])

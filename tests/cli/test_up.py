@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from dante.cli.up import default_monitor_port
 from dante.client.commands import Client, CommandError, new_command_id
 from dante.client.connect import connect
 from dante.client.credentials import Credential
@@ -96,27 +96,12 @@ def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
         first.stop()
 
 
-def test_the_monitor_port_follows_the_client_port() -> None:
-    assert default_monitor_port(4222) == 8222  # nats-server's own pair, `dante up`'s default
-    assert default_monitor_port(4223) == 8223
-    assert default_monitor_port(-1) == -1  # any free client port: any free monitoring port
-    assert default_monitor_port(61535) == 65535
-    assert default_monitor_port(61536) == -1  # past the last port
-
-
-def _port_and_its_monitor_port_free() -> int:
-    """A free port whose default monitoring port (4000 above it) is free too."""
+def _port_and_another_free() -> tuple[int, int]:
+    """Two free ports, for the client and the monitoring."""
     while True:
-        port = free_port()
-        monitor = default_monitor_port(port)
-        if monitor < 0:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", monitor))
-            except OSError:
-                continue
-        return port
+        port, monitor = free_port(), free_port()
+        if port != monitor:
+            return port, monitor
 
 
 def _varz(monitor: str) -> dict[str, object]:
@@ -125,33 +110,57 @@ def _varz(monitor: str) -> dict[str, object]:
         return varz
 
 
-def test_two_platforms_on_one_machine_with_default_monitor_ports(tmp_path: Path) -> None:
-    ports = [_port_and_its_monitor_port_free() for _ in range(2)]
-    platforms = [
-        UpProcess(tmp_path / f"data{i}", port, "--processes", "1", monitor_port=None)
-        for i, port in enumerate(ports)
-    ]
+def test_monitoring_is_off_unless_asked_for_and_status_says_where(tmp_path: Path) -> None:
+    (port, monitor_port), (other, _) = _port_and_another_free(), _port_and_another_free()
+    watched = UpProcess(tmp_path / "on", port, "--processes", "1", monitor_port=monitor_port)
+    quiet = UpProcess(tmp_path / "off", other, "--processes", "1", monitor_port=None)
     try:
-        for platform in platforms:
-            platform.start()
-        for platform in platforms:
-            monitor = f"http://127.0.0.1:{platform.port + 4000}"
-            assert f"nats-server monitoring: {monitor}\n" in platform.output
-            result = platform.dante("status", "--json")
-            assert result.returncode == 0, result.stderr
-            assert json.loads(result.stdout)["monitoring"] == [monitor]
-            human = platform.dante("status")
-            assert human.returncode == 0, human.stderr
-            assert any(
-                line.split() == ["NATS", "monitoring", monitor]
-                for line in human.stdout.splitlines()
-            ), human.stdout
-            # It is this platform's own nats-server that answers there.
-            assert _varz(monitor)["port"] == platform.port
+        watched.start()
+        quiet.start()
+        monitor = f"http://127.0.0.1:{monitor_port}"
+        assert f"nats-server monitoring: {monitor}\n" in watched.output
+        result = watched.dante("status", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["monitoring"] == [monitor]
+        human = watched.dante("status")
+        assert human.returncode == 0, human.stderr
+        assert any(
+            line.split() == ["NATS", "monitoring", monitor] for line in human.stdout.splitlines()
+        ), human.stdout
+        # It is this platform's own nats-server that answers there, on loopback only.
+        assert _varz(monitor)["port"] == watched.port
+        # Without --monitor-port nothing answers HTTP, and status says it is off.
+        assert "nats-server monitoring" not in "".join(quiet.output)
+        report = json.loads(quiet.dante("status", "--json").stdout)
+        assert report["monitoring"] == [] and report["monitoring_off"] == 1
+        human = quiet.dante("status")
+        assert "off (`dante up --monitor-port PORT` turns it on)" in human.stdout
+        assert quiet.process is not None
+        ports = _listening_ports(quiet.process.pid)
+        assert ports == {other}, ports  # the client port, nothing else
     finally:
-        for platform in platforms:
+        for platform in (watched, quiet):
             if platform.process is not None:
                 assert platform.stop() == 0
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports the embedded nats-server under `pid` listens on."""
+    servers = [p for p, cmd in _children(pid).items() if b"nats-server" in cmd]
+    assert len(servers) == 1
+    inodes = set()
+    for fd in Path(f"/proc/{servers[0]}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = str(fd.readlink())
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 @contextmanager
@@ -164,22 +173,15 @@ def _taken(port: int) -> Iterator[None]:
 
 
 def test_up_names_the_monitor_port_that_is_taken(tmp_path: Path) -> None:
-    port = _port_and_its_monitor_port_free()
-    monitor = port + 4000
+    port, monitor = _port_and_another_free()
     up = ("up", "--data-dir", str(tmp_path), "--port", str(port))
     with _taken(monitor):
-        result = dante(*up, env=environment(), clean=True)
-        given = dante(*up, "--monitor-port", str(monitor), env=environment(), clean=True)
-    for ran in (result, given):
-        assert ran.returncode == 1, ran.stderr
-        assert f"could not listen on its monitor port {monitor} " in ran.stderr
-        assert f"port {monitor} is taken" in ran.stderr
-        assert f"port {port} is taken" not in ran.stderr and "client port" not in ran.stderr
-    # The monitoring port followed --port: another --port would do too.
-    assert "try another --port (the monitoring port follows it) or --monitor-port" in (
-        result.stderr
-    )
-    assert "try another --monitor-port (-1: any free one)" in given.stderr
+        ran = dante(*up, "--monitor-port", str(monitor), env=environment(), clean=True)
+    assert ran.returncode == 1, ran.stderr
+    assert f"could not listen on its monitor port {monitor} " in ran.stderr
+    assert f"port {monitor} is taken" in ran.stderr
+    assert f"port {port} is taken" not in ran.stderr and "client port" not in ran.stderr
+    assert "try another --monitor-port (-1: any free one)" in ran.stderr
 
 
 @pytest.mark.parametrize("variable", ["DANTE_NATS_URL", "NATS_ADDRESS"])

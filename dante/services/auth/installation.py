@@ -2,10 +2,11 @@
 
 `secrets.json` (mode 0600) holds the callout's issuer seed, the platform service user's
 password, the system user's password and the operator's login token; `nats.env` (0600)
-holds what nats.conf reads from the environment (the issuer's public key and the two
-passwords), for running the
-server by hand or on a cluster. `dante up` hands the same values to its nats-server child
-through its environment. Whoever can read these files controls the platform.
+holds what nats.conf reads from the environment (the issuer's public key, the two
+passwords and the limits of clients' connections, `DANTE_CLIENT_…`), for running the
+server by hand or on a cluster; it is rewritten at every start. `dante up` hands the same
+values to its nats-server child through its environment. Whoever can read these files
+controls the platform.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import msgspec
 
 from dante.client.credentials import write_private
 from dante.services.auth.jwt import Signer, new_account_seed
+from dante.services.auth.limits import ClientLimits
 from dante.services.auth.passwords import new_token
 
 SECRETS_FILE: Final = "secrets.json"
@@ -47,12 +49,14 @@ class InstallationSecrets:
     def signer(self) -> Signer:
         return Signer(self.issuer_seed)
 
-    def server_env(self) -> dict[str, str]:
-        """The variables nats.conf references."""
+    def server_env(self, limits: ClientLimits | None = None) -> dict[str, str]:
+        """The variables nats.conf references: these secrets, and the limits of clients'
+        connections (`limits`, else the operator's `DANTE_CLIENT_…` settings)."""
         return {
             ISSUER_VAR: self.signer.public_key,
             PLATFORM_PASSWORD_VAR: self.platform_password,
             SYSTEM_PASSWORD_VAR: self.system_password,
+            **(limits or ClientLimits.from_env()).server_env(),
         }
 
     @classmethod

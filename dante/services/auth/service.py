@@ -31,6 +31,8 @@ from dante.schemas.commands import ErrorInfo
 from dante.schemas.identity import ACCOUNT_PREFIX, SIGNUP_SUBJECT
 from dante.services.auth.accounts import AccountBook, AccountRecord, open_account, set_password
 from dante.services.auth.callout import AuthCallout
+from dante.services.auth.gate import AddressGate
+from dante.services.auth.limits import ClientLimits, LoginLimits
 from dante.services.auth.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -68,11 +70,20 @@ class Identity:
         operator_token: str | None = None,
         throttle: Throttle | None = None,
         sessions: Sessions | None = None,
+        login_limits: LoginLimits | None = None,
+        client_limits: ClientLimits | None = None,
     ) -> None:
         self._nc = nc
         self._store = store
         self.book = AccountBook(nc.jetstream())
-        self.callout = AuthCallout(nc, self.book, signer, throttle=throttle)
+        self.callout = AuthCallout(
+            nc,
+            self.book,
+            signer,
+            throttle=throttle,
+            gate=AddressGate(login_limits),
+            client_limits=client_limits,
+        )
         self._operator_token = operator_token
         #: Closes the connections of an account whose login is revoked (None: they stay up
         #: until they reconnect, when the revoked token is refused).

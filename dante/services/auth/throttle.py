@@ -1,10 +1,15 @@
-"""Slowing down guessers: after each failure, a user's next check comes later.
+"""Slowing down guessers: after each failure, the next check of that login comes later.
 
-A user with n consecutive failures has the next secret checked no sooner than `delay(n)`
+A login is counted by account *and* client address (`login_key`): failures from one
+address slow down that address's attempts at that account only, so a guesser cannot lock
+the account's owner out from elsewhere. (What one address may cost across all names is
+`dante.services.auth.gate`'s part; login tokens are not throttled at all.)
+
+A key with n consecutive failures has the next secret checked no sooner than `delay(n)`
 after the last failure: 0.1 s after the first, then 0.2 s, 0.4 s … doubling up to `cap`.
 An attempt that comes early waits for its turn when that is near (at most `max_wait`);
 otherwise it is refused at once, unchecked and uncounted, with the same answer as a wrong
-secret. Attempts for one user are taken one at a time, so parallel connections gain a
+secret. Attempts for one key are taken one at a time, so parallel connections gain a
 guesser nothing. A success resets the count; failures are forgotten after `forget_after`
 seconds of quiet.
 
@@ -28,6 +33,11 @@ from dataclasses import dataclass
 from typing import Final
 
 _MAX_USERS: Final = 100_000
+
+
+def login_key(address: str, account: str) -> str:
+    """What failures are counted by: the account, from one client address."""
+    return f"{account}@{address}"
 
 
 @dataclass(slots=True)

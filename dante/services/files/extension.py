@@ -11,6 +11,7 @@ from nats.errors import Error as NatsError
 from dante.domain.rejection import Rejected
 from dante.events.direct import DirectReader
 from dante.events.errors import EventStoreError
+from dante.events.private import private_dir
 from dante.events.subjects import UPLOAD_STREAM
 from dante.schemas import commands as cmd
 from dante.services.commands import utcnow
@@ -69,7 +70,7 @@ class Files:
         assemblies spool files (default: the system's temporary folder), `max_assemblies`
         of them at once, each as large as its upload."""
         if scratch_dir is not None:
-            scratch_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(scratch_dir)
         js = nc.jetstream(timeout=timeout)
         objects = Objects(nc, js, timeout=timeout)
         self.output = Output(nc, js, timeout=timeout)
