@@ -238,15 +238,38 @@ async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> Non
             return
 
 
+#: How many times a start tries to set the log up when JetStream does not answer in time.
+#: On a fresh cluster every process of the platform creates the replicated assets at once:
+#: a create or update that waits on the others' (and on a new stream's election) can take
+#: longer than one API timeout, and a stream another process is creating can be refused
+#: as taken by its add and still not found by its update. Every step is idempotent, so it
+#: is simply done again.
+_SETUP_TRIES: Final = 5
+
+
 async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) -> None:
     """Create or update every JetStream asset Dante uses. Safe to run at every start.
 
     An existing asset keeps its replicas when `settings` asks for fewer (`target_replicas`),
-    with a warning naming it and both numbers."""
+    with a warning naming it and both numbers. A step JetStream does not answer in time is
+    tried again (`_SETUP_TRIES` in all)."""
     settings = settings or LogSettings()
+    await wait_for_jetstream(js)
+    for attempt in range(1, _SETUP_TRIES + 1):
+        try:
+            await _ensure_assets(js, settings)
+        except (NatsTimeoutError, NotFoundError) as exc:
+            if attempt == _SETUP_TRIES:
+                raise
+            log.warning("log.setup_retry", attempt=attempt, error=repr(exc))
+            await asyncio.sleep(0.5 * attempt)
+        else:
+            return
+
+
+async def _ensure_assets(js: JetStreamContext, settings: LogSettings) -> None:
     asked = settings.replicas
     kv, obj = KV_STREAM_TEMPLATE, OBJ_STREAM_TEMPLATE  # the streams that hold buckets
-    await wait_for_jetstream(js)
     await _ensure_stream(js, event_stream_config(settings))
     await _ensure_stream(js, _dispatch_config(settings))
     await _ensure_stream(js, _output_config(settings))
