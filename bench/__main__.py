@@ -27,6 +27,7 @@ BENCHES = {
     "memory": "bench.memory",
     "agent": "bench.agent",
     "replay": "bench.replay_report",
+    "failover": "bench.failover",
 }
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 NODES = 3
@@ -29,7 +30,7 @@ def _free(port: int) -> bool:
 def free_ports(count: int) -> int:
     """The first of `count` consecutive free ports."""
     for _ in range(200):
-        first = random.randint(20_000, 60_000)  # noqa: S311 (not a secret)
+        first = random.randint(20_000, 60_000)
         if all(_free(first + i) for i in range(count)):
             return first
     raise AssertionError("no run of free ports")
@@ -61,7 +62,7 @@ class Node:
         return f"nats://127.0.0.1:{self.port}"
 
     def jsz(self, query: str = "") -> dict[str, object]:
-        with urllib.request.urlopen(  # noqa: S310 (our own loopback monitor)
+        with urllib.request.urlopen(
             f"http://127.0.0.1:{self.monitor_port}/jsz{query}", timeout=2
         ) as answer:
             found: dict[str, object] = json.load(answer)
@@ -98,7 +99,7 @@ class Cluster:
 
     def start(self, node: Node) -> None:
         log = (self.data_dir / f"{node.name}.out").open("ab")
-        node.process = subprocess.Popen(  # noqa: S603 (the nats-server that comes with dante)
+        node.process = subprocess.Popen(
             [self.server, "-c", str(node.config)], stdout=log, stderr=log
         )
         log.close()
@@ -124,12 +125,26 @@ class Cluster:
     def node(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
 
-    def kill(self, node: Node) -> None:
-        """kill -9, as a crashed machine."""
+    def kill(self, node: Node, sig: int = signal.SIGKILL) -> None:
+        """kill -9 (as a crashed machine), or another signal (SIGTERM: an orderly stop)."""
         assert node.process is not None
-        node.process.send_signal(signal.SIGKILL)
+        node.process.send_signal(sig)
         node.process.wait()
         node.process = None
+
+    def elections(self, stream: str) -> list[float]:
+        """When (Unix time) any node said it became the leader of `stream`, from the nodes'
+        logs (nats-server writes local time)."""
+        said = f"JetStream cluster new stream leader for 'DANTE > {stream}'"
+        found = []
+        for node in self.nodes:
+            log = self.data_dir / f"{node.name}.out"
+            for line in log.read_text(errors="replace").splitlines():
+                if said in line:
+                    stamp = " ".join(line.split()[1:3])
+                    local = datetime.strptime(stamp, "%Y/%m/%d %H:%M:%S.%f")  # noqa: DTZ007
+                    found.append(local.timestamp())
+        return sorted(found)
 
     def stop(self) -> None:
         for node in self.nodes:

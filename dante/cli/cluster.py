@@ -49,7 +49,9 @@ def init(
     ] = 8222,
     store_dir: Annotated[
         Path | None,
-        Parameter(help="Under which each node keeps its JetStream store (node-N/). Default: --out."),
+        Parameter(
+            help="Under which each node keeps its JetStream store (node-N/). Default: --out."
+        ),
     ] = None,
     name: Annotated[str, Parameter(help="The cluster's name.")] = "dante",
     domain: Annotated[str, Parameter(help="The JetStream domain (empty: none).")] = "dante",
@@ -154,4 +156,3 @@ def _server_path_or_name() -> str:
         return "nats-server"
     # Shown as a command to paste: relative to nothing, quoted only where it must be.
     return found if " " not in found else f'"{found}"'
-

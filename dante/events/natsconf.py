@@ -71,15 +71,14 @@ def plan_nodes(
         raise ValueError(f"a cluster has at least one node, not {count}")
     if len(hosts) not in (1, count):
         raise ValueError(
-            f"give one host for every node, or one per node: {len(hosts)} hosts for {count} "
-            "nodes"
+            f"give one host for every node, or one per node: {len(hosts)} hosts for {count} nodes"
         )
     one_machine = len(hosts) == 1
     nodes = []
     for index in range(count):
         step = index if one_machine else 0
         ports = (port + step, cluster_port + step, monitor_port + step)
-        if not all(0 < p <= 65535 for p in ports):  # noqa: PLR2004 (the last TCP port)
+        if not all(0 < p <= 65535 for p in ports):
             raise ValueError(f"node-{index + 1}'s ports {ports} are not all from 1 to 65535")
         nodes.append(
             Node(
@@ -144,7 +143,9 @@ def node_config(
         "# their own file so that this one holds none.\n"
         f"include {_quoted(env_file)}",
     )
-    text = _replace_once(_HTTP, text, f"http: {_quoted(f'{node.monitor_host}:{node.monitor_port}')}")
+    text = _replace_once(
+        _HTTP, text, f"http: {_quoted(f'{node.monitor_host}:{node.monitor_port}')}"
+    )
     opening = f"jetstream {{\n  store_dir: {_quoted(str(node.store_dir))}"
     if domain:
         opening += f"\n  domain: {_quoted(domain)}"

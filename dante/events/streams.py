@@ -214,13 +214,20 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     await js.update_stream(config.evolve(num_replicas=replicas))
 
 
-async def _bucket_replicas(js: JetStreamContext, stream: str, asked: int) -> int:
+async def _bucket_replicas(
+    js: JetStreamContext, stream: str, asked: int, *, direct: bool = False
+) -> int:
     """The replicas to create a KV or object store bucket with (on the stream that holds it),
-    raising those of an existing one first: its create is refused unless it matches."""
+    raising those of an existing one first (and allowing direct gets, with `direct`): its
+    create is refused unless it matches."""
     existing, replicas = await _replicas(js, stream, asked)
-    if existing is not None and replicas > existing:
-        config = (await js.stream_info(stream)).config
-        await js.update_stream(config.evolve(num_replicas=replicas))
+    if existing is None:
+        return replicas
+    config = (await js.stream_info(stream)).config
+    if replicas > existing or (direct and not config.allow_direct):
+        await js.update_stream(
+            config.evolve(num_replicas=replicas, allow_direct=direct or config.allow_direct)
+        )
     return replicas
 
 
@@ -284,13 +291,18 @@ async def _ensure_assets(js: JetStreamContext, settings: LogSettings) -> None:
             replicas=await _bucket_replicas(js, kv.format(bucket=HEARTBEAT_BUCKET), asked),
         )
     )
+    # Read with direct gets, which every current replica answers: the auth callout checks
+    # logins in it, and must go on doing so while a cluster elects the bucket a new leader
+    # (4 to 9 s after a leader's node died), or every client reconnecting then is refused.
+    accounts = kv.format(bucket=ACCOUNTS_BUCKET)
     await js.create_key_value(
         KeyValueConfig(
             bucket=ACCOUNTS_BUCKET,
             description="Accounts: role, password hash, login token digests",
             history=1,
             storage=StorageType.FILE,
-            replicas=await _bucket_replicas(js, kv.format(bucket=ACCOUNTS_BUCKET), asked),
+            replicas=await _bucket_replicas(js, accounts, asked, direct=True),
+            direct=True,
         )
     )
     await js.create_object_store(
