@@ -12,6 +12,7 @@ changes from one to the next.
 
 from __future__ import annotations
 
+import signal
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,17 +25,18 @@ if TYPE_CHECKING:
 
 
 async def run(options: Options) -> Report:
-    runs = 1 if options.quick else 3
-    report = Report("failover", params={"runs": runs, "nodes": 3, "renters": 4})
-    stalls = []
-    for n in range(runs):
+    kills = 1 if options.quick else 3
+    runs = [signal.SIGKILL] * kills + [signal.SIGTERM]
+    report = Report("failover", params={"runs": len(runs), "nodes": 3, "renters": 4})
+    for n, sig in enumerate(runs, start=1):
         with tempfile.TemporaryDirectory() as tmp:
-            outcome = await kill_the_stream_leader(Path(tmp))
-        summary = outcome.summary()
-        report.notes.append(f"run {n + 1}: {summary}")
-        stalls.append(outcome.stall_s)
-        report.add(f"run {n + 1}: longest gap between writes", outcome.stall_s, "s")
-        report.add(f"run {n + 1}: writes lost", len(outcome.failed), "")
-        report.add(f"run {n + 1}: killed node a current replica again", outcome.rejoined_s, "s")
-    report.add("worst stall", max(stalls), "s")
+            outcome = await kill_the_stream_leader(Path(tmp), sig=sig)
+        report.notes.append(f"run {n}: {outcome.summary()}")
+        name = f"run {n} ({sig.name})"
+        if outcome.elected_s is not None:
+            report.add(f"{name}: new stream leader after", outcome.elected_s, "s")
+        report.add(f"{name}: longest gap between writes", outcome.stall_s, "s")
+        report.add(f"{name}: writes acknowledged", outcome.writes, "")
+        report.add(f"{name}: writes lost", len(outcome.failed), "")
+        report.add(f"{name}: restarted node current again after", outcome.rejoined_s, "s")
     return report

@@ -126,8 +126,9 @@ async def _current_replicas(urls: str, password: str) -> set[str]:
     try:
         info = await nc.jetstream().stream_info(STREAM)
         assert info.cluster is not None
-        peers = {peer.name for peer in info.cluster.replicas or [] if peer.current}
-        return peers | ({info.cluster.leader} if info.cluster.leader else set())
+        peers = {peer.name for peer in info.cluster.replicas or [] if peer.current and peer.name}
+        leader = info.cluster.leader
+        return peers | ({leader} if leader else set())
     finally:
         await nc.close()
 
