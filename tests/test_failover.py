@@ -43,7 +43,6 @@ async def test_the_stream_leaders_node_killed_stalls_writes_only_for_the_electio
     tmp_path: Path,
 ) -> None:
     outcome = await kill_the_stream_leader(tmp_path, sig=signal.SIGKILL)
-    print(outcome.summary())
     _held(outcome)
     assert outcome.elected_s is not None, outcome.platform_log[-3000:]
     assert outcome.stall_s <= outcome.elected_s + OURS_S, outcome.summary()
@@ -54,6 +53,5 @@ async def test_the_stream_leaders_node_stopped_hands_over_without_a_stall(
     tmp_path: Path,
 ) -> None:
     outcome = await kill_the_stream_leader(tmp_path, sig=signal.SIGTERM)
-    print(outcome.summary())
     _held(outcome)
     assert outcome.stall_s <= 5.0, outcome.summary()

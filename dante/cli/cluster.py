@@ -68,8 +68,9 @@ def init(
     per node (node-1.conf …), all readable by you only.
 
     Start each node with `nats-server -c node-N.conf` (on its machine, with nats.env next to
-    it), then `dante up --nats-url URL1,URL2,URL3 --replicas 3 --data-dir OUT`. Refuses to
-    replace the secrets or configurations of an existing installation unless --force.
+    it), then `dante up` on the nodes' URLs with `--replicas 3 --data-dir OUT` (it prints
+    the commands). Refuses to replace the secrets or configurations of an existing
+    installation unless --force.
     """
     from dante.events.natsconf import node_config, plan_nodes
     from dante.events.natsd import default_config
