@@ -40,6 +40,7 @@ def init(
             "all (one machine: the ports count up from the given ones), or once per node "
             "(a machine each, same ports). Default: 127.0.0.1.",
             consume_multiple=True,
+            negative_iterable=(),
         ),
     ] = None,
     port: Annotated[int, Parameter(help="The first node's client port.")] = 4222,
@@ -63,6 +64,15 @@ def init(
             "the old ones must then be restarted with the new ones).",
         ),
     ] = False,
+    keep_secrets: Annotated[
+        bool,
+        Parameter(
+            negative=(),
+            help="Keep the secrets --out holds (an installation a `dante up` made, moving to "
+            "a cluster, or another plan of the same cluster) and write the nodes' "
+            "configurations with them.",
+        ),
+    ] = False,
 ) -> int:
     """Write a cluster's secrets (secrets.json, nats.env) and one nats-server configuration
     per node (node-1.conf …), all readable by you only.
@@ -70,12 +80,18 @@ def init(
     Start each node with `nats-server -c node-N.conf` (on its machine, with nats.env next to
     it), then `dante up` on the nodes' URLs with `--replicas 3 --data-dir OUT` (it prints
     the commands). Refuses to replace the secrets or configurations of an existing
-    installation unless --force.
+    installation unless --force (new secrets) or --keep-secrets (the same ones).
     """
     from dante.events.natsconf import node_config, plan_nodes
     from dante.events.natsd import default_config
     from dante.services.auth.installation import ENV_FILE, SECRETS_FILE, InstallationSecrets
 
+    if force and keep_secrets:
+        print(
+            "error: --force makes new secrets and --keep-secrets keeps them: give one",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     out = (out or default_data_dir()).absolute()
     hosts = [h.strip() for given in host or ["127.0.0.1"] for h in given.split(",") if h.strip()]
     try:
@@ -92,12 +108,13 @@ def init(
         return EXIT_USAGE
     configs = {out / f"{node.name}.conf": node for node in planned}
     existing = [path for path in [out / SECRETS_FILE, *configs] if path.exists()]
-    if existing and not force:
+    if existing and not (force or keep_secrets):
         print(
             f"error: {out} holds an installation already ({', '.join(p.name for p in existing)})."
             " New secrets would lock its nodes and its platform out of each other until every "
-            "one of them is restarted with the new files; pass --force to replace them anyway, "
-            "or choose another --out",
+            "one of them is restarted with the new files; pass --keep-secrets to write the "
+            "configurations with the secrets it has, --force to replace them anyway, or "
+            "choose another --out",
             file=sys.stderr,
         )
         return EXIT_REJECTED
@@ -105,8 +122,12 @@ def init(
         out.mkdir(mode=0o700, parents=True)
     from dante.client.credentials import write_private
 
-    secrets = InstallationSecrets.generate()
-    secrets.write(out)
+    if keep_secrets:
+        # The installation's own (those it lacks, such as the route password, made now).
+        secrets = InstallationSecrets.load_or_create(out)
+    else:
+        secrets = InstallationSecrets.generate()
+        secrets.write(out)
     template = default_config().read_text()
     for path, node in configs.items():
         text = node_config(

@@ -104,6 +104,37 @@ def test_init_refuses_to_replace_an_installation_unless_forced(tmp_path: Path) -
     assert (out / "node-1.conf").read_bytes() != before["node-1.conf"]  # the new route password
 
 
+def test_keep_secrets_writes_the_nodes_for_an_installation_dante_up_made(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    out.mkdir(mode=0o700)
+    # An installation from before clusters: no route password yet.
+    made = InstallationSecrets.generate()
+    legacy = {
+        "issuer_seed": made.issuer_seed,
+        "platform_password": made.platform_password,
+        "operator_token": made.operator_token,
+        "system_password": made.system_password,
+    }
+    (out / "secrets.json").write_text(json.dumps(legacy))
+    (out / "secrets.json").chmod(0o600)
+    assert init("--out", str(out)).returncode == 1  # refused: it has secrets
+
+    kept = init("--out", str(out), "--keep-secrets")
+    assert kept.returncode == 0, kept.stderr
+    secrets = InstallationSecrets.load_or_create(out)
+    assert (secrets.issuer_seed, secrets.platform_password, secrets.operator_token) == (
+        made.issuer_seed,
+        made.platform_password,
+        made.operator_token,
+    )
+    assert secrets.route_password  # made now, and in the routes
+    assert f"dante-route:{secrets.route_password}@" in (out / "node-1.conf").read_text()
+    assert stat.S_IMODE((out / "secrets.json").stat().st_mode) == 0o600
+
+    both = init("--out", str(out), "--keep-secrets", "--force")
+    assert both.returncode == 2 and "give one" in both.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "why"),
     [
