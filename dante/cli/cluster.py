@@ -68,9 +68,8 @@ def init(
         bool,
         Parameter(
             negative=(),
-            help="Keep the secrets --out holds (an installation a `dante up` made, moving to "
-            "a cluster, or another plan of the same cluster) and write the nodes' "
-            "configurations with them.",
+            help="Keep the secrets --out holds and write the nodes' configurations again "
+            "with them (new hosts or ports for the same cluster). Moves no data.",
         ),
     ] = False,
 ) -> int:

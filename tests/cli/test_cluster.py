@@ -104,7 +104,7 @@ def test_init_refuses_to_replace_an_installation_unless_forced(tmp_path: Path) -
     assert (out / "node-1.conf").read_bytes() != before["node-1.conf"]  # the new route password
 
 
-def test_keep_secrets_writes_the_nodes_for_an_installation_dante_up_made(tmp_path: Path) -> None:
+def test_keep_secrets_writes_the_nodes_with_the_secrets_a_folder_has(tmp_path: Path) -> None:
     out = tmp_path / "data"
     out.mkdir(mode=0o700)
     # An installation from before clusters: no route password yet.
