@@ -36,6 +36,7 @@ async def run(options: Options) -> Report:
         if outcome.elected_s is not None:
             report.add(f"{name}: new stream leader after", outcome.elected_s, "s")
         report.add(f"{name}: longest gap between writes", outcome.stall_s, "s")
+        report.add(f"{name}: slowest single write", outcome.slowest_s, "s")
         report.add(f"{name}: writes acknowledged", outcome.writes, "")
         report.add(f"{name}: writes lost", len(outcome.failed), "")
         report.add(f"{name}: restarted node current again after", outcome.rejoined_s, "s")

@@ -46,6 +46,8 @@ class Outcome:
 
     #: When each acknowledged write came back (monotonic seconds), in order.
     acked: list[float] = field(default_factory=list)
+    #: How long each acknowledged write took, from its send to its answer.
+    latencies: list[float] = field(default_factory=list)
     #: Per renter: the sum of the deposits acknowledged; and the balance found after.
     deposited: dict[str, int] = field(default_factory=dict)
     balances: dict[str, int] = field(default_factory=dict)
@@ -71,6 +73,11 @@ class Outcome:
         return max((b - a for a, b in zip(self.acked, self.acked[1:], strict=False)), default=0.0)
 
     @property
+    def slowest_s(self) -> float:
+        """The longest one write waited for its answer (the worst a single client saw)."""
+        return max(self.latencies, default=0.0)
+
+    @property
     def writes(self) -> int:
         return len(self.acked)
 
@@ -81,6 +88,7 @@ class Outcome:
             "elected_s": None if self.elected_s is None else round(self.elected_s, 2),
             "new_leader": self.leader_after,
             "stall_s": round(self.stall_s, 2),
+            "slowest_s": round(self.slowest_s, 2),
             "writes": self.writes,
             "failed": len(self.failed),
             "rejoined_s": round(self.rejoined_s, 2),
@@ -98,13 +106,15 @@ async def _renter(urls: str, name: str, password: str, outcome: Outcome, stop: a
     try:
         while not stop.is_set():
             amount = random.randint(1, 1000)
+            sent = time.monotonic()
             try:
                 await client.send(Deposit(command_id=new_command_id(), amount=amount), WalletResult)
-            except Exception as exc:
+            except Exception as exc:  # every failure is a lost command
                 outcome.failed.append(f"{name}: {exc!r}")
                 continue
             outcome.deposited[name] += amount
             outcome.acked.append(time.monotonic())
+            outcome.latencies.append(outcome.acked[-1] - sent)
             await anyio.sleep(0.02)
         outcome.balances[name] = (await client.ask(GetBalance())).available_udgpu
     finally:

@@ -166,7 +166,10 @@ class EventStore:
     async def _send(self, items: Sequence[Append], payloads: list[bytes]) -> dict[str, Any]:
         if len(items) == 1:
             msg = await self._nc.request(
-                items[0].subject, payloads[0], timeout=self._timeout, headers=headers_of(items[0])
+                items[0].subject,
+                payloads[0],
+                timeout=self._ack_timeout,
+                headers=headers_of(items[0]),
             )
             return _json.decode(msg.data)
         # An atomic batch: every message but the last is staged, the last commits.
@@ -181,7 +184,7 @@ class EventStore:
             else:
                 headers[BATCH_COMMIT] = "1"
                 msg = await self._nc.request(
-                    item.subject, payload, timeout=self._timeout, headers=headers
+                    item.subject, payload, timeout=self._ack_timeout, headers=headers
                 )
                 return _json.decode(msg.data)
         raise AssertionError("unreachable")
