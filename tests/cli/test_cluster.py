@@ -8,6 +8,8 @@ import os
 import stat
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from dante.client.connect import connect
 from dante.client.credentials import platform_credential
+from dante.events.natsd import NatsServer
 from dante.events.subjects import STREAM
 from dante.services.auth.installation import InstallationSecrets
 from tests.cli.cli import run_dante
@@ -247,3 +250,35 @@ async def test_the_readme_cluster_runs_a_renters_job_with_a_clean_audit(
             assert serve.stop() == 0
     finally:
         assert up.stop() == 0
+
+
+def _routes(server: NatsServer) -> int:
+    assert server.monitor_url is not None
+    with urllib.request.urlopen(f"{server.monitor_url}/routez", timeout=2) as answer:
+        found: int = json.load(answer)["num_routes"]
+        return found
+
+
+@pytest.mark.cluster
+def test_a_server_without_the_route_password_cannot_join(tmp_path: Path) -> None:
+    cluster = Cluster.init(tmp_path / "data", env=environment())
+    node = cluster.nodes[0]
+    cluster.start(node)
+    try:
+        route_port = node.port + 3  # Cluster.init: route ports follow the client ports
+        secrets = InstallationSecrets.load_or_create(cluster.data_dir)
+        for password, joins in (("wrong", False), (secrets.route_password, True)):
+            with NatsServer(
+                store_dir=tmp_path / f"intruder-{joins}",
+                name=f"intruder-{joins}",
+                monitor_port=-1,
+                cluster_name="dante",
+                routes=[f"nats://dante-route:{password}@127.0.0.1:{route_port}"],
+            ) as intruder:
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and not _routes(intruder):
+                    time.sleep(0.1)
+                assert bool(_routes(intruder)) is joins
+        assert "authentication error" in (cluster.data_dir / "node-1.out").read_text()
+    finally:
+        cluster.stop()
