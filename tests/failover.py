@@ -180,6 +180,7 @@ async def kill_the_stream_leader(
     outcome = Outcome(how=sig.name)
     env = {
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        # FAILOVER_LOG_LEVEL=info keeps the platform's whole story (in `platform_log`).
         "LOG_LEVEL": os.environ.get("FAILOVER_LOG_LEVEL", "warning"),
     }
     try:
