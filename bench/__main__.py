@@ -28,6 +28,7 @@ BENCHES = {
     "agent": "bench.agent",
     "replay": "bench.replay_report",
     "logins": "bench.logins",
+    "failover": "bench.failover",
 }
 
 

@@ -61,6 +61,7 @@ _COMMANDS = [
     ("dante.cli.price:app", "price", PROVIDE, "Suggest a price per GPU-hour for a GPU."),
     ("dante.cli.up:up", "up", OPERATE, "Start the platform (--demo: with a provider)."),
     ("dante.cli.serve:serve", "serve", OPERATE, "Run parts of the platform in this process."),
+    ("dante.cli.cluster:app", "cluster", OPERATE, "Write a nats-server cluster's configuration."),
     ("dante.cli.status:status", "status", OPERATE, "Is the platform up; or a job's status."),
     ("dante.cli.schemas:app", "schemas", OPERATE, "Export the JSON Schema of every message."),
     ("dante.cli.events:events", "events", OPERATE, "Browse the event log, or follow it."),

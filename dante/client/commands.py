@@ -30,6 +30,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: How long the first try of a command waits for its answer before the same command is sent
+#: again (each later try waits twice as long, up to the client's timeout). A cluster elects
+#: a new stream leader in 4 to 9 s after its leader died; the service retries its appends
+#: meanwhile and answers once one lands, so an answer usually comes to the first try. One
+#: lost with the node it went through comes to the next: 2 s later rather than 10.
+FIRST_WAIT_S: Final = 2.0
+#: How long `no responders` (the service not subscribed: between two connections after its
+#: node died) is asked again before the platform is reported as not running.
+NO_RESPONDERS_GRACE_S: Final = 3.0
+_NO_RESPONDERS_PAUSE_S: Final = 0.25
+
 
 class CommandError(Exception):
     """The platform refused the command; `info` has the code, message and field."""
@@ -133,7 +144,7 @@ class Client:
     """Sends commands as one identity (a renter, a provider's account, or the operator)."""
 
     def __init__(
-        self, nc: NATS, role: Role, identity: str, *, timeout: float = 10.0, tries: int = 3
+        self, nc: NATS, role: Role, identity: str, *, timeout: float = 10.0, tries: int = 4
     ) -> None:
         self._nc = nc
         self.role = role
@@ -154,34 +165,77 @@ class Client:
     async def send(self, command: Command[Any], result: None = None) -> Any: ...
 
     async def send(self, command: Command[Any], result: type[T] | None = None) -> T | Any:
-        """Send `command`; return its result decoded as `result`, or raise `CommandError`."""
+        """Send `command`; return its result decoded as `result`, or raise `CommandError`.
+
+        Unanswered, the same command (same id: the service answers it once) is sent again
+        after `waits()[0]` seconds, then `waits()[1]`, … while the earlier requests stay
+        open: whichever answer comes first is the answer. So a request lost with the server
+        it went through (a cluster's node that died) costs seconds, not the whole timeout,
+        and a slow answer is never thrown away. Nobody listening (`no responders`: the
+        service between two connections, as when its node died) is asked again for
+        `NO_RESPONDERS_GRACE_S` before it is reported as `PlatformUnavailable`.
+        """
         subject = command_subject(self.role, self.identity, command.VERB)
         payload = encode(command)
+        loop = asyncio.get_running_loop()
+        waits = self.waits()
+        started = loop.time()
+        deadline = started + sum(waits)
+        asking: set[asyncio.Future[Msg]] = set()
         last: Exception | None = None
-        for _ in range(self._tries):
-            try:
-                msg = await request(self._nc, subject, payload, self._timeout)
-            except NoRespondersError:
-                raise PlatformUnavailable(
-                    "no Dante command service answers: is the platform running (`dante up`)?"
-                ) from None
-            except (NatsTimeout, TimeoutError) as exc:
-                last = exc
-                continue
-            reply = decode_reply(msg.data)
-            if not reply.ok:
-                assert reply.error is not None
-                raise CommandError(reply.error)
-            if result is None:
-                return msgspec.json.decode(reply.result)
-            try:
-                return msgspec.json.decode(reply.result, type=result)
-            except msgspec.ValidationError as exc:
-                raise CommandError(
-                    ErrorInfo(
-                        code="internal", message=f"unexpected answer from the platform: {exc}"
+        tries = 0
+        try:
+            while tries < len(waits) and (remaining := deadline - loop.time()) > 0:
+                asking.add(asyncio.ensure_future(request(self._nc, subject, payload, remaining)))
+                until = loop.time() + waits[tries]
+                tries += 1
+                while asking and (left := until - loop.time()) > 0:
+                    done, _ = await asyncio.wait(
+                        asking, timeout=left, return_when=asyncio.FIRST_COMPLETED
                     )
-                ) from None
-        raise PlatformUnavailable(
-            f"no answer from the platform after {self._tries} tries"
-        ) from last
+                    unheard = False
+                    for future in done:
+                        asking.discard(future)
+                        error = future.exception()
+                        if error is None:
+                            return self._decode(future.result(), result)
+                        if isinstance(error, NoRespondersError):
+                            unheard = True
+                        elif isinstance(error, NatsTimeout | TimeoutError):
+                            last = error
+                        else:
+                            raise error
+                    if unheard and not asking:
+                        if loop.time() - started >= NO_RESPONDERS_GRACE_S:
+                            raise PlatformUnavailable(
+                                "no Dante command service answers: is the platform running "
+                                "(`dante up`)?"
+                            ) from None
+                        await asyncio.sleep(_NO_RESPONDERS_PAUSE_S)
+                        tries -= 1  # nobody heard it: that was no try
+                        break
+        finally:
+            for future in asking:
+                future.cancel()
+        raise PlatformUnavailable(f"no answer from the platform after {tries} tries") from last
+
+    def waits(self) -> list[float]:
+        """How long each try waits before the next is sent: `FIRST_WAIT_S`, doubling, at
+        most the timeout; the last try waits the whole timeout."""
+        growing = [min(self._timeout, FIRST_WAIT_S * 2**n) for n in range(self._tries - 1)]
+        return [*growing, self._timeout]
+
+    @staticmethod
+    def _decode(msg: Msg, result: type[T] | None) -> T | Any:
+        reply = decode_reply(msg.data)
+        if not reply.ok:
+            assert reply.error is not None
+            raise CommandError(reply.error)
+        if result is None:
+            return msgspec.json.decode(reply.result)
+        try:
+            return msgspec.json.decode(reply.result, type=result)
+        except msgspec.ValidationError as exc:
+            raise CommandError(
+                ErrorInfo(code="internal", message=f"unexpected answer from the platform: {exc}")
+            ) from None

@@ -59,6 +59,21 @@ log = structlog.get_logger(__name__)
 #: message a second per idle reader.
 _ORDERED_HEARTBEAT_S: Final = 1.0
 
+#: How long one try of an append waits for its acknowledgement. A healthy JetStream acks in
+#: milliseconds; one that does not within 2 s lost the request (its leader died, or the
+#: connection it went over): trying again at once is what gets it in, as soon as there is
+#: a leader. A retry is always safe (same message ids: a landed one is found, see `append`).
+ACK_TIMEOUT_S: Final = 2.0
+#: How long an append keeps trying before it gives up: more than a cluster's election of
+#: a new stream leader after its leader died (nats-server waits 4 to 9 s for a leader's
+#: heartbeats before a follower campaigns, then elects in well under a second), and a
+#: second election round should the first split its votes.
+APPEND_PATIENCE_S: Final = 20.0
+#: Between tries that found no stream leader: 50 ms, doubling to 250 ms, so the append
+#: lands within a quarter second of the election.
+_UNHEARD_PAUSE_S: Final = 0.05
+_UNHEARD_PAUSE_MAX_S: Final = 0.25
+
 WRONG_LAST_SEQUENCE: Final = 10071
 BATCH_DUPLICATE: Final = 10201
 _json: Final = msgspec.json.Decoder(dict[str, Any])
@@ -82,17 +97,21 @@ class EventStore:
         *,
         stream: str = STREAM,
         timeout: float = 5.0,
-        retries: int = 3,
+        ack_timeout: float = ACK_TIMEOUT_S,
+        patience: float = APPEND_PATIENCE_S,
         api_prefix: str = DEFAULT_API_PREFIX,
     ) -> None:
         """`api_prefix`: `CLIENT_API_PREFIX` for a reader outside the `DANTE` account (the
-        operator), which may read with direct gets only: `read` then polls with them."""
+        operator), which may read with direct gets only: `read` then polls with them.
+        `timeout`: of reads; `ack_timeout`: how long one try of an append waits for its
+        acknowledgement; `patience`: how long an append keeps trying (see `append`)."""
         self._nc = nc
         self._api = api_prefix
         self._js = nc.jetstream(timeout=timeout, prefix=api_prefix)
         self.stream = stream
         self._timeout = timeout
-        self._retries = retries
+        self._ack_timeout = ack_timeout
+        self._patience = patience
         self._direct = DirectReader(nc, stream, timeout=timeout, api_prefix=api_prefix)
 
     # ── appending ───────────────────────────────────────────────────────────────────────
@@ -100,33 +119,57 @@ class EventStore:
     async def append(self, *items: Append) -> Appended:
         """Append one event, or several atomically; return their stream sequences.
 
+        A try that gets no acknowledgement in `ack_timeout`, or finds nobody to take it
+        (`no responders`: the stream has no leader while a cluster elects one), is made
+        again, with the same message ids, until `patience` runs out: a lost acknowledgement
+        is found as a duplicate, so nothing lands twice.
+
         Raises `ConcurrencyConflict` when an expected version is stale, `AppendTimeout` when
-        no acknowledgement came after every retry, `AppendRejected` for anything else.
+        no acknowledgement came in time, `EventStoreError` when no stream took it in time
+        (no leader, or no log set up), `AppendRejected` for anything else.
         """
         if not items:
             return Appended(seqs=())
         payloads = [encode(item.event) for item in items]
         last_error: Exception | None = None
-        for attempt in range(self._retries + 1):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._patience
+        attempt = 0
+        unheard = 0
+        while True:
             try:
                 reply = await self._send(items, payloads)
             except (NatsTimeout, TimeoutError) as exc:
                 last_error = exc
                 log.warning("append.ack_timeout", attempt=attempt, first=items[0].event.event_id)
+            except NoRespondersError as exc:
+                last_error = exc
+                unheard += 1
+                if loop.time() >= deadline:
+                    raise EventStoreError(
+                        f"no JetStream stream answers on {items[0].subject} (for "
+                        f"{self._patience:g}s): is the log set up, does the cluster have a "
+                        "quorum?"
+                    ) from None
+                pause = min(_UNHEARD_PAUSE_S * 2 ** min(unheard - 1, 8), _UNHEARD_PAUSE_MAX_S)
+                await asyncio.sleep(min(pause, max(deadline - loop.time(), 0.0)))
                 continue
-            except NoRespondersError:
-                raise EventStoreError(
-                    f"no JetStream stream answers on {items[0].subject}: is the log set up?"
-                ) from None
-            return await self._settle(items, reply)
+            else:
+                return await self._settle(items, reply)
+            attempt += 1
+            if loop.time() >= deadline:
+                break
         raise AppendTimeout(
-            f"no acknowledgement for {items[0].event.event_id} after {self._retries + 1} tries"
+            f"no acknowledgement for {items[0].event.event_id} after {attempt} tries"
         ) from last_error
 
     async def _send(self, items: Sequence[Append], payloads: list[bytes]) -> dict[str, Any]:
         if len(items) == 1:
             msg = await self._nc.request(
-                items[0].subject, payloads[0], timeout=self._timeout, headers=headers_of(items[0])
+                items[0].subject,
+                payloads[0],
+                timeout=self._ack_timeout,
+                headers=headers_of(items[0]),
             )
             return _json.decode(msg.data)
         # An atomic batch: every message but the last is staged, the last commits.
@@ -141,7 +184,7 @@ class EventStore:
             else:
                 headers[BATCH_COMMIT] = "1"
                 msg = await self._nc.request(
-                    item.subject, payload, timeout=self._timeout, headers=headers
+                    item.subject, payload, timeout=self._ack_timeout, headers=headers
                 )
                 return _json.decode(msg.data)
         raise AssertionError("unreachable")

@@ -214,13 +214,20 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     await js.update_stream(config.evolve(num_replicas=replicas))
 
 
-async def _bucket_replicas(js: JetStreamContext, stream: str, asked: int) -> int:
+async def _bucket_replicas(
+    js: JetStreamContext, stream: str, asked: int, *, direct: bool = False
+) -> int:
     """The replicas to create a KV or object store bucket with (on the stream that holds it),
-    raising those of an existing one first: its create is refused unless it matches."""
+    raising those of an existing one first (and allowing direct gets, with `direct`): its
+    create is refused unless it matches."""
     existing, replicas = await _replicas(js, stream, asked)
-    if existing is not None and replicas > existing:
-        config = (await js.stream_info(stream)).config
-        await js.update_stream(config.evolve(num_replicas=replicas))
+    if existing is None:
+        return replicas
+    config = (await js.stream_info(stream)).config
+    if replicas > existing or (direct and not config.allow_direct):
+        await js.update_stream(
+            config.evolve(num_replicas=replicas, allow_direct=direct or config.allow_direct)
+        )
     return replicas
 
 
@@ -238,15 +245,38 @@ async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> Non
             return
 
 
+#: How many times a start tries to set the log up when JetStream does not answer in time.
+#: On a fresh cluster every process of the platform creates the replicated assets at once:
+#: a create or update that waits on the others' (and on a new stream's election) can take
+#: longer than one API timeout, and a stream another process is creating can be refused
+#: as taken by its add and still not found by its update. Every step is idempotent, so it
+#: is simply done again.
+_SETUP_TRIES: Final = 5
+
+
 async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) -> None:
     """Create or update every JetStream asset Dante uses. Safe to run at every start.
 
     An existing asset keeps its replicas when `settings` asks for fewer (`target_replicas`),
-    with a warning naming it and both numbers."""
+    with a warning naming it and both numbers. A step JetStream does not answer in time is
+    tried again (`_SETUP_TRIES` in all)."""
     settings = settings or LogSettings()
+    await wait_for_jetstream(js)
+    for attempt in range(1, _SETUP_TRIES + 1):
+        try:
+            await _ensure_assets(js, settings)
+        except (NatsTimeoutError, NotFoundError) as exc:
+            if attempt == _SETUP_TRIES:
+                raise
+            log.warning("log.setup_retry", attempt=attempt, error=repr(exc))
+            await asyncio.sleep(0.5 * attempt)
+        else:
+            return
+
+
+async def _ensure_assets(js: JetStreamContext, settings: LogSettings) -> None:
     asked = settings.replicas
     kv, obj = KV_STREAM_TEMPLATE, OBJ_STREAM_TEMPLATE  # the streams that hold buckets
-    await wait_for_jetstream(js)
     await _ensure_stream(js, event_stream_config(settings))
     await _ensure_stream(js, _dispatch_config(settings))
     await _ensure_stream(js, _output_config(settings))
@@ -261,13 +291,18 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
             replicas=await _bucket_replicas(js, kv.format(bucket=HEARTBEAT_BUCKET), asked),
         )
     )
+    # Read with direct gets, which every current replica answers: the auth callout checks
+    # logins in it, and must go on doing so while a cluster elects the bucket a new leader
+    # (4 to 9 s after a leader's node died), or every client reconnecting then is refused.
+    accounts = kv.format(bucket=ACCOUNTS_BUCKET)
     await js.create_key_value(
         KeyValueConfig(
             bucket=ACCOUNTS_BUCKET,
             description="Accounts: role, password hash, login token digests",
             history=1,
             storage=StorageType.FILE,
-            replicas=await _bucket_replicas(js, kv.format(bucket=ACCOUNTS_BUCKET), asked),
+            replicas=await _bucket_replicas(js, accounts, asked, direct=True),
+            direct=True,
         )
     )
     await js.create_object_store(
