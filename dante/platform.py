@@ -40,6 +40,8 @@ from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
 from dante.handlers.runner import Handler, HandlerRunner, WorldTail, executor_for, utcnow
 from dante.handlers.scheduler import Scheduler
+from dante.handlers.snapshot import FILE_NAME as SNAPSHOT_FILE
+from dante.handlers.snapshot import Snapshots
 from dante.projections.runner import ProjectionRunner, StoredViews
 from dante.services.agent_consumers import AgentConsumers
 from dante.services.commands import CommandService, Extension
@@ -78,7 +80,9 @@ class Platform:
         self.nc = nc
         self.options = options
         self.store = EventStore(nc)
-        self.tail = WorldTail(self.store)
+        #: The handlers' world, saved now and then, loaded at start (`dante.handlers.snapshot`).
+        self.snapshots = Snapshots(options.data_dir / SNAPSHOT_FILE, self.store)
+        self.tail = WorldTail(self.store, snapshots=self.snapshots)
         settings = options.settings
         self.scheduler = Scheduler(settings)
         self.billing = Billing(settings)
@@ -146,6 +150,9 @@ class Platform:
                 log.info("platform.ready", parts=sorted(self.options.parts))
                 await anyio.sleep_forever()
             finally:
+                if handlers:
+                    with anyio.CancelScope(shield=True):
+                        await self.snapshots.close(self.tail.world)
                 if commands:
                     with anyio.CancelScope(shield=True):
                         await self.service.stop()

@@ -8,8 +8,10 @@ an event at or below an aggregate's version is skipped, so a world refreshed out
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
+from msgspec.structs import replace
 
 from dante.domain.model.job import JobState, evolve_job
 from dante.domain.model.market import Market
@@ -21,9 +23,12 @@ if TYPE_CHECKING:
     from dante.events.codec import Recorded
 
 
-@dataclass(slots=True)
-class AttemptBook:
-    """What one job attempt has used and been billed: billing decides against it."""
+class AttemptBook(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """What one job attempt has used and been billed: billing decides against it.
+
+    Immutable, like the aggregates' states: an event replaces the book, so a snapshot of the
+    world (`dante.domain.model.snapshot`) may hold the books as they are, while the world
+    goes on."""
 
     job_id: str
     attempt: int
@@ -158,15 +163,20 @@ class World:
     def _book_money(self, event: ev.WalletEvent) -> None:
         match event:
             case ev.FundsCharged():
-                book = self.books.get((event.job_id, event.attempt))
+                key = (event.job_id, event.attempt)
+                book = self.books.get(key)
                 if book is not None:
-                    book.billed_ms = max(book.billed_ms, event.total_gpu_ms)
-                    book.charged += event.amount
-                    book.uncovered += event.uncovered
+                    self.books[key] = replace(
+                        book,
+                        billed_ms=max(book.billed_ms, event.total_gpu_ms),
+                        charged=book.charged + event.amount,
+                        uncovered=book.uncovered + event.uncovered,
+                    )
             case ev.FeeCollected():
-                book = self.books.get((event.job_id, event.attempt))
+                key = (event.job_id, event.attempt)
+                book = self.books.get(key)
                 if book is not None:
-                    book.fees += event.amount
+                    self.books[key] = replace(book, fees=book.fees + event.amount)
             case _:
                 pass
 
@@ -187,10 +197,12 @@ class World:
                     ),
                 )
             case ev.UsageRecorded():
-                book = self.books.get((event.job_id, event.attempt))
+                key = (event.job_id, event.attempt)
+                book = self.books.get(key)
                 if book is not None:
-                    book.recorded_ms += event.gpu_ms
-                    book.last_usage_seq = seq
+                    self.books[key] = replace(
+                        book, recorded_ms=book.recorded_ms + event.gpu_ms, last_usage_seq=seq
+                    )
             case _:
                 pass
 
