@@ -123,6 +123,7 @@ class Platform:
                 *(extensions or []),
             ],
             clock=options.clock,
+            snapshot=options.data_dir / SNAPSHOT_FILE,
         )
         self.ready = asyncio.Event()
 
@@ -137,8 +138,14 @@ class Platform:
         if handlers:
             await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
-            if "views" in self.options.parts:
+            if "views" in self.options.parts and commands:
                 await tg.start(self._run_views)
+            elif "views" in self.options.parts:
+                # The queries are another process's: they read the views' file, which holds
+                # the views at their stored position, and wait for it to pass what they
+                # need. Ready does not wait for the rows to be loaded back (seconds at
+                # fleet size): the views load and catch up meanwhile.
+                tg.start_soon(self._run_views)
             if handlers:
                 await self._start_handlers(tg)
             for task in extra or []:

@@ -7,8 +7,8 @@ was made, and the id of the event at the snapshot's position, read back from the
 missing one, or one that is damaged, stale or another log's, is ignored with one log line,
 and the world is folded from the whole log as before.
 
-`Snapshots.maybe_save` takes one when the world has moved on by `every_events` and
-`min_interval_s` has passed since the last (and so right after a start that folded a long
+`Snapshots.maybe_save` takes one when the world has moved on by `every_events` (20,000) and
+`min_interval_s` (10 s) has passed since the last (and so right after a start that folded a long
 log); `Snapshots.close` takes a last one at a clean stop. Taking one copies the world's
 dictionaries on the event loop (milliseconds: the states are immutable); the encoding and
 writing happen in a worker thread, a few thousand items at a time, so the loop goes on. The
@@ -28,20 +28,23 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final, TypeVar
 
 import structlog
 
-from dante.domain.model import World
+from dante.domain.model import ProviderState, World
 from dante.domain.model.snapshot import FORMAT, Capture, Header, Reader, SnapshotError
 from dante.events.subjects import EVENT_PREFIX
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dante.events.store import EventStore
 
 log = structlog.get_logger(__name__)
 
 FILE_NAME: Final = "world.snapshot"
+_T = TypeVar("_T")
 
 #: The code that decides what the world holds after each event: a change to any of it makes
 #: older snapshots stale (they could hold a world this code would not have folded).
@@ -79,8 +82,8 @@ class Snapshots:
         path: Path,
         store: EventStore,
         *,
-        every_events: int = 50_000,
-        min_interval_s: float = 30.0,
+        every_events: int = 20_000,
+        min_interval_s: float = 10.0,
     ) -> None:
         self.path = path
         self._store = store
@@ -99,6 +102,44 @@ class Snapshots:
         """The world of the snapshot, if there is one this code may use for this log."""
         self.loaded = None
         started = time.perf_counter()
+        found = await self._read(lambda reader: reader.world())
+        if found is None:
+            return None
+        header, world = found
+        self.loaded = header
+        self.saved_seq = header.seq
+        self._saved_at = time.monotonic()
+        log.info(
+            "world.snapshot_loaded",
+            path=str(self.path),
+            position=header.seq,
+            taken_at=header.taken_at.isoformat(),
+            providers=header.providers,
+            jobs=header.jobs,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return world
+
+    async def load_providers(self) -> tuple[int, list[ProviderState]] | None:
+        """Only the providers of the snapshot, and its position (the command service's
+        market), if there is one this code may use for this log; the rest is not read."""
+        self.loaded = None
+        found = await self._read(lambda reader: reader.providers())
+        if found is None:
+            return None
+        header, providers = found
+        self.loaded = header
+        log.info(
+            "world.snapshot_providers_loaded",
+            path=str(self.path),
+            position=header.seq,
+            providers=len(providers),
+        )
+        return header.seq, providers
+
+    async def _read(self, take: Callable[[Reader], _T]) -> tuple[Header, _T] | None:
+        """The header and what `take` reads of the snapshot, once its header was checked
+        against the log; None (said in one log line) when there is none to use."""
         try:
             file = await asyncio.to_thread(self.path.open, "rb")
         except FileNotFoundError:
@@ -118,26 +159,13 @@ class Snapshots:
                 self._ignored(refusal)
                 return None
             try:
-                world = await asyncio.to_thread(reader.world)
+                taken = await asyncio.to_thread(take, reader)
             except (SnapshotError, OSError) as exc:
                 self._ignored(str(exc))
                 return None
         finally:
             file.close()
-        header = reader.header
-        self.loaded = header
-        self.saved_seq = header.seq
-        self._saved_at = time.monotonic()
-        log.info(
-            "world.snapshot_loaded",
-            path=str(self.path),
-            position=header.seq,
-            taken_at=header.taken_at.isoformat(),
-            providers=header.providers,
-            jobs=header.jobs,
-            seconds=round(time.perf_counter() - started, 3),
-        )
-        return world
+        return reader.header, taken
 
     def _ignored(self, reason: str) -> None:
         log.warning(

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from structlog.testing import capture_logs
 
+from dante.client.commands import Client
 from dante.domain.model import World
 from dante.domain.model.snapshot import Capture, Header, Reader, SnapshotError, decode, encode
 from dante.events.codec import Recorded
@@ -29,10 +30,14 @@ from dante.events.subjects import EVENT_PREFIX, STREAM, subject_of
 from dante.handlers import snapshot as snapshots_module
 from dante.handlers.runner import WorldTail
 from dante.handlers.snapshot import Snapshots
+from dante.schemas import commands as cmd
 from dante.schemas import events as ev
+from dante.schemas.values import GpuOffer
+from tests.factories import SOLANA, gpu
 from tests.handlers.conftest import Clock
 from tests.handlers.harness import (
     DGPU,
+    PRICE,
     Agent,
     assert_conserved,
     deposit,
@@ -402,3 +407,55 @@ async def test_the_platform_saves_its_world_at_a_clean_stop_and_starts_from_it(
         assert_conserved(platform)
         assert platform.tail.world.books[(job_id, 1)].recorded_ms == 20_000
         assert platform.tail.world.books[(job_id, 1)].billed_ms == 20_000
+
+
+@pytest.mark.anyio
+async def test_the_command_service_takes_its_market_from_the_snapshot(
+    nc: NATS, store: EventStore, tmp_path: Path, clock: Clock
+) -> None:
+    register = cmd.RegisterProvider(
+        command_id="reg-once",
+        provider_id="prv-a",
+        name="prv-a",
+        payout_address=SOLANA,
+        gpus=[gpu(0), gpu(1)],
+        offers=[GpuOffer(index=i, price=PRICE) for i in range(2)],
+    )
+    bob = Client(nc, "provider", "bob", timeout=5)
+    async with running_platform(nc, tmp_path, clock) as platform:
+        await bob.send(register)
+        await Agent(nc, "carol", "prv-c").register(1)
+        await platform.settle()
+    async with running_platform(nc, tmp_path, clock) as platform:
+        service = platform.service
+        # Both providers come from the snapshot, as the handlers' world has them.
+        assert service._unfolded == {"prv-a", "prv-c"}
+        for pid in ("prv-a", "prv-c"):
+            assert service.world.providers[pid] == platform.tail.world.providers[pid]
+        assert [s.provider_id for s in service.world.market.slots(service.world)] == [
+            "prv-a",
+            "prv-c",
+        ]
+        before = await store.last_seq()
+        # The same command again: the provider is folded from its events on first use,
+        # causes included, so the retry is recognised and appends nothing.
+        await bob.send(register)
+        assert "prv-a" not in service._unfolded
+        assert service.world.saw_cause("provider", "prv-a", "cmd:provider:bob:reg-once")
+        assert service.world.providers["prv-a"] == platform.tail.world.providers["prv-a"]
+        await platform.settle()
+        assert await store.last_seq() == before
+
+
+@pytest.mark.anyio
+async def test_the_command_service_without_a_snapshot_reads_every_provider_event(
+    nc: NATS, store: EventStore, tmp_path: Path, clock: Clock
+) -> None:
+    async with running_platform(nc, tmp_path, clock) as platform:
+        await Agent(nc, "carol", "prv-c").register(1)
+        await platform.settle()
+    (tmp_path / "world.snapshot").unlink()
+    async with running_platform(nc, tmp_path, clock) as platform:
+        assert platform.service._unfolded == set()
+        assert platform.service.world.provider("prv-c").online
+        assert platform.snapshots.loaded is None

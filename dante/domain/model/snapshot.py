@@ -9,10 +9,11 @@ Taking one is cheap where the world goes on: `Capture(world)` only copies the di
 (the states and books in them are immutable, so the copies hold the world as it was); its
 `frames()` can then be encoded elsewhere (a worker thread), a few thousand items a frame.
 
-The frames, each a 4-byte big-endian length and a msgpack body: the `Header`, then the
-providers, jobs, wallets and books (in the world's order), the indexes, and `End` with the
-number of frames before it and the CRC-32 of every byte before it: a truncated or damaged
-file does not restore.
+After a magic line, the frames, each a 4-byte big-endian length, the CRC-32 of its body
+and a msgpack body: the `Header`, then the providers, jobs, wallets and books (in the
+world's order), the indexes, and `End` with the number of frames before it. A truncated or
+damaged file does not restore; the providers alone (the command service's market) can be
+read from its first frames (`Reader.providers`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ MAGIC: Final = b"DANTE-WORLD-SNAPSHOT\n"
 #: Items per frame: each frame is encoded in one go, holding the interpreter that long.
 FRAME_ITEMS: Final = 2000
 _LENGTH: Final = 4
+_CRC: Final = 4
 #: A frame bigger than this is damage, not data (a frame holds `FRAME_ITEMS` items).
 _MAX_FRAME: Final = 1 << 30
 
@@ -88,7 +90,6 @@ class _Indexes(msgspec.Struct, tag="indexes"):
 
 class _End(msgspec.Struct, tag="end"):
     frames: int
-    crc: int
 
 
 _Frame = _Providers | _Jobs | _Wallets | _Books | _Indexes | _End
@@ -116,17 +117,13 @@ class Capture:
     def frames(self, header: Header, *, items: int = FRAME_ITEMS) -> Iterator[bytes]:
         """The snapshot, frame by frame, starting with `MAGIC`."""
         encoder = msgspec.msgpack.Encoder()
-        crc = 0
         count = 0
 
         def frame(body: bytes) -> bytes:
-            nonlocal crc, count
-            data = len(body).to_bytes(_LENGTH, "big") + body
-            crc = zlib.crc32(data, crc)
+            nonlocal count
             count += 1
-            return data
+            return encode_frame(body)
 
-        crc = zlib.crc32(MAGIC)
         yield MAGIC
         yield frame(encoder.encode(header))
         parts: list[tuple[type[_Providers | _Jobs | _Wallets | _Books], list[object]]] = [
@@ -140,7 +137,7 @@ class Capture:
                 yield frame(encoder.encode(kind(values[start : start + items])))  # type: ignore[arg-type]
         indexes = _Indexes(self.waiting, self.completed, self.lost, self.placed_on)
         yield frame(encoder.encode(indexes))
-        yield encode_frame(encoder.encode(_End(frames=count, crc=crc)))
+        yield encode_frame(encoder.encode(_End(frames=count)))
 
     def header(
         self, *, fingerprint: str, stream: str, stream_created: str, event_id: str, at: datetime
@@ -161,7 +158,7 @@ class Capture:
 
 
 def encode_frame(body: bytes) -> bytes:
-    return len(body).to_bytes(_LENGTH, "big") + body
+    return len(body).to_bytes(_LENGTH, "big") + zlib.crc32(body).to_bytes(_CRC, "big") + body
 
 
 def encode(world: World, header: Header) -> bytes:
@@ -174,12 +171,10 @@ class Reader:
 
     def __init__(self, read: Callable[[int], bytes]) -> None:
         self._read = read
-        self._crc = 0
         self._frames = 0
-        magic = read(len(MAGIC))
-        if magic != MAGIC:
+        self._ahead: _Frame | None = None
+        if read(len(MAGIC)) != MAGIC:
             raise SnapshotError("not a snapshot of Dante's world (no magic line)")
-        self._crc = zlib.crc32(magic)
         try:
             self.header = _header_decoder.decode(self._frame())
         except msgspec.DecodeError as exc:
@@ -187,29 +182,47 @@ class Reader:
             raise SnapshotError(f"unreadable header: {exc}") from None
 
     def _frame(self) -> bytes:
-        prefix = self._read(_LENGTH)
-        if len(prefix) < _LENGTH:
+        prefix = self._read(_LENGTH + _CRC)
+        if len(prefix) < _LENGTH + _CRC:
             raise SnapshotError("truncated: it ends before its end frame")
-        size = int.from_bytes(prefix, "big")
+        size = int.from_bytes(prefix[:_LENGTH], "big")
         if size > _MAX_FRAME:
             raise SnapshotError(f"damaged: a frame of {size} bytes")
         body = self._read(size)
         if len(body) < size:
             raise SnapshotError("truncated: it ends inside a frame")
-        self._crc = zlib.crc32(body, zlib.crc32(prefix, self._crc))
+        if zlib.crc32(body) != int.from_bytes(prefix[_LENGTH:], "big"):
+            raise SnapshotError(f"damaged: frame {self._frames} does not match its checksum")
         self._frames += 1
         return body
+
+    def _next(self) -> _Frame:
+        if self._ahead is not None:
+            frame, self._ahead = self._ahead, None
+            return frame
+        number = self._frames
+        try:
+            return _frame_decoder.decode(self._frame())
+        except msgspec.DecodeError as exc:
+            raise SnapshotError(f"damaged frame {number}: {exc}") from None
+
+    def providers(self) -> list[ProviderState]:
+        """The providers, read from the frames after the header (the rest is left unread)."""
+        found: list[ProviderState] = []
+        while isinstance(frame := self._next(), _Providers):
+            found.extend(frame.items)
+        self._ahead = frame
+        if len(found) != self.header.providers:
+            raise SnapshotError("damaged: it does not hold the providers its header says")
+        return found
 
     def world(self) -> World:
         """The world the snapshot holds, at its header's position."""
         world = World()
         indexes: _Indexes | None = None
         while True:
-            crc, frames = self._crc, self._frames
-            try:
-                frame = _frame_decoder.decode(self._frame())
-            except msgspec.DecodeError as exc:
-                raise SnapshotError(f"damaged frame {self._frames}: {exc}") from None
+            frames = self._frames
+            frame = self._next()
             match frame:
                 case _Providers(items):
                     world.providers.update((p.provider_id, p) for p in items)
@@ -222,8 +235,8 @@ class Reader:
                 case _Indexes():
                     indexes = frame
                 case _End():
-                    if (frame.frames, frame.crc) != (frames, crc):
-                        raise SnapshotError("damaged: its checksum does not match")
+                    if frame.frames != frames:
+                        raise SnapshotError("damaged: frames are missing")
                     break
         if self._read(1):
             raise SnapshotError("damaged: bytes after its end frame")
