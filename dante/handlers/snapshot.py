@@ -124,7 +124,9 @@ class Snapshots:
         """Only the providers of the snapshot, and its position (the command service's
         market), if there is one this code may use for this log; the rest is not read."""
         self.loaded = None
-        found = await self._read(lambda reader: reader.providers())
+        found = await self._read(
+            lambda reader: reader.providers(), then="reading every provider event"
+        )
         if found is None:
             return None
         header, providers = found
@@ -137,43 +139,40 @@ class Snapshots:
         )
         return header.seq, providers
 
-    async def _read(self, take: Callable[[Reader], _T]) -> tuple[Header, _T] | None:
+    async def _read(
+        self, take: Callable[[Reader], _T], *, then: str = "folding the whole log"
+    ) -> tuple[Header, _T] | None:
         """The header and what `take` reads of the snapshot, once its header was checked
         against the log; None (said in one log line) when there is none to use."""
         try:
             file = await asyncio.to_thread(self.path.open, "rb")
         except FileNotFoundError:
-            log.info("world.no_snapshot", path=str(self.path), then="folding the whole log")
+            log.info("world.no_snapshot", path=str(self.path), then=then)
             return None
         except OSError as exc:
-            self._ignored(f"cannot be opened: {exc}")
+            self._ignored(f"cannot be opened: {exc}", then)
             return None
         try:
             try:
                 reader = await asyncio.to_thread(Reader, file.read)
             except (SnapshotError, OSError) as exc:
-                self._ignored(str(exc))
+                self._ignored(str(exc), then)
                 return None
             refusal = await self._refusal(reader.header)
             if refusal is not None:
-                self._ignored(refusal)
+                self._ignored(refusal, then)
                 return None
             try:
                 taken = await asyncio.to_thread(take, reader)
             except (SnapshotError, OSError) as exc:
-                self._ignored(str(exc))
+                self._ignored(str(exc), then)
                 return None
         finally:
             file.close()
         return reader.header, taken
 
-    def _ignored(self, reason: str) -> None:
-        log.warning(
-            "world.snapshot_ignored",
-            path=str(self.path),
-            reason=reason,
-            then="folding the whole log",
-        )
+    def _ignored(self, reason: str, then: str) -> None:
+        log.warning("world.snapshot_ignored", path=str(self.path), reason=reason, then=then)
 
     async def _refusal(self, header: Header) -> str | None:
         """Why the snapshot may not be used for this log, or None."""
