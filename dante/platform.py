@@ -4,7 +4,8 @@ It has three parts that share nothing but the log (and the views' file), so they
 separate processes:
 
 - **commands**: the command service (a queue group) with its queries, files and statements;
-- **handlers**: the world followed from the log, and the handlers deciding on it
+- **handlers**: the world followed from the log (starting from its snapshot in the data
+  folder, `dante.handlers.snapshot`), and the handlers deciding on it
   (scheduling, billing, dispatch, liveness: durable consumers that several processes can
   share), the heartbeat watcher and the machines' dispatch consumers;
 - **views**: the read models, folded from the log into `views.sqlite3` in the data folder.
