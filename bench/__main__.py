@@ -25,6 +25,7 @@ BENCHES = {
     "scheduling": "bench.scheduling",
     "fleet": "bench.fleet",
     "memory": "bench.memory",
+    "restart": "bench.restart",
     "agent": "bench.agent",
     "replay": "bench.replay_report",
     "logins": "bench.logins",

@@ -4,7 +4,8 @@ It has three parts that share nothing but the log (and the views' file), so they
 separate processes:
 
 - **commands**: the command service (a queue group) with its queries, files and statements;
-- **handlers**: the world followed from the log, and the handlers deciding on it
+- **handlers**: the world followed from the log (starting from its snapshot in the data
+  folder, `dante.handlers.snapshot`), and the handlers deciding on it
   (scheduling, billing, dispatch, liveness: durable consumers that several processes can
   share), the heartbeat watcher and the machines' dispatch consumers;
 - **views**: the read models, folded from the log into `views.sqlite3` in the data folder.
@@ -40,6 +41,8 @@ from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
 from dante.handlers.runner import Handler, HandlerRunner, WorldTail, executor_for, utcnow
 from dante.handlers.scheduler import Scheduler
+from dante.handlers.snapshot import FILE_NAME as SNAPSHOT_FILE
+from dante.handlers.snapshot import Snapshots
 from dante.projections.runner import ProjectionRunner, StoredViews
 from dante.services.agent_consumers import AgentConsumers
 from dante.services.commands import CommandService, Extension
@@ -78,7 +81,9 @@ class Platform:
         self.nc = nc
         self.options = options
         self.store = EventStore(nc)
-        self.tail = WorldTail(self.store)
+        #: The handlers' world, saved now and then, loaded at start (`dante.handlers.snapshot`).
+        self.snapshots = Snapshots(options.data_dir / SNAPSHOT_FILE, self.store)
+        self.tail = WorldTail(self.store, snapshots=self.snapshots)
         settings = options.settings
         self.scheduler = Scheduler(settings)
         self.billing = Billing(settings)
@@ -119,6 +124,7 @@ class Platform:
                 *(extensions or []),
             ],
             clock=options.clock,
+            snapshot=options.data_dir / SNAPSHOT_FILE,
         )
         self.ready = asyncio.Event()
 
@@ -133,8 +139,14 @@ class Platform:
         if handlers:
             await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
-            if "views" in self.options.parts:
+            if "views" in self.options.parts and commands:
                 await tg.start(self._run_views)
+            elif "views" in self.options.parts:
+                # The queries are another process's: they read the views' file, which holds
+                # the views at their stored position, and wait for it to pass what they
+                # need. Ready does not wait for the rows to be loaded back (seconds at
+                # fleet size): the views load and catch up meanwhile.
+                tg.start_soon(self._run_views)
             if handlers:
                 await self._start_handlers(tg)
             for task in extra or []:
@@ -146,6 +158,9 @@ class Platform:
                 log.info("platform.ready", parts=sorted(self.options.parts))
                 await anyio.sleep_forever()
             finally:
+                if handlers:
+                    with anyio.CancelScope(shield=True):
+                        await self.snapshots.close(self.tail.world)
                 if commands:
                     with anyio.CancelScope(shield=True):
                         await self.service.stop()

@@ -26,7 +26,7 @@ import msgspec
 import structlog
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamInfo
 
 from dante.events.codec import Recorded, decode_event
 from dante.events.direct import MAX_BATCH, DirectReader, StoredMessage
@@ -293,6 +293,10 @@ class EventStore:
     async def last_seq(self) -> int:
         info = await self._js.stream_info(self.stream)
         return int(info.state.last_seq)
+
+    async def stream_info(self) -> StreamInfo:
+        """The stream's state (first and last sequence) and when it was made."""
+        return await self._js.stream_info(self.stream)
 
     async def read(
         self,

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
     from dante.events.store import EventStore
+    from dante.handlers.snapshot import Snapshots
 
 log = structlog.get_logger(__name__)
 
@@ -115,9 +117,13 @@ def event_type(data: bytes) -> str | None:
 class WorldTail:
     """Follows the whole log into one `World`; others wait for it to reach a sequence."""
 
-    def __init__(self, store: EventStore, world: World | None = None) -> None:
+    def __init__(
+        self, store: EventStore, world: World | None = None, *, snapshots: Snapshots | None = None
+    ) -> None:
         self.store = store
         self.world = world or World()
+        #: Where the world is saved now and then, and loaded from at start (None: never).
+        self.snapshots = snapshots
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
 
@@ -129,12 +135,30 @@ class WorldTail:
                 _, _, future = heapq.heappop(self._waiters)
                 if not future.done():
                     future.set_result(None)
+            if self.snapshots is not None:
+                self.snapshots.maybe_save(self.world)
 
     async def catch_up(self) -> None:
-        """Read the log up to its current end before anything decides."""
+        """Start from the snapshot, if there is one to use, and read the log after it up to
+        its current end, before anything decides."""
+        started = time.perf_counter()
+        if self.snapshots is not None and self.world.position == 0:
+            world = await self.snapshots.load()
+            if world is not None:
+                self.world = world
+        first = self.world.position
         last = await self.store.last_seq()
         async for chunk in self.store.read_chunks(self.world.position + 1, stop=last):
             self._apply(chunk)
+        log.info(
+            "world.caught_up",
+            position=self.world.position,
+            snapshot=first,
+            events=self.world.position - first,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        if self.snapshots is not None:
+            self.snapshots.maybe_save(self.world)
 
     def _apply(self, chunk: list[tuple[int, str, datetime | None, bytes]]) -> None:
         for seq, subject, stored_at, data in chunk:

@@ -37,11 +37,14 @@ from dante.domain.settings import Settings
 from dante.events.errors import EventStoreError
 from dante.events.subjects import EVENT_PREFIX, subject_of
 from dante.handlers.executor import Executor, GaveUp
+from dante.handlers.snapshot import Snapshots
 from dante.schemas.codec import COMMAND_TYPES, DecodeError, decode_command, error_reply, ok_reply
 from dante.schemas.commands import Command, ErrorInfo
 from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nats.aio.client import Client as NATS
     from nats.micro.request import Request
 
@@ -99,7 +102,10 @@ class CommandService:
         concurrency: int = 256,
         command_timeout: float = 15.0,
         reply_cache: int = 50_000,
+        snapshot: Path | None = None,
     ) -> None:
+        """`snapshot`: the handlers' world snapshot (`dante.handlers.snapshot`), whose
+        providers give the market at start without reading every provider event."""
         self._nc = nc
         self._store = store
         self._settings = settings or Settings()
@@ -118,13 +124,25 @@ class CommandService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._service: Service | None = None
         self._tail: asyncio.Task[None] | None = None
+        self._snapshot = None if snapshot is None else Snapshots(snapshot, store)
+        #: Providers taken from the snapshot, not yet folded from their own events.
+        self._unfolded: set[str] = set()
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────
 
     async def start(self) -> None:
         """Follow the providers (the market), then open the endpoints."""
         market = f"{EVENT_PREFIX}.provider.>"
-        async for recorded in self._store.scan(market):
+        after = 0
+        found = None if self._snapshot is None else await self._snapshot.load_providers()
+        if found is not None:
+            after, providers = found
+            for provider in providers:
+                self.world.providers[provider.provider_id] = provider
+                self.world.market.touch(provider.provider_id)
+            self.world.position = after
+            self._unfolded = {provider.provider_id for provider in providers}
+        async for recorded in self._store.scan(market, after + 1):
             self.world.apply(recorded)
         start = self.world.position + 1
         self._tail = asyncio.create_task(self._follow(market, start), name="cmd-market")
@@ -321,8 +339,29 @@ class CommandService:
         for aggregate, aggregate_id in keys:
             if only_missing and (aggregate, aggregate_id) in self._loaded:
                 continue
+            if aggregate == "provider" and aggregate_id in self._unfolded:
+                await self._fold_provider(aggregate_id)
             await self._store.catch_up(self.world, subject_of(aggregate, aggregate_id))
             self._loaded.add((aggregate, aggregate_id))
+
+    async def _fold_provider(self, provider_id: str) -> None:
+        """Fold a provider taken from the snapshot from its own events, as the scan at start
+        would have: its state is the same, and the causes of its last events are known, so
+        a command retried after its events landed is recognised."""
+        subject = subject_of("provider", provider_id)
+        fresh = World(remember_causes=8)
+        while True:
+            await self._store.catch_up(fresh, subject)
+            mine, current = fresh.provider(provider_id), self.world.providers.get(provider_id)
+            # The market's follower may have applied newer events meanwhile: read those too.
+            if current is None or mine.version >= current.version:
+                break
+        self.world.providers[provider_id] = mine
+        self.world.market.touch(provider_id)
+        causes = fresh.causes.get(("provider", provider_id))
+        if causes is not None:
+            self.world.causes[("provider", provider_id)] = causes
+        self._unfolded.discard(provider_id)
 
     def _remember(self, key: tuple[str, str, str], body: bytes) -> None:
         self._replies[key] = body

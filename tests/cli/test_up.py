@@ -60,6 +60,9 @@ async def test_up_status_stop_and_resume(tmp_path: Path) -> None:
     # The embedded nats-server went with it: nothing answers any more.
     result = platform.dante("status")
     assert result.returncode == 3 and "cannot reach" in result.stderr
+    # The handlers' process saved its world as it stopped: the next start begins there.
+    snapshot = tmp_path / "data" / "world.snapshot"
+    assert snapshot.exists() and snapshot.stat().st_mode & 0o777 == 0o600
 
     again = UpProcess(tmp_path / "data", platform.port).start()
     try:

@@ -8,9 +8,11 @@ an event at or below an aggregate's version is skipped, so a world refreshed out
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+
+import msgspec
+from msgspec.structs import replace
 
 from dante.domain.model.job import JobState, evolve_job
 from dante.domain.model.market import Market
@@ -22,9 +24,12 @@ if TYPE_CHECKING:
     from dante.events.codec import Recorded
 
 
-@dataclass(slots=True)
-class AttemptBook:
-    """What one job attempt has used and been billed: billing decides against it."""
+class AttemptBook(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """What one job attempt has used and been billed: billing decides against it.
+
+    Immutable, like the aggregates' states: an event replaces the book, so a snapshot of the
+    world (`dante.domain.model.snapshot`) may hold the books as they are, while the world
+    goes on."""
 
     job_id: str
     attempt: int
@@ -111,10 +116,10 @@ class World:
         lost = self.lost.get(provider_id, 0)
         return 1_000_000 if done + lost == 0 else done * 1_000_000 // (done + lost)
 
-    @staticmethod
-    def _lost(book: AttemptBook | None) -> None:
+    def _lost(self, key: tuple[str, int]) -> None:
+        book = self.books.get(key)
         if book is not None:
-            book.lost = True
+            self.books[key] = replace(book, lost=True)
 
     def version_of_aggregate(self, aggregate: str, aggregate_id: str) -> int:
         if aggregate == "provider":
@@ -186,19 +191,25 @@ class World:
     def _book_money(self, event: ev.WalletEvent) -> None:
         match event:
             case ev.FundsCharged():
-                book = self.books.get((event.job_id, event.attempt))
+                key = (event.job_id, event.attempt)
+                book = self.books.get(key)
                 if book is not None:
-                    book.billed_ms = max(book.billed_ms, event.total_gpu_ms)
-                    book.charged += event.amount
-                    book.uncovered += event.uncovered
+                    self.books[key] = replace(
+                        book,
+                        billed_ms=max(book.billed_ms, event.total_gpu_ms),
+                        charged=book.charged + event.amount,
+                        uncovered=book.uncovered + event.uncovered,
+                    )
             case ev.FeeCollected():
-                book = self.books.get((event.job_id, event.attempt))
+                key = (event.job_id, event.attempt)
+                book = self.books.get(key)
                 if book is not None:
-                    book.fees += event.amount
+                    self.books[key] = replace(book, fees=book.fees + event.amount)
             case ev.ChargeRefunded():
-                book = self.books.get((event.job_id, event.attempt))
+                key = (event.job_id, event.attempt)
+                book = self.books.get(key)
                 if book is not None:
-                    book.refunded += event.amount
+                    self.books[key] = replace(book, refunded=book.refunded + event.amount)
             case _:
                 pass
 
@@ -220,22 +231,26 @@ class World:
                     stop_grace_s=event.stop_grace_s,
                 )
             case ev.JobRequeued():
-                self._lost(self.books.get((event.job_id, event.attempt)))
+                self._lost((event.job_id, event.attempt))
             case ev.JobFailed() if event.lost:
-                self._lost(self.books.get((event.job_id, event.attempt or after.attempt)))
+                self._lost((event.job_id, event.attempt or after.attempt))
             case ev.JobStarted():
-                book = self.books.get((event.job_id, event.attempt))
+                key = (event.job_id, event.attempt)
+                book = self.books.get(key)
                 if book is not None:
-                    book.started_at = event.at
+                    self.books[key] = replace(book, started_at=event.at)
             case ev.JobCancelRequested():
-                book = self.books.get((event.job_id, after.attempt))
+                key = (event.job_id, after.attempt)
+                book = self.books.get(key)
                 if book is not None and after.placed:
-                    book.cancel_asked_at = event.at
+                    self.books[key] = replace(book, cancel_asked_at=event.at)
             case ev.UsageRecorded():
-                book = self.books.get((event.job_id, event.attempt))
+                key = (event.job_id, event.attempt)
+                book = self.books.get(key)
                 if book is not None:
-                    book.recorded_ms += event.gpu_ms
-                    book.last_usage_seq = seq
+                    self.books[key] = replace(
+                        book, recorded_ms=book.recorded_ms + event.gpu_ms, last_usage_seq=seq
+                    )
             case _:
                 pass
 
