@@ -34,6 +34,9 @@ _HINTS: Final[dict[str, str]] = {
     "forbidden": "check who you act as (--user or DANTE_USERNAME)",
     "conflict": "retry in a moment",
     "unavailable": "retry in a moment",
+    "rate_limited": "this account sent more than the platform admits from one account; "
+    "dante retried once already: wait that long and run it again",
+    "quota_exceeded": "remove what this account no longer needs, or ask the operator",
 }
 
 

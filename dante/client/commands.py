@@ -8,6 +8,10 @@ nats-server refuses a publish the connection may not make (acting as someone els
 asynchronous error and no reply. On a connection opened by `dante.client.connect.connect`
 (which watches those errors, see `Refusals`), such a command fails at once with a
 `forbidden` `CommandError` instead of waiting for a reply that will never come.
+
+A command refused `rate_limited` (its account sent more than its share) was not looked at:
+it is sent again, once, after the retry-after the platform named (at most
+`MAX_RATE_LIMIT_WAIT_S`); refused again, the `CommandError` says how long to wait.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
 T = TypeVar("T")
+
+#: The longest a client waits on a `rate_limited` refusal before its one retry.
+MAX_RATE_LIMIT_WAIT_S: Final = 5.0
 
 
 class CommandError(Exception):
@@ -121,6 +128,13 @@ async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg
             asking.cancel()
 
 
+def rate_limit_wait(error: ErrorInfo) -> float | None:
+    """Seconds to wait before sending again a command refused `rate_limited`; else None."""
+    if error.code != "rate_limited":
+        return None
+    return min((error.retry_after_ms or 1000) / 1000, MAX_RATE_LIMIT_WAIT_S)
+
+
 def new_command_id() -> str:
     return uuid.uuid4().hex
 
@@ -158,7 +172,10 @@ class Client:
         subject = command_subject(self.role, self.identity, command.VERB)
         payload = encode(command)
         last: Exception | None = None
-        for _ in range(self._tries):
+        limited = False
+        tries = 0
+        while tries < self._tries:
+            tries += 1
             try:
                 msg = await request(self._nc, subject, payload, self._timeout)
             except NoRespondersError:
@@ -171,6 +188,13 @@ class Client:
             reply = decode_reply(msg.data)
             if not reply.ok:
                 assert reply.error is not None
+                wait = rate_limit_wait(reply.error)
+                if wait is not None and not limited:
+                    # Refused before it was looked at: the same command again is safe.
+                    limited = True
+                    tries -= 1
+                    await asyncio.sleep(wait)
+                    continue
                 raise CommandError(reply.error)
             if result is None:
                 return msgspec.json.decode(reply.result)
