@@ -99,6 +99,10 @@ class LogSettings:
     upload_max_bytes: int = 4 << 30
     #: Heartbeat keys of vanished providers are forgotten after this long.
     heartbeat_ttl_s: float = 7 * _DAY
+    #: Room for job inputs and results (`dante_files`); a file beyond it is refused. With
+    #: the output's and the uploads' limits it is reserved out of the server's file store
+    #: (nats.conf `max_file_store`), so files can never take the room the log needs.
+    files_max_bytes: int = 10 << 30
 
 
 def event_stream_config(settings: LogSettings) -> StreamConfig:
@@ -224,6 +228,17 @@ async def _bucket_replicas(js: JetStreamContext, stream: str, asked: int) -> int
     return replicas
 
 
+async def _bucket_max_bytes(js: JetStreamContext, stream: str, max_bytes: int) -> None:
+    """Give an existing bucket's stream its room first: its create is refused unless it
+    matches (a bucket made before it had a limit gets one)."""
+    try:
+        config = (await js.stream_info(stream)).config
+    except NotFoundError:
+        return
+    if config.max_bytes != max_bytes:
+        await js.update_stream(config.evolve(max_bytes=max_bytes))
+
+
 async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> None:
     """Wait until JetStream answers (a fresh cluster first has to elect its meta leader)."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -270,12 +285,16 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
             replicas=await _bucket_replicas(js, kv.format(bucket=ACCOUNTS_BUCKET), asked),
         )
     )
+    files = obj.format(bucket=FILES_BUCKET)
+    replicas = await _bucket_replicas(js, files, asked)
+    await _bucket_max_bytes(js, files, settings.files_max_bytes)
     await js.create_object_store(
         FILES_BUCKET,
         config=ObjectStoreConfig(
             description="Job inputs and results",
             storage=StorageType.FILE,
-            replicas=await _bucket_replicas(js, obj.format(bucket=FILES_BUCKET), asked),
+            replicas=replicas,
+            max_bytes=settings.files_max_bytes,
         ),
     )
 

@@ -463,8 +463,34 @@ class Uploads:
                     "says; nothing was stored, send the file again from offset 0",
                     "sha256",
                 )
+            await self._make_room(size)
             spool.seek(0)
-            await self._objects.put(target.object, spool, target.description)
+            try:
+                await self._objects.put(target.object, spool, target.description)
+            except APIError as exc:
+                if exc.err_code not in _NO_ROOM:
+                    raise
+                raise _full(size) from None
+
+    async def _make_room(self, size: int) -> None:
+        """Refuse a file that would not fit in `dante_files` (its own limit, apart from the
+        log's room), before any of it is stored."""
+        free = await self._objects.free_bytes()
+        if free is not None and size > free:
+            raise _full(size)
+
+
+#: JetStream's refusals of a message beyond a stream's limits (maximum bytes, resources).
+_NO_ROOM: Final = frozenset({10047, 10054, 10077})
+
+
+def _full(size: int) -> Rejected:
+    return Rejected(
+        "quota_exceeded",
+        f"the platform's file storage has no room for {size} bytes now; nothing was stored, "
+        "try again later or ask the operator",
+        "size",
+    )
 
 
 def _offset(message: StoredMessage) -> int:
