@@ -4,22 +4,26 @@ out of the server's file store, and a file beyond it is refused while the log ap
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import ObjectStoreConfig, StorageType
-from nats.js.errors import APIError
+from nats.js.errors import APIError, ObjectNotFoundError
 
 from dante.client.commands import Client, CommandError
 from dante.client.transfer import upload_input
+from dante.domain.model import World
 from dante.events.records import Append
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
 from dante.events.subjects import FILES_BUCKET
 from dante.services.commands import CommandService
 from dante.services.files import Files
-from tests.factories import deposit
+from dante.services.files.inputs import InputLedger, InputSweeper
+from tests.factories import deposit, submitted
 
 pytestmark = pytest.mark.anyio
 FILES = f"OBJ_{FILES_BUCKET}"
@@ -79,3 +83,55 @@ async def test_an_upload_that_would_not_fit_is_refused_and_stores_nothing(
     finally:
         await service.stop()
         await files.close()
+
+
+async def test_a_renters_stored_inputs_have_a_quota(nc: NATS, tmp_path: Path) -> None:
+    await ensure_log(nc.jetstream())
+    files = Files(nc, scratch_dir=tmp_path, input_quota_bytes=3000)
+    service = CommandService(nc, EventStore(nc), extensions=[files])
+    await service.start()
+    try:
+        source = tmp_path / "two-k.bin"
+        source.write_bytes(b"\3" * 2000)
+        mallory = Client(nc, "renter", "mallory")
+        await upload_input(mallory, source, "a.bin")
+        with pytest.raises(CommandError) as refused:
+            await upload_input(mallory, source, "b.bin")
+        assert refused.value.code == "quota_exceeded"
+        assert "take 2000 bytes; 2000 more would pass its quota of 3000" in str(refused.value)
+        # The quota is mallory's: alice stores hers.
+        await upload_input(Client(nc, "renter", "alice"), source, "a.bin")
+        assert await InputLedger(nc.jetstream()).used("mallory") == 2000
+    finally:
+        await service.stop()
+        await files.close()
+
+
+async def test_inputs_no_live_job_names_expire(nc: NATS, tmp_path: Path) -> None:
+    js = nc.jetstream()
+    await ensure_log(js)
+    files = Files(nc, scratch_dir=tmp_path)
+    service = CommandService(nc, EventStore(nc), extensions=[files])
+    await service.start()
+    try:
+        source = tmp_path / "in.bin"
+        source.write_bytes(b"\4" * 100)
+        alice = Client(nc, "renter", "alice")
+        named = await upload_input(alice, source, "named.bin")
+        loose = await upload_input(alice, source, "loose.bin")
+    finally:
+        await service.stop()
+        await files.close()
+    world = World()
+    job = msgspec.structs.replace(submitted("job-1", "alice"), inputs=[named])
+    world.apply_event(job, 1)
+    now = datetime.now(UTC)
+    sweeper = InputSweeper(js, lambda: world, ttl_s=3600, clock=lambda: now)
+    assert await sweeper.sweep() == []  # nothing is old enough yet
+    now += timedelta(hours=2)
+    assert await sweeper.sweep() == [loose.object]
+    bucket = await js.object_store(FILES_BUCKET)
+    assert (await bucket.get_info(named.object)).size == 100
+    with pytest.raises(ObjectNotFoundError):
+        await bucket.get_info(loose.object)
+    assert await InputLedger(js).used("alice") == 100

@@ -41,6 +41,16 @@ class Limits:
     max_machines: Annotated[
         int, Parameter(help="Machines one provider account may have registered at once.")
     ] = _DEFAULT.max_machines
+    input_quota: Annotated[
+        int, Parameter(help="Bytes one renter's stored inputs may take in all.")
+    ] = _DEFAULT.input_quota_bytes
+    input_ttl: Annotated[
+        int,
+        Parameter(
+            help="Seconds after its upload an input that no waiting or running job names "
+            "is deleted."
+        ),
+    ] = _DEFAULT.input_ttl_s
 
     def settings(self) -> Settings:
         """The platform's settings with these limits, checked."""
@@ -51,6 +61,8 @@ class Limits:
             ("--rate-burst", self.rate_burst),
             ("--write-burst", self.write_burst),
             ("--max-machines", self.max_machines),
+            ("--input-quota", self.input_quota),
+            ("--input-ttl", self.input_ttl),
         ):
             if count < 1:
                 raise UsageError(f"{name} must be at least 1, not {count}")
@@ -61,4 +73,6 @@ class Limits:
             write_rate=self.write_limit,
             write_burst=self.write_burst,
             max_machines=self.max_machines,
+            input_quota_bytes=self.input_quota,
+            input_ttl_s=self.input_ttl,
         )

@@ -45,3 +45,7 @@ class Settings:
     machine_write_rate: float = 2.0
     #: Machines one provider account may have registered at once.
     max_machines: int = 64
+    #: Bytes one renter's stored inputs may take in all (each input is at most 1 GiB).
+    input_quota_bytes: int = 4 << 30
+    #: An input no waiting or running job names is deleted this long after it was stored.
+    input_ttl_s: int = 7 * 24 * 3600

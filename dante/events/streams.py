@@ -9,8 +9,10 @@
   assembling them (`dante.upload.<key>.claim`); staging only, forgotten after a day.
 - KV `dante_heartbeats`: one key per provider machine, `<owner>.<provider_id>`, written every
   few seconds by its agent (so nats-server can let an account write only its own keys).
-- Object store `dante_files`: job inputs and results.
+- Object store `dante_files`: job inputs and results, within its own limit
+  (`LogSettings.files_max_bytes`), so files never take the room the log needs.
 - KV `dante_accounts`: accounts and their password hashes; only the platform reads it.
+- KV `dante_inputs`: each renter's stored inputs (its quota, their expiry).
 
 Every asset lives in the `DANTE` account. Clients in the `PUBLIC` account reach the few
 JetStream subjects they may use through service imports, the API ones under
@@ -48,6 +50,7 @@ from dante.events.subjects import (
     EVENT_PREFIX,
     FILES_BUCKET,
     HEARTBEAT_BUCKET,
+    INPUTS_BUCKET,
     OUTPUT_PREFIX,
     OUTPUT_STREAM,
     STREAM,
@@ -283,6 +286,15 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
             history=1,
             storage=StorageType.FILE,
             replicas=await _bucket_replicas(js, kv.format(bucket=ACCOUNTS_BUCKET), asked),
+        )
+    )
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=INPUTS_BUCKET,
+            description="Renters' stored inputs: their quota and expiry",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=await _bucket_replicas(js, kv.format(bucket=INPUTS_BUCKET), asked),
         )
     )
     files = obj.format(bucket=FILES_BUCKET)
