@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 from dante.domain.settings import Settings
+from dante.schemas.identity import OPERATOR
 
 T = TypeVar("T")
 
 #: The platform's own operator is not limited.
-UNLIMITED: Final = "operator"
+UNLIMITED: Final = OPERATOR
 #: A refusal never asks a client to wait less than this (nor to come back at once).
 _MIN_RETRY_S: Final = 0.05
 #: How many accounts' buckets are kept before idle, full ones are forgotten.
