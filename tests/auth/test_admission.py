@@ -17,10 +17,14 @@ from dante.client import commands
 from dante.client.commands import Client, CommandError, new_command_id
 from dante.domain.settings import Settings
 from dante.schemas import commands as cmd
+from dante.schemas import dispatch
 from dante.schemas.codec import decode_reply, encode
 from dante.schemas.identity import inbox_prefix
+from dante.schemas.values import JobRequirements, ScriptPayload
 from dante.schemas.views import Balance
 from tests.auth.conftest import Secured
+from tests.auth.test_isolation import Agent
+from tests.handlers.conftest import Clock
 
 pytestmark = pytest.mark.anyio
 
@@ -194,3 +198,32 @@ async def test_refused_again_after_its_retry_the_client_says_how_long_to_wait(
     assert wait is not None
     assert 9_000 < wait <= 10_000
     assert f"retry in {wait} ms" in str(refused.value)
+
+
+async def test_during_a_flood_a_job_is_submitted_placed_and_its_agent_gets_the_instruction(
+    secured: Secured, clock: Clock
+) -> None:
+    mallory, alice = await _accounts(secured, "mallory", "alice")
+    await secured.sign_up("bob", "bob-pass", "provider")
+    bob = Agent(await secured.login("bob", "bob-pass", machine="prv-b"), "bob", "prv-b")
+    await bob.register()
+    await bob.beat(clock)
+    renter = Client(alice, "renter", "alice", timeout=5, tries=1)
+    await renter.ask(cmd.Deposit(command_id=new_command_id(), amount=10_000_000))
+    flood = asyncio.create_task(
+        Flood(mallory, "mallory", "balance", cmd.GetBalance).run(3.0, rate=2000)
+    )
+    await asyncio.sleep(0.5)  # well into the flood
+    job = await renter.ask(
+        cmd.SubmitJob(
+            command_id=new_command_id(),
+            requirements=JobRequirements(gpu_count=1),
+            payload=ScriptPayload(script="print(1)"),
+        )
+    )
+    assignment, msg = await bob.next_instruction(secured)
+    await bob.client.ask(cmd.AcceptAssignment(command_id=new_command_id(), **bob.ids(job.job_id)))
+    assert not flood.done()  # all of it while mallory floods
+    assert isinstance(assignment, dispatch.Assignment) and assignment.job_id == job.job_id
+    await msg.ack_sync()
+    await flood
