@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import ObjectStoreConfig, StorageType
@@ -16,6 +17,7 @@ from nats.js.errors import APIError, ObjectNotFoundError
 from dante.client.commands import Client, CommandError
 from dante.client.transfer import upload_input
 from dante.domain.model import World
+from dante.events.natsd import NatsServer
 from dante.events.records import Append
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
@@ -135,3 +137,21 @@ async def test_inputs_no_live_job_names_expire(nc: NATS, tmp_path: Path) -> None
     with pytest.raises(ObjectNotFoundError):
         await bucket.get_info(loose.object)
     assert await InputLedger(js).used("alice") == 100
+
+
+async def test_every_start_sets_the_log_up_again_within_the_servers_file_store(
+    tmp_path: Path,
+) -> None:
+    # Room for the reserved limits (1 GiB output, 4 GiB uploads, 10 GiB files) once: a
+    # second start must not ask for the files' room again.
+    config = tmp_path / "small.conf"
+    config.write_text("jetstream { max_file_store: 16GB }\n")
+    with NatsServer(store_dir=tmp_path / "s", config=config) as server:
+        nc = await nats.connect(server.url)
+        try:
+            for _ in range(3):
+                await ensure_log(nc.jetstream())
+            info = await nc.jetstream().stream_info(FILES)
+            assert info.config.max_bytes == 10 << 30
+        finally:
+            await nc.close()

@@ -231,15 +231,17 @@ async def _bucket_replicas(js: JetStreamContext, stream: str, asked: int) -> int
     return replicas
 
 
-async def _bucket_max_bytes(js: JetStreamContext, stream: str, max_bytes: int) -> None:
-    """Give an existing bucket's stream its room first: its create is refused unless it
-    matches (a bucket made before it had a limit gets one)."""
+async def _bucket_max_bytes(js: JetStreamContext, stream: str, max_bytes: int) -> bool:
+    """Give an existing bucket's stream its room (a bucket made before it had a limit gets
+    one); False where there is no such bucket yet. An existing bucket is never created
+    again: nats-server would count its reserved room twice and refuse."""
     try:
         config = (await js.stream_info(stream)).config
     except NotFoundError:
-        return
+        return False
     if config.max_bytes != max_bytes:
         await js.update_stream(config.evolve(max_bytes=max_bytes))
+    return True
 
 
 async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> None:
@@ -299,16 +301,23 @@ async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) 
     )
     files = obj.format(bucket=FILES_BUCKET)
     replicas = await _bucket_replicas(js, files, asked)
-    await _bucket_max_bytes(js, files, settings.files_max_bytes)
-    await js.create_object_store(
-        FILES_BUCKET,
-        config=ObjectStoreConfig(
-            description="Job inputs and results",
-            storage=StorageType.FILE,
-            replicas=replicas,
-            max_bytes=settings.files_max_bytes,
-        ),
-    )
+    if await _bucket_max_bytes(js, files, settings.files_max_bytes):
+        return
+    try:
+        await js.create_object_store(
+            FILES_BUCKET,
+            config=ObjectStoreConfig(
+                description="Job inputs and results",
+                storage=StorageType.FILE,
+                replicas=replicas,
+                max_bytes=settings.files_max_bytes,
+            ),
+        )
+    except APIError:
+        # Another process created it between our look and our create (the server counts a
+        # create of an existing bucket's room twice, and refuses it): it is there.
+        if not await _bucket_max_bytes(js, files, settings.files_max_bytes):
+            raise
 
 
 async def ensure_agent_consumer(js: JetStreamContext, owner: str, provider_id: str) -> None:
