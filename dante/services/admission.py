@@ -43,6 +43,8 @@ UNLIMITED: Final = OPERATOR
 _MIN_RETRY_S: Final = 0.05
 #: How many accounts' buckets are kept before idle, full ones are forgotten.
 _KEEP_ACCOUNTS: Final = 10_000
+#: An account's refusals are logged at most this often (with how many there were).
+REPORT_EVERY_S: Final = 10.0
 
 
 class TokenBucket:
@@ -98,6 +100,8 @@ class Admission:
         self._machines = machines
         self._clock = clock
         self._accounts: dict[str, _Account] = {}
+        self._refusals: dict[str, int] = {}
+        self._reported: dict[str, float] = {}
 
     def admit(self, account: str, *, writes: bool) -> float | None:
         """None where `account` may send this request now (its tokens taken), else the
@@ -148,6 +152,21 @@ class Admission:
         more = s.machine_write_rate * machines
         state.writes.rate = s.write_rate + more
         state.writes.burst = max(1.0, s.write_burst + more)
+
+    def refusal(self, account: str) -> int | None:
+        """Count a refusal of `account`; how many since the last report, when one is due."""
+        count = self._refusals.get(account, 0) + 1
+        now = self._clock()
+        last = self._reported.get(account)
+        if last is not None and now - last < REPORT_EVERY_S:
+            self._refusals[account] = count
+            return None
+        if len(self._reported) >= _KEEP_ACCOUNTS:
+            self._reported.clear()
+            self._refusals.clear()
+        self._reported[account] = now
+        self._refusals[account] = 0
+        return count
 
     def retry_after(self) -> float:
         """What to tell an account whose queue is full: the time for one request to pass."""

@@ -196,6 +196,9 @@ class CommandService:
 
     async def _refuse(self, request: Request, account: str, wait: float) -> None:
         retry_ms = max(1, round(wait * 1000))
+        refused = self.admission.refusal(account)
+        if refused is not None:
+            log.warning("commands.rate_limited", account=account, refused=refused)
         body = self._error(
             ErrorInfo(
                 code="rate_limited",

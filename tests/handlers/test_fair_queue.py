@@ -88,3 +88,13 @@ async def test_a_full_account_queue_refuses_and_others_still_queue() -> None:
     gate.set()
     await queue.drain(5)
     assert queue.waiting == 0
+
+
+def test_refusals_are_reported_at_most_every_ten_seconds_with_their_count() -> None:
+    clock = Clock()
+    admission = Admission(Settings(), clock=clock)
+    assert admission.refusal("mallory") == 1  # the first at once
+    assert [admission.refusal("mallory") for _ in range(99)] == [None] * 99
+    assert admission.refusal("alice") == 1
+    clock.now += 10
+    assert admission.refusal("mallory") == 100
