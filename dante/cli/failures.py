@@ -56,6 +56,8 @@ class Failure:
     exit_code: int
     field: str | None = None
     hint: str | None = None
+    #: For `rate_limited`: how long to wait before trying again.
+    retry_after_ms: int | None = None
 
 
 def failure_of(exc: BaseException) -> Failure | None:
@@ -76,6 +78,7 @@ def failure_of(exc: BaseException) -> Failure | None:
                 EXIT_REJECTED,
                 field=exc.info.field,
                 hint=_HINTS.get(exc.info.code),
+                retry_after_ms=exc.info.retry_after_ms,
             )
         case _:
             return _unreachable(exc) or _transfer_failure(exc)
@@ -119,6 +122,8 @@ def report(failure: Failure, *, json: bool) -> int:
             error["field"] = failure.field
         if failure.hint is not None:
             error["hint"] = failure.hint
+        if failure.retry_after_ms is not None:
+            error["retry_after_ms"] = failure.retry_after_ms
         emit({"ok": False, "error": error})
     else:
         message = failure.message.rstrip(". ")

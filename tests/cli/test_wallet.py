@@ -149,6 +149,7 @@ async def test_a_rate_limited_command_says_so_and_how_long_to_wait(market: Marke
     assert error["code"] == "rate_limited"
     assert "rate limited: mallory sends more requests" in error["message"]
     assert "retried once" in error["hint"]
+    assert 50_000 < error["retry_after_ms"] <= 60_000
     ran = await market.dante("balance", user="mallory")
     assert ran.code == 1
     assert ran.err.startswith("error: rate limited: mallory sends more requests than the")
