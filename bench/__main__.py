@@ -21,6 +21,7 @@ from bench.report import RESULTS, Report
 BENCHES = {
     "raw": "bench.raw",
     "commands": "bench.commands",
+    "flood": "bench.flood",
     "ingest": "bench.ingest",
     "scheduling": "bench.scheduling",
     "fleet": "bench.fleet",

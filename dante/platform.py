@@ -47,6 +47,7 @@ from dante.projections.runner import ProjectionRunner, StoredViews
 from dante.services.agent_consumers import AgentConsumers
 from dante.services.commands import CommandService, Extension
 from dante.services.files import Files
+from dante.services.files.inputs import InputSweeper
 from dante.services.queries import ReadModels
 from dante.services.statements import Statements
 
@@ -111,7 +112,12 @@ class Platform:
         self.stored_views = None if "views" in options.parts else StoredViews(views)
         self.read_models = ReadModels(self.stored_views or self.views, settings)
         # Uploads are assembled in a local spool before they reach the object store.
-        self.files = Files(nc, scratch_dir=options.data_dir / "spool")
+        self.files = Files(
+            nc,
+            scratch_dir=options.data_dir / "spool",
+            input_quota_bytes=settings.input_quota_bytes,
+        )
+        self.inputs = InputSweeper(nc.jetstream(), lambda: self.tail.world, settings.input_ttl_s)
         self.agent_consumers = AgentConsumers(nc, self.store)
         self.service = CommandService(
             nc,
@@ -177,6 +183,7 @@ class Platform:
             tg.start_soon(self._supervise, runner.durable, runner.run)
         tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
         tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
+        tg.start_soon(self._supervise, "inputs-sweeper", self.inputs.run)
         for runner in self.runners:
             await runner.consuming.wait()
 

@@ -23,6 +23,7 @@ from dante.events.subjects import (
     DISPATCH_STREAM,
     FILES_BUCKET,
     HEARTBEAT_BUCKET,
+    INPUTS_BUCKET,
     OUTPUT_STREAM,
     STREAM,
     UPLOAD_STREAM,
@@ -37,6 +38,7 @@ ASSETS = (
     UPLOAD_STREAM,
     f"KV_{HEARTBEAT_BUCKET}",
     f"KV_{ACCOUNTS_BUCKET}",
+    f"KV_{INPUTS_BUCKET}",
     f"OBJ_{FILES_BUCKET}",
 )
 KEPT = "log.replicas_kept"

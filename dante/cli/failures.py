@@ -35,6 +35,9 @@ _HINTS: Final[dict[str, str]] = {
     "forbidden": "check who you act as (--user or DANTE_USERNAME)",
     "conflict": "retry in a moment",
     "unavailable": "retry in a moment",
+    "rate_limited": "this account sent more than the platform admits from one account; "
+    "dante retried once already: wait that long and run it again",
+    "quota_exceeded": "remove what this account no longer needs, or ask the operator",
 }
 
 
@@ -54,6 +57,8 @@ class Failure:
     exit_code: int
     field: str | None = None
     hint: str | None = None
+    #: For `rate_limited`: how long to wait before trying again.
+    retry_after_ms: int | None = None
 
 
 def failure_of(exc: BaseException) -> Failure | None:
@@ -74,6 +79,7 @@ def failure_of(exc: BaseException) -> Failure | None:
                 EXIT_REJECTED,
                 field=exc.info.field,
                 hint=_HINTS.get(exc.info.code),
+                retry_after_ms=exc.info.retry_after_ms,
             )
         case _:
             return _unreachable(exc) or _transfer_failure(exc)
@@ -117,6 +123,8 @@ def report(failure: Failure, *, json: bool) -> int:
             error["field"] = failure.field
         if failure.hint is not None:
             error["hint"] = failure.hint
+        if failure.retry_after_ms is not None:
+            error["retry_after_ms"] = failure.retry_after_ms
         emit({"ok": False, "error": error})
     else:
         message = failure.message.rstrip(". ")

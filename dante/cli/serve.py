@@ -19,6 +19,7 @@ import anyio
 from cyclopts import Parameter
 
 from dante.cli.lifecycle import stop_child
+from dante.cli.limits import Limits
 from dante.cli.logs import configure_logging
 from dante.client.connect import ConnectFailed, connect
 from dante.client.credentials import platform_credential
@@ -65,6 +66,7 @@ async def serve(
     ] = None,
     replicas: Annotated[int, Parameter(help="Stream replicas (3 on a three-node cluster).")] = 1,
     parent_pipe: Annotated[bool, Parameter(show=False)] = False,
+    limits: Limits | None = None,
 ) -> int:
     """Run parts of the platform in this process: commands, handlers, views (default: all).
 
@@ -101,6 +103,7 @@ async def serve(
         return exc.exit_code
     options = PlatformOptions(
         data_dir=data_dir,
+        settings=(limits or Limits()).settings(),
         log_settings=LogSettings(replicas=replicas),
         parts=frozenset(parts) or ALL_PARTS,
     )

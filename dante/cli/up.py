@@ -14,6 +14,7 @@ from cyclopts import Parameter
 
 from dante import __version__
 from dante.cli.lifecycle import default_data_dir, private_data_dir, stop_on_signals
+from dante.cli.limits import Limits
 from dante.cli.logs import configure_logging
 from dante.cli.options import URL_ENV, UsageError
 from dante.client.connect import ConnectFailed, connect, resolve_url
@@ -26,6 +27,7 @@ from dante.client.credentials import (
     system_credential,
 )
 from dante.collector import settle_heap
+from dante.domain.settings import Settings
 from dante.events.natsd import ListenFailed, NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
 from dante.services.auth.installation import InstallationSecrets
@@ -88,6 +90,7 @@ async def up(
             "or more CPUs."
         ),
     ] = None,
+    limits: Limits | None = None,
 ) -> int:
     """Start the platform: the event log, the command service, the handlers and the views.
 
@@ -111,6 +114,7 @@ async def up(
     nats_url = None if embedding else _given_url(explicit)
     processes = _process_count(processes)
     _check_limits()
+    settings = (limits or Limits()).settings()
     configure_logging()
     data_dir = private_data_dir(data_dir or default_data_dir())
     installation = InstallationSecrets.load_or_create(data_dir)
@@ -146,6 +150,7 @@ async def up(
             replicas=replicas,
             demo=demo,
             server=server,
+            settings=settings,
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -199,6 +204,7 @@ async def _serve(
     replicas: int,
     demo: bool,
     server: NatsServer | None = None,
+    settings: Settings | None = None,
 ) -> str | None:
     """Run the platform on its connection and the system user's until stopped; why it could
     not start, if so. `server`: the embedded nats-server, if any, restarted whenever it
@@ -221,6 +227,7 @@ async def _serve(
     )
     options = PlatformOptions(
         data_dir=data_dir,
+        settings=settings or Settings(),
         log_settings=LogSettings(replicas=replicas),
         parts=ALL_PARTS if child is None else frozenset({"commands"}),
     )

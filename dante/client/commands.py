@@ -8,6 +8,10 @@ nats-server refuses a publish the connection may not make (acting as someone els
 asynchronous error and no reply. On a connection opened by `dante.client.connect.connect`
 (which watches those errors, see `Refusals`), such a command fails at once with a
 `forbidden` `CommandError` instead of waiting for a reply that will never come.
+
+A command refused `rate_limited` (its account sent more than its share) was not looked at:
+it is sent again, once, after the retry-after the platform named (at most
+`MAX_RATE_LIMIT_WAIT_S`); refused again, the `CommandError` says how long to wait.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ FIRST_WAIT_S: Final = 2.0
 #: node died) is asked again before the platform is reported as not running.
 NO_RESPONDERS_GRACE_S: Final = 3.0
 _NO_RESPONDERS_PAUSE_S: Final = 0.25
+#: The longest a client waits on a `rate_limited` refusal before its one retry.
+MAX_RATE_LIMIT_WAIT_S: Final = 5.0
 
 
 class CommandError(Exception):
@@ -132,6 +138,13 @@ async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg
             asking.cancel()
 
 
+def rate_limit_wait(error: ErrorInfo) -> float | None:
+    """Seconds to wait before sending again a command refused `rate_limited`; else None."""
+    if error.code != "rate_limited":
+        return None
+    return min((error.retry_after_ms or 1000) / 1000, MAX_RATE_LIMIT_WAIT_S)
+
+
 def new_command_id() -> str:
     return uuid.uuid4().hex
 
@@ -173,10 +186,25 @@ class Client:
         it went through (a cluster's node that died) costs seconds, not the whole timeout,
         and a slow answer is never thrown away. Nobody listening (`no responders`: the
         service between two connections, as when its node died) is asked again for
-        `NO_RESPONDERS_GRACE_S` before it is reported as `PlatformUnavailable`.
+        `NO_RESPONDERS_GRACE_S` before it is reported as `PlatformUnavailable`. Refused
+        `rate_limited` (before the service looked at it), it is sent once more after the
+        wait the refusal names (at most `MAX_RATE_LIMIT_WAIT_S`).
         """
         subject = command_subject(self.role, self.identity, command.VERB)
         payload = encode(command)
+        limited = False
+        while True:
+            try:
+                return await self._send(subject, payload, result)
+            except CommandError as exc:
+                wait = rate_limit_wait(exc.info)
+                if wait is None or limited:
+                    raise
+                # Refused before it was looked at: the same command again is safe.
+                limited = True
+                await asyncio.sleep(wait)
+
+    async def _send(self, subject: str, payload: bytes, result: type[T] | None) -> T | Any:
         loop = asyncio.get_running_loop()
         waits = self.waits()
         started = loop.time()

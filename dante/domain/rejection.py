@@ -26,6 +26,8 @@ STATUS_OF: Final[dict[str, int]] = {
     "name_taken": 409,
     "unavailable": 503,
     "internal": 500,
+    "rate_limited": 429,
+    "quota_exceeded": 429,
 }
 
 
@@ -43,3 +45,9 @@ class Rejected(Exception):
     @property
     def status(self) -> int:
         return STATUS_OF.get(self.info.code, 400)
+
+
+def unknown_job(job_id: str, field: str = "job_id") -> Rejected:
+    """The one answer for a job the caller may not see: one that does not exist and one of
+    another account's read the same, so no answer tells whether a job id is in use."""
+    return Rejected("unknown_job", f"you have no job {job_id}", field)

@@ -9,8 +9,10 @@
   assembling them (`dante.upload.<key>.claim`); staging only, forgotten after a day.
 - KV `dante_heartbeats`: one key per provider machine, `<owner>.<provider_id>`, written every
   few seconds by its agent (so nats-server can let an account write only its own keys).
-- Object store `dante_files`: job inputs and results.
+- Object store `dante_files`: job inputs and results, within its own limit
+  (`LogSettings.files_max_bytes`), so files never take the room the log needs.
 - KV `dante_accounts`: accounts and their password hashes; only the platform reads it.
+- KV `dante_inputs`: each renter's stored inputs (its quota, their expiry).
 
 Every asset lives in the `DANTE` account. Clients in the `PUBLIC` account reach the few
 JetStream subjects they may use through service imports, the API ones under
@@ -48,6 +50,7 @@ from dante.events.subjects import (
     EVENT_PREFIX,
     FILES_BUCKET,
     HEARTBEAT_BUCKET,
+    INPUTS_BUCKET,
     OUTPUT_PREFIX,
     OUTPUT_STREAM,
     STREAM,
@@ -99,6 +102,10 @@ class LogSettings:
     upload_max_bytes: int = 4 << 30
     #: Heartbeat keys of vanished providers are forgotten after this long.
     heartbeat_ttl_s: float = 7 * _DAY
+    #: Room for job inputs and results (`dante_files`); a file beyond it is refused. With
+    #: the output's and the uploads' limits it is reserved out of the server's file store
+    #: (nats.conf `max_file_store`), so files can never take the room the log needs.
+    files_max_bytes: int = 10 << 30
 
 
 def event_stream_config(settings: LogSettings) -> StreamConfig:
@@ -231,6 +238,19 @@ async def _bucket_replicas(
     return replicas
 
 
+async def _bucket_max_bytes(js: JetStreamContext, stream: str, max_bytes: int) -> bool:
+    """Give an existing bucket's stream its room (a bucket made before it had a limit gets
+    one); False where there is no such bucket yet. An existing bucket is never created
+    again: nats-server would count its reserved room twice and refuse."""
+    try:
+        config = (await js.stream_info(stream)).config
+    except NotFoundError:
+        return False
+    if config.max_bytes != max_bytes:
+        await js.update_stream(config.evolve(max_bytes=max_bytes))
+    return True
+
+
 async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> None:
     """Wait until JetStream answers (a fresh cluster first has to elect its meta leader)."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -305,14 +325,34 @@ async def _ensure_assets(js: JetStreamContext, settings: LogSettings) -> None:
             direct=True,
         )
     )
-    await js.create_object_store(
-        FILES_BUCKET,
-        config=ObjectStoreConfig(
-            description="Job inputs and results",
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=INPUTS_BUCKET,
+            description="Renters' stored inputs: their quota and expiry",
+            history=1,
             storage=StorageType.FILE,
-            replicas=await _bucket_replicas(js, obj.format(bucket=FILES_BUCKET), asked),
-        ),
+            replicas=await _bucket_replicas(js, kv.format(bucket=INPUTS_BUCKET), asked),
+        )
     )
+    files = obj.format(bucket=FILES_BUCKET)
+    replicas = await _bucket_replicas(js, files, asked)
+    if await _bucket_max_bytes(js, files, settings.files_max_bytes):
+        return
+    try:
+        await js.create_object_store(
+            FILES_BUCKET,
+            config=ObjectStoreConfig(
+                description="Job inputs and results",
+                storage=StorageType.FILE,
+                replicas=replicas,
+                max_bytes=settings.files_max_bytes,
+            ),
+        )
+    except APIError:
+        # Another process created it between our look and our create (the server counts a
+        # create of an existing bucket's room twice, and refuses it): it is there.
+        if not await _bucket_max_bytes(js, files, settings.files_max_bytes):
+            raise
 
 
 async def ensure_agent_consumer(js: JetStreamContext, owner: str, provider_id: str) -> None:

@@ -19,6 +19,8 @@ UPLOAD_PREFIX: Final = "dante.upload"
 HEARTBEAT_BUCKET: Final = "dante_heartbeats"
 FILES_BUCKET: Final = "dante_files"
 ACCOUNTS_BUCKET: Final = "dante_accounts"
+#: The renters' stored inputs, `<renter>.<digest of the object's name>`: their quota, expiry.
+INPUTS_BUCKET: Final = "dante_inputs"
 #: Where a client outside the `DANTE` account reaches its JetStream API (nats.conf imports
 #: `$JS.API.…` subjects there): `nc.jetstream(prefix=CLIENT_API_PREFIX)`.
 CLIENT_API_PREFIX: Final = "$JS.DANTE.API"

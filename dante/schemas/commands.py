@@ -427,6 +427,8 @@ ErrorCode = Literal[
     "name_taken",  # sign-up: an account of that name exists
     "unavailable",
     "internal",
+    "rate_limited",  # the account sent more than its share; retry after `retry_after_ms`
+    "quota_exceeded",  # the account holds as much as it may (machines, stored files)
 ]
 
 
@@ -436,6 +438,8 @@ class ErrorInfo(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     code: ErrorCode
     message: str
     field: str | None = None
+    #: For `rate_limited`: how long to wait before sending again, in milliseconds.
+    retry_after_ms: int | None = None
 
 
 class Reply(msgspec.Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True):

@@ -12,6 +12,12 @@ so a stale cache can delay but never wrongly refuse. Nothing is appended on a re
 
 Commands on the same aggregate are serialised within an instance (one lock per aggregate);
 different aggregates proceed concurrently.
+
+Before any of that, each request is admitted or refused from its subject alone
+(`dante.services.admission`): per-account token buckets, a stricter one for the commands
+that append to the log, and per-account queues served round-robin, so one account's flood
+is refused `rate_limited` at almost no cost while every other account is served as before.
+The endpoints' callbacks never wait: no backlog forms in the client library either.
 """
 
 from __future__ import annotations
@@ -39,8 +45,9 @@ from dante.events.subjects import EVENT_PREFIX, subject_of
 from dante.handlers.executor import Executor, GaveUp
 from dante.handlers.snapshot import Snapshots
 from dante.schemas.codec import COMMAND_TYPES, DecodeError, decode_command, error_reply, ok_reply
-from dante.schemas.commands import Command, ErrorInfo
+from dante.schemas.commands import Command, ErrorInfo, RegisterProvider
 from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
+from dante.services.admission import Admission, FairQueue
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -120,8 +127,8 @@ class CommandService:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._replies: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
         self._reply_cache = reply_cache
-        self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.admission = Admission(self._settings, machines=self.world.machines)
+        self._queue: FairQueue[Request] = FairQueue(self._serve, concurrency=concurrency)
         self._service: Service | None = None
         self._tail: asyncio.Task[None] | None = None
         self._snapshot = None if snapshot is None else Snapshots(snapshot, store)
@@ -173,8 +180,7 @@ class CommandService:
         if self._service is not None:
             await self._service.stop()
             self._service = None
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self._timeout)
+        await self._queue.drain(self._timeout)
         if self._tail is not None:
             self._tail.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -188,15 +194,39 @@ class CommandService:
     # ── requests ────────────────────────────────────────────────────────────────────────
 
     async def _on_request(self, request: Request) -> None:
-        # micro awaits handlers one at a time per endpoint; run each in its own task.
-        await self._slots.acquire()
-        task = asyncio.create_task(self._serve(request))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        # micro awaits handlers one at a time per endpoint: this never waits for the work,
+        # it admits the request into its account's queue (which runs it) or refuses it.
+        parts = request.subject.split(".")
+        if len(parts) != 5:
+            self._queue.offer("", request)  # answered `malformed` by _process
+            return
+        _, _, role, account, verb = parts
+        kind = COMMAND_TYPES.get((role, verb))
+        # The operator's commands are the platform's own: never limited.
+        wait = (
+            None if role == "operator" else self.admission.admit(account, writes=kind in DECIDERS)
+        )
+        if wait is None and self._queue.offer(account, request):
+            return
+        if wait is None:
+            wait = self.admission.retry_after()
+        await self._refuse(request, account, wait)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
+    async def _refuse(self, request: Request, account: str, wait: float) -> None:
+        retry_ms = max(1, round(wait * 1000))
+        refused = self.admission.refusal(account)
+        if refused is not None:
+            log.warning("commands.rate_limited", account=account, refused=refused)
+        body = self._error(
+            ErrorInfo(
+                code="rate_limited",
+                message=f"rate limited: {account} sends more requests than the platform admits "
+                f"from one account; retry in {retry_ms} ms",
+                retry_after_ms=retry_ms,
+            )
+        )
+        with contextlib.suppress(Exception):
+            await request.respond(body)
 
     async def _serve(self, request: Request) -> None:
         try:
@@ -252,7 +282,9 @@ class CommandService:
         )
         decider, reads = DECIDERS[type(command)]
         keys = reads(ctx, command)
-        async with self._locked(keys):
+        # Registrations of one account's machines one at a time: its machine limit holds.
+        extra = [("account", identity)] if isinstance(command, RegisterProvider) else []
+        async with self._locked(keys + extra):
             body = await self._decide_and_append(ctx, command, decider, keys)
         self._remember(key, body)
         return body

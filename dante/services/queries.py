@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from dante.domain import market
 from dante.domain.placement import explain_no_fit, quote
 from dante.domain.pricing import model_matches
-from dante.domain.rejection import Rejected
+from dante.domain.rejection import Rejected, unknown_job
 from dante.domain.settings import Settings
 from dante.projections import queries as q
 from dante.projections.queries import Views
@@ -105,10 +105,8 @@ class ReadModels:
 
     async def _job(self, ask: Ask) -> Any:
         job = await ask.lookup.job(ask.command.job_id)
-        if not job.exists:
-            raise Rejected("unknown_job", f"there is no job {ask.command.job_id}", "job_id")
-        if job.renter != ask.identity:
-            raise Rejected("not_your_job", f"job {ask.command.job_id} is not yours", "job_id")
+        if not job.exists or job.renter != ask.identity:
+            raise unknown_job(ask.command.job_id)
         return await q.job(await self._fresh(job.version), ask.command.job_id)
 
     async def _jobs(self, ask: Ask) -> Any:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dante.domain.rejection import Rejected
+from dante.domain.rejection import Rejected, unknown_job
 from dante.projections.statement import job_statement
 from dante.schemas import commands as cmd
 
 if TYPE_CHECKING:
     from dante.events.store import EventStore
+    from dante.schemas.statements import JobStatement
     from dante.services.commands import Lookup
 
 
@@ -35,16 +36,24 @@ class Statements:
         job_id = command.job_id
         job = await lookup.job(job_id)
         if not job.exists:
-            raise Rejected("unknown_job", f"there is no job {job_id}", "job_id")
+            raise unknown_job(job_id)
         statement = await job_statement(self._store, job_id, to_seq=command.to_seq)
-        if statement is None:
-            raise Rejected("unknown_job", f"job {job_id} had not been submitted by then", "to_seq")
         # Whoever asks, on either side, gets the one statement if the job is theirs: the
         # renter's, or one that ran on the account's machines. The account's role is the
-        # platform's to know, so a provider need not say it is one.
-        ran_it = identity in {a.provider_owner for a in statement.attempts}
-        if role == "provider" and not ran_it:
-            raise Rejected("not_your_job", f"job {job_id} never ran on your providers", "job_id")
-        if role == "renter" and job.renter != identity and not ran_it:
-            raise Rejected("not_your_job", f"job {job_id} is not yours", "job_id")
+        # platform's to know, so a provider need not say it is one. Anyone else is told
+        # what they would be told of a job that does not exist.
+        if statement is None:
+            whole = await job_statement(self._store, job_id)
+            if whole is None or not _theirs(whole, job.renter, role, identity):
+                raise unknown_job(job_id)
+            raise Rejected("unknown_job", f"job {job_id} had not been submitted by then", "to_seq")
+        if not _theirs(statement, job.renter, role, identity):
+            raise unknown_job(job_id)
         return statement
+
+
+def _theirs(statement: JobStatement, renter: str, role: str, identity: str) -> bool:
+    ran_it = identity in {a.provider_owner for a in statement.attempts}
+    if role == "provider":
+        return ran_it
+    return renter == identity or ran_it

@@ -23,6 +23,7 @@ from dante.client.credentials import (
     signup_credential,
     system_credential,
 )
+from dante.domain.settings import Settings
 from dante.events.natsd import NatsServer, default_config
 from dante.platform import Platform, PlatformOptions
 from dante.services.auth.installation import InstallationSecrets
@@ -34,6 +35,12 @@ from tests.handlers.conftest import Clock
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """The platform's rules in `secured`; a test module overrides it to tune them."""
+    return Settings()
 
 
 @pytest.fixture
@@ -112,7 +119,11 @@ class Secured:
 
 @pytest.fixture
 async def secured(
-    auth_server: NatsServer, installation: InstallationSecrets, tmp_path: Path, clock: Clock
+    auth_server: NatsServer,
+    installation: InstallationSecrets,
+    tmp_path: Path,
+    clock: Clock,
+    settings: Settings,
 ) -> AsyncIterator[Secured]:
     nc = await connect(
         auth_server.url,
@@ -126,7 +137,9 @@ async def secured(
         forever=True,
         credential=system_credential(installation.system_password),
     )
-    options = PlatformOptions(data_dir=tmp_path, clock=clock, timer_interval=3600)
+    options = PlatformOptions(
+        data_dir=tmp_path, settings=settings, clock=clock, timer_interval=3600
+    )
     platform = Platform(nc, options)
     identity = Identity(
         nc,

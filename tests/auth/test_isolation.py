@@ -194,7 +194,7 @@ async def test_an_agent_does_its_whole_job_with_only_its_own_permissions(
     providers = await Client(bob.nc, "renter", "bob", timeout=3).send(statement, JobStatement)
     assert providers.digest == renters.digest and providers.attempts[0].provider_owner == "bob"
     carol: Agent = market["carol"]
-    await rejected(Client(carol.nc, "renter", "carol", timeout=3).send(statement), "not_your_job")
+    await rejected(Client(carol.nc, "renter", "carol", timeout=3).send(statement), "unknown_job")
 
 
 async def test_a_renter_cannot_act_or_read_as_another_renter(
@@ -215,7 +215,7 @@ async def test_a_renter_cannot_act_or_read_as_another_renter(
     # Through its own subjects, naming alice's job: the command service refuses.
     own = Client(dave, "renter", "dave", timeout=3)
     await rejected(
-        own.send(cmd.CancelJob(command_id=new_command_id(), job_id=job_id)), "not_your_job"
+        own.send(cmd.CancelJob(command_id=new_command_id(), job_id=job_id)), "unknown_job"
     )
     # Nor may a renter act as a provider, or as the operator.
     await forbidden(
@@ -268,7 +268,7 @@ async def test_a_provider_cannot_act_for_another_provider(
         carol.client.send(
             cmd.RecordUsage(command_id=new_command_id(), ticks=[tick], **carol.ids(job_id))
         ),
-        "wrong_state",
+        "unknown_job",
     )
     assert await secured.snapshot() == before
 

@@ -182,10 +182,13 @@ async def test_wait_exit_codes_and_cancel(market: Market, tmp_path: Path) -> Non
     ran = await market.dante("jobs", "status", "job-nope")
     assert ran.code == 1
     assert ran.err.strip() == (
-        "error: there is no job job-nope; list your jobs with `dante jobs list`"
+        "error: you have no job job-nope; list your jobs with `dante jobs list`"
     )
     ran = await market.dante("jobs", "status", failing, user="mallory")
-    assert ran.code == 1 and "is not yours" in ran.err
+    assert ran.code == 1
+    assert ran.err.strip() == (
+        f"error: you have no job {failing}; list your jobs with `dante jobs list`"
+    )
 
 
 @pytest.mark.anyio
@@ -270,7 +273,7 @@ async def test_logs_and_results(market: Market, tmp_path: Path) -> None:
     ran = await market.dante("jobs", "results", other, "--out", str(tmp_path / "b" / "c"))
     assert ran.code == 1 and "has no results yet" in ran.err
     ran = await market.dante("jobs", "results", "job-nope", "--out", str(tmp_path / "d"))
-    assert ran.code == 1 and "there is no job job-nope" in ran.err
+    assert ran.code == 1 and "you have no job job-nope" in ran.err
     # Neither left a folder behind; a folder that was there already stays.
     assert not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
     ran = await market.dante("jobs", "results", "job-nope", "--out", str(tmp_path / "a"))

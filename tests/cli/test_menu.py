@@ -208,7 +208,7 @@ async def test_results_of_a_job_with_none_or_no_such_job(market: Market, tmp_pat
         for job, why in [
             (job_id, f"error: job {job_id} has no results yet: it is assigned"),
             (failed, f"error: job {failed} ended (failed) without results"),
-            ("job-nope", "error: there is no job job-nope; list your jobs with `dante jobs list`"),
+            ("job-nope", "error: you have no job job-nope; list your jobs with `dante jobs list`"),
         ]:
             m.send(DOWNLOAD_RESULTS)
             await m.answer("Job id ", job)

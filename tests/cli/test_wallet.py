@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dante.client.commands import Client, new_command_id
+from dante.domain.settings import Settings
 from dante.schemas import commands as cmd
+from dante.services.admission import Admission
 from tests.cli.cli import run_dante
 from tests.cli.conftest import Market
 from tests.factories import SOLANA
@@ -163,3 +165,22 @@ async def test_budget_set_shown_in_the_balance_and_cleared(market: Market) -> No
     assert (ran.json()["daily_udgpu"], ran.json()["monthly_udgpu"]) == (None, None)
     balance = await market.dante("wallet", "balance")
     assert "budget" not in balance.out
+
+
+async def test_a_rate_limited_command_says_so_and_how_long_to_wait(market: Market) -> None:
+    # One request a minute for every account: the second one is refused, and still is
+    # after the one retry the client makes (it waits at most 5 s).
+    service = market.platform.service
+    service.admission = Admission(Settings(request_rate=1 / 60, request_burst=1))
+    assert (await market.dante("balance", user="mallory")).code == 0
+    ran = await market.dante("balance", "--json", user="mallory")
+    assert ran.code == 1
+    error = ran.json()["error"]
+    assert error["code"] == "rate_limited"
+    assert "rate limited: mallory sends more requests" in error["message"]
+    assert "retried once" in error["hint"]
+    assert 50_000 < error["retry_after_ms"] <= 60_000
+    ran = await market.dante("balance", user="mallory")
+    assert ran.code == 1
+    assert ran.err.startswith("error: rate limited: mallory sends more requests than the")
+    assert "retry in " in ran.err

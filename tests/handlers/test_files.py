@@ -256,9 +256,9 @@ async def test_only_the_provider_running_the_attempt_writes_its_output(
     error = await refused(eve, record())
     assert (error.code, error.info.field) == ("not_your_provider", "provider_id")
     error = await refused(eve, record("prv-e"))
-    assert (error.code, error.info.field) == ("wrong_state", "attempt")
+    assert (error.code, error.info.field) == ("unknown_job", "job_id")
     error = await refused(bob, record("prv-2"))
-    assert error.code == "wrong_state"
+    assert error.code == "unknown_job"
     error = await refused(bob, record(attempt=2))
     assert error.code == "wrong_state"
     error = await refused(bob, record(job_id="job-zz"))
@@ -280,7 +280,8 @@ async def test_other_renters_see_neither_output_nor_results(
     carol = as_("renter", "carol")
     for command in (cmd.GetJobLogs(job_id="job-1"), cmd.DownloadResults(job_id="job-1")):
         error = await refused(carol, command)
-        assert (error.code, error.info.field) == ("not_your_job", "job_id")
+        assert (error.code, error.info.field) == ("unknown_job", "job_id")
+        assert error.info.message == "you have no job job-1"
         text = msgspec.json.encode(error.info).decode()
         assert "alice" not in text and "secret" not in text and "results/" not in text
     error = await refused(carol, cmd.GetJobLogs(job_id="job-nope"))
@@ -469,7 +470,7 @@ async def test_only_the_provider_that_ran_the_attempt_uploads_its_results(
     error = await refused(eve, chunk(0, b"x"))
     assert error.code == "not_your_provider"
     error = await refused(eve, chunk(0, b"x", provider_id="prv-e"))
-    assert error.code == "wrong_state"
+    assert error.code == "unknown_job"
     error = await refused(bob, chunk(0, b"x", attempt=2))
     assert error.code == "wrong_state"
     assert await stored_messages(nc, UPLOAD_STREAM) == 0
@@ -562,13 +563,13 @@ async def test_inputs_reach_the_provider_running_the_job(
     assert (error.code, error.info.field) == ("forbidden", "object")
     await store.append(Append(event=registered("prv-2", "bob")))
     error = await refused(bob, fetch(provider_id="prv-2"))
-    assert error.code == "not_your_job"
+    assert error.code == "unknown_job"
     await store.append(Append(event=registered("prv-e", "eve")))
     eve = as_("provider", "eve")
     error = await refused(eve, fetch())
     assert error.code == "not_your_provider"
     error = await refused(eve, fetch(provider_id="prv-e"))
-    assert error.code == "not_your_job"
+    assert (error.code, error.info.message) == ("unknown_job", "you have no job job-1")
     await complete(store)
     error = await refused(bob, fetch())
     assert error.code == "job_finished"

@@ -8,7 +8,7 @@ from dante.domain.deciders.context import Context
 from dante.domain.deciders.providers import owned_provider
 from dante.domain.decision import Decision, ResultOf
 from dante.domain.model import JobState, World
-from dante.domain.rejection import Rejected
+from dante.domain.rejection import Rejected, unknown_job
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.results import JobResult
@@ -33,8 +33,8 @@ def _assigned_job(world: World, ctx: Context, command: AgentCommand) -> JobState
     """The job, checked to be this provider's current attempt (ended jobs pass through)."""
     owned_provider(world, ctx, command.provider_id)
     job = world.job(command.job_id)
-    if not job.exists:
-        raise Rejected("unknown_job", f"there is no job {command.job_id}", "job_id")
+    if not ran_on(world, job, command.provider_id):
+        raise unknown_job(command.job_id)
     if job.ended and job.attempt == command.attempt and job.provider_id == command.provider_id:
         return job
     if job.provider_id != command.provider_id or job.attempt != command.attempt:
@@ -45,6 +45,17 @@ def _assigned_job(world: World, ctx: Context, command: AgentCommand) -> JobState
             "attempt",
         )
     return job
+
+
+def ran_on(world: World, job: JobState, provider_id: str) -> bool:
+    """Whether an attempt of `job` is or was placed on `provider_id`: only then may that
+    provider learn anything of the job (else it reads as no job at all)."""
+    if not job.exists:
+        return False
+    if job.provider_id == provider_id:
+        return True
+    books = (world.books.get((job.job_id, n)) for n in range(1, job.attempt + 1))
+    return any(book is not None and book.provider_id == provider_id for book in books)
 
 
 def _result(job_id: str, recorded: int = 0) -> ResultOf:

@@ -9,7 +9,7 @@ from dante.domain.deciders.agent import job_result
 from dante.domain.deciders.context import Context
 from dante.domain.decision import Decision
 from dante.domain.model import World
-from dante.domain.rejection import Rejected
+from dante.domain.rejection import Rejected, unknown_job
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.money import format_dgpu
@@ -82,10 +82,8 @@ def submit(world: World, ctx: Context, command: cmd.SubmitJob) -> Decision:
 
 def cancel(world: World, ctx: Context, command: cmd.CancelJob) -> Decision:
     job = world.job(command.job_id)
-    if not job.exists:
-        raise Rejected("unknown_job", f"there is no job {command.job_id}", "job_id")
-    if job.renter != ctx.identity:
-        raise Rejected("not_your_job", f"job {command.job_id} is not yours", "job_id")
+    if not job.exists or job.renter != ctx.identity:
+        raise unknown_job(command.job_id)
     job_id = job.job_id
     if job.ended:
         raise Rejected("job_finished", f"job {job_id} has already ended ({job.status})", "job_id")

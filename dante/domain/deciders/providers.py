@@ -54,6 +54,14 @@ def register(world: World, ctx: Context, command: cmd.RegisterProvider) -> Decis
         )
     if not command.name.strip():
         raise Rejected("invalid", "a provider needs a name", "name")
+    limit = ctx.settings.max_machines
+    if provider.status in ("new", "deregistered") and world.machines(ctx.identity) >= limit:
+        raise Rejected(
+            "quota_exceeded",
+            f"{ctx.identity} has {limit} machines registered, as many as one account may: "
+            "deregister one first, or ask the operator to raise the limit",
+            "provider_id",
+        )
     indices: set[int] = set()
     uuids: set[str] = set()
     for n, gpu in enumerate(command.gpus):

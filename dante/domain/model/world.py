@@ -98,6 +98,8 @@ class World:
         self.books: dict[tuple[str, int], AttemptBook] = {}
         #: The providers' GPUs as slots to place on, kept current as events are applied.
         self.market = Market()
+        #: Each account's machines that are registered (online or offline, not deregistered).
+        self.machines_of: dict[str, set[str]] = {}
 
     # ── access ──────────────────────────────────────────────────────────────────────────
 
@@ -168,8 +170,10 @@ class World:
                 provider = self.provider(event.provider_id)
                 if seq <= provider.version:
                     return False
-                self.providers[event.provider_id] = evolve_provider(provider, event, seq)
+                after_provider = evolve_provider(provider, event, seq)
+                self.providers[event.provider_id] = after_provider
                 self.market.touch(event.provider_id)
+                self._index_machine(after_provider)
             case ev.JobEvent():
                 job = self.job(event.job_id)
                 if seq <= job.version:
@@ -187,6 +191,20 @@ class World:
             case _:
                 raise TypeError(f"{type(event).__name__} belongs to no aggregate")
         return True
+
+    def _index_machine(self, provider: ProviderState) -> None:
+        machines = self.machines_of.setdefault(provider.owner, set())
+        if provider.status in ("online", "offline"):
+            machines.add(provider.provider_id)
+        else:
+            machines.discard(provider.provider_id)
+            if not machines:
+                del self.machines_of[provider.owner]
+
+    def machines(self, owner: str) -> int:
+        """How many machines `owner` has registered."""
+        found = self.machines_of.get(owner)
+        return 0 if found is None else len(found)
 
     def _book_money(self, event: ev.WalletEvent) -> None:
         match event:

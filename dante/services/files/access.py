@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dante.domain.rejection import Rejected
+from dante.domain.deciders.agent import ran_on
+from dante.domain.rejection import Rejected, unknown_job
 
 if TYPE_CHECKING:
     from dante.domain.model import JobState, ProviderState
@@ -27,18 +28,12 @@ async def owned_provider(lookup: Lookup, identity: str, provider_id: str) -> Pro
     return provider
 
 
-async def existing_job(lookup: Lookup, job_id: str) -> JobState:
-    job = await lookup.job(job_id)
-    if not job.exists:
-        raise Rejected("unknown_job", f"there is no job {job_id}", "job_id")
-    return job
-
-
 async def renters_job(lookup: Lookup, identity: str, job_id: str) -> JobState:
-    """The job, if the acting account submitted it. The refusal says nothing about the job."""
-    job = await existing_job(lookup, job_id)
-    if job.renter != identity:
-        raise Rejected("not_your_job", f"job {job_id} is not yours", "job_id")
+    """The job, if the acting account submitted it. The refusal says nothing about the job:
+    another account's reads as one that does not exist."""
+    job = await lookup.job(job_id)
+    if not job.exists or job.renter != identity:
+        raise unknown_job(job_id)
     return job
 
 
@@ -52,7 +47,9 @@ async def attempt_on(
     elsewhere since) is not.
     """
     await owned_provider(lookup, identity, provider_id)
-    job = await existing_job(lookup, job_id)
+    job = await lookup.job(job_id)
+    if not ran_on(lookup.world, job, provider_id):
+        raise unknown_job(job_id)
     if job.provider_id != provider_id or job.attempt != attempt:
         raise Rejected(
             "wrong_state",
@@ -65,11 +62,9 @@ async def attempt_on(
 async def running_on(lookup: Lookup, identity: str, provider_id: str, job_id: str) -> JobState:
     """The job, if its current attempt is assigned to (or running on) the caller's provider."""
     await owned_provider(lookup, identity, provider_id)
-    job = await existing_job(lookup, job_id)
-    if job.provider_id != provider_id:
-        raise Rejected(
-            "not_your_job", f"job {job_id} is not assigned to provider {provider_id}", "job_id"
-        )
+    job = await lookup.job(job_id)
+    if not job.exists or job.provider_id != provider_id:
+        raise unknown_job(job_id)
     if job.ended:
         raise Rejected("job_finished", f"job {job_id} has ended ({job.status})", "job_id")
     if not job.placed:

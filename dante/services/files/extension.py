@@ -63,12 +63,14 @@ class Files:
         max_assemblies: int = 4,
         clock: Callable[[], datetime] = utcnow,
         timeout: float = 5.0,
+        input_quota_bytes: int | None = None,
     ) -> None:
         """`answer_within`: how long a final chunk waits for its assembly before it is
         answered `unavailable` (send it again to collect the file). `claim_ttl`: after how
         long without renewal another instance takes over an assembly. `scratch_dir`: where
         assemblies spool files (default: the system's temporary folder), `max_assemblies`
-        of them at once, each as large as its upload."""
+        of them at once, each as large as its upload. `input_quota_bytes`: how much one
+        renter's stored inputs may take (None: no quota)."""
         if scratch_dir is not None:
             private_dir(scratch_dir)
         js = nc.jetstream(timeout=timeout)
@@ -86,6 +88,7 @@ class Files:
             claim_ttl=claim_ttl,
             scratch_dir=scratch_dir,
             max_assemblies=max_assemblies,
+            input_quota_bytes=input_quota_bytes,
         )
         self.downloads = Downloads(objects)
 

@@ -115,6 +115,14 @@ class Objects:
         )
         await self._store.put(name, source, meta=meta)
 
+    async def free_bytes(self) -> int | None:
+        """Room left in the bucket under its limit; None where it has none."""
+        info = await self._js.stream_info(OBJECT_STREAM)
+        limit = info.config.max_bytes
+        if limit is None or limit < 0:
+            return None
+        return max(0, limit - info.state.bytes)
+
     async def read(self, obj: StoredObject, offset: int, length: int) -> bytes:
         """`length` bytes of `obj` from `offset` (fewer at its end)."""
         length = min(length, obj.size - offset)

@@ -47,6 +47,7 @@ from dante.schemas.commands import UploadInput, UploadResults
 from dante.schemas.results import UploadResult
 from dante.schemas.values import FileRef, check_relative_path
 from dante.services.files.access import attempt_on
+from dante.services.files.inputs import InputLedger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -98,6 +99,8 @@ class Target:
     description: str
     #: Why an existing object of that name with other contents may not be replaced, if so.
     keep: Rejected | None = None
+    #: For an input: the renter whose quota it counts against.
+    renter: str | None = None
 
     @property
     def chunks(self) -> str:
@@ -143,8 +146,11 @@ class Uploads:
         claim_ttl: float = 30.0,
         scratch_dir: Path | None = None,
         max_assemblies: int = 4,
+        input_quota_bytes: int | None = None,
     ) -> None:
         self._js = js
+        self._inputs = InputLedger(js)
+        self._input_quota = input_quota_bytes
         self._staged = reader
         self._objects = objects
         self._instance = instance
@@ -205,6 +211,7 @@ class Uploads:
             path=path,
             limit=self._max_input,
             description=f"input {path} of {identity}",
+            renter=identity,
             keep=Rejected(
                 "invalid",
                 f"upload {command.upload_id} already stored another file; use a new upload id",
@@ -463,8 +470,51 @@ class Uploads:
                     "says; nothing was stored, send the file again from offset 0",
                     "sha256",
                 )
+            await self._within_quota(target, size)
+            await self._make_room(size)
             spool.seek(0)
-            await self._objects.put(target.object, spool, target.description)
+            try:
+                await self._objects.put(target.object, spool, target.description)
+            except APIError as exc:
+                if exc.err_code not in _NO_ROOM:
+                    raise
+                raise _full(size) from None
+            if target.renter is not None:
+                await self._inputs.record(target.renter, target.object, size, self._clock())
+
+    async def _within_quota(self, target: Target, size: int) -> None:
+        """Refuse an input that would take its renter past its quota of stored inputs."""
+        if target.renter is None or self._input_quota is None:
+            return
+        used = await self._inputs.used(target.renter, besides=target.object)
+        if used + size > self._input_quota:
+            raise Rejected(
+                "quota_exceeded",
+                f"{target.renter}'s stored inputs take {used} bytes; {size} more would pass "
+                f"its quota of {self._input_quota} bytes. Inputs no waiting or running job "
+                "names expire; nothing was stored",
+                "size",
+            )
+
+    async def _make_room(self, size: int) -> None:
+        """Refuse a file that would not fit in `dante_files` (its own limit, apart from the
+        log's room), before any of it is stored."""
+        free = await self._objects.free_bytes()
+        if free is not None and size > free:
+            raise _full(size)
+
+
+#: JetStream's refusals of a message beyond a stream's limits (maximum bytes, resources).
+_NO_ROOM: Final = frozenset({10047, 10054, 10077})
+
+
+def _full(size: int) -> Rejected:
+    return Rejected(
+        "quota_exceeded",
+        f"the platform's file storage has no room for {size} bytes now; nothing was stored, "
+        "try again later or ask the operator",
+        "size",
+    )
 
 
 def _offset(message: StoredMessage) -> int:
