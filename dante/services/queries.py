@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
+
 from dante.domain import market
 from dante.domain.placement import explain_no_fit, quote
 from dante.domain.pricing import model_matches
@@ -55,6 +57,9 @@ class ReadModels:
         self._runner = runner
         self._settings = settings or Settings()
         self._views: Views | None = None
+        # Queries run concurrently: the first ones to arrive must open the views once, not
+        # each its own connection (the others would be dropped unclosed).
+        self._opening = anyio.Lock()
         self._routes: dict[type[cmd.Command[Any]], Route] = {
             cmd.GetBalance: self._balance,
             cmd.GetWalletHistory: self._history,
@@ -73,8 +78,10 @@ class ReadModels:
 
     async def _open(self) -> Views:
         if self._views is None:
-            await self._runner.wait_for(0, timeout=60)
-            self._views = await Views.open(Path(self._runner.db_path))
+            async with self._opening:
+                if self._views is None:
+                    await self._runner.wait_for(0, timeout=60)
+                    self._views = await Views.open(Path(self._runner.db_path))
         return self._views
 
     async def close(self) -> None:

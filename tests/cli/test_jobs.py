@@ -382,6 +382,7 @@ async def test_submit_prints_the_hold_it_takes_not_an_offline_offer(
     assert "if cancelled         up to the cancel, plus at most 10 s" in ran.out
 
 
+@pytest.mark.anyio
 async def test_logs_show_the_platform_lines_in_time_order_and_since(
     market: Market, tmp_path: Path
 ) -> None:

@@ -167,6 +167,7 @@ async def test_budget_set_shown_in_the_balance_and_cleared(market: Market) -> No
     assert "budget" not in balance.out
 
 
+@pytest.mark.anyio
 async def test_a_rate_limited_command_says_so_and_how_long_to_wait(market: Market) -> None:
     # One request a minute for every account: the second one is refused, and still is
     # after the one retry the client makes (it waits at most 5 s).
