@@ -44,11 +44,13 @@ from dante.projections.runner import ProjectionRunner, StoredViews
 from dante.services.agent_consumers import AgentConsumers
 from dante.services.commands import CommandService, Extension
 from dante.services.files import Files
+from dante.services.metrics import PlatformCollector, PlatformMetrics, Sources
 from dante.services.queries import ReadModels
 from dante.services.statements import Statements
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+    from prometheus_client import CollectorRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +69,8 @@ class PlatformOptions:
     timer_interval: float = 1.0
     #: What this process runs (see the module's docstring).
     parts: frozenset[Part] = ALL_PARTS
+    #: Whether it keeps Prometheus metrics (`Platform.metrics`, `metrics_registry()`).
+    metrics: bool = False
 
 
 class Platform:
@@ -78,6 +82,9 @@ class Platform:
         self.nc = nc
         self.options = options
         self.store = EventStore(nc)
+        self.metrics = PlatformMetrics() if options.metrics else None
+        if self.metrics is not None:
+            self.store.observe_append = self.metrics.observe_append
         self.tail = WorldTail(self.store)
         settings = options.settings
         self.scheduler = Scheduler(settings)
@@ -119,8 +126,25 @@ class Platform:
                 *(extensions or []),
             ],
             clock=options.clock,
+            metrics=self.metrics,
         )
         self.ready = asyncio.Event()
+
+    def metrics_registry(self) -> CollectorRegistry:
+        """This process's metrics, with those computed when scraped (call it in the event
+        loop; scrape it from another thread, as prometheus_client's HTTP server does)."""
+        if self.metrics is None:
+            raise RuntimeError("the platform was made without metrics (PlatformOptions.metrics)")
+        parts = self.options.parts
+        sources = Sources(
+            store=self.store,
+            js=self.nc.jetstream(),
+            runners=self.runners,
+            local_handlers="handlers" in parts,
+            read_models=self.read_models if "commands" in parts or "views" in parts else None,
+        )
+        self.metrics.registry.register(PlatformCollector(sources))
+        return self.metrics.registry
 
     async def run(self, *, extra: list[Callable[[], Any]] | None = None) -> None:
         """Set up the log, then run this process's parts until cancelled.

@@ -10,6 +10,7 @@ consumer shares its work between every process that runs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,14 @@ from cyclopts import Parameter
 
 from dante.cli.lifecycle import stop_child
 from dante.cli.logs import configure_logging
+from dante.cli.metrics import (
+    DEFAULT_HOST,
+    MetricsHost,
+    MetricsPort,
+    MetricsUnavailable,
+    check_port,
+    serving,
+)
 from dante.client.connect import ConnectFailed, connect
 from dante.client.credentials import platform_credential
 from dante.collector import settle_heap
@@ -65,6 +74,8 @@ async def serve(
     ] = None,
     replicas: Annotated[int, Parameter(help="Stream replicas (3 on a three-node cluster).")] = 1,
     parent_pipe: Annotated[bool, Parameter(show=False)] = False,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = DEFAULT_HOST,
 ) -> int:
     """Run parts of the platform in this process: commands, handlers, views (default: all).
 
@@ -81,6 +92,7 @@ async def serve(
     from dante.events.streams import LogSettings
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
 
+    check_port(metrics_port)
     configure_logging()
     data_dir = data_dir or default_data_dir()
     password = platform_password(data_dir)
@@ -103,8 +115,11 @@ async def serve(
         data_dir=data_dir,
         log_settings=LogSettings(replicas=replicas),
         parts=frozenset(parts) or ALL_PARTS,
+        metrics=metrics_port is not None,
     )
     platform = Platform(nc, options)
+    exits = contextlib.ExitStack()
+    code = 0
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signals, tg.cancel_scope, [], "dante serve")
@@ -114,14 +129,22 @@ async def serve(
             await platform.ready.wait()
             # The world is most of the heap and lives as long as the process (dante.collector).
             settle_heap()
+            if metrics_port is not None:
+                exits.enter_context(
+                    serving(platform.metrics_registry(), metrics_host, metrics_port, "serve")
+                )
             print(READY_LINE, flush=True)
+    except* MetricsUnavailable as group:
+        print(f"error: {group.exceptions[0]}", file=sys.stderr)
+        code = 1
     finally:
+        exits.close()
         with anyio.CancelScope(shield=True):
             try:
                 await nc.drain()
             except Exception:  # already closed, or the server went first
                 await nc.close()
-    return 0
+    return code
 
 
 async def _stop_when_parent_goes(scope: anyio.CancelScope) -> None:

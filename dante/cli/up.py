@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -15,6 +16,14 @@ from cyclopts import Parameter
 from dante import __version__
 from dante.cli.lifecycle import default_data_dir, stop_on_signals
 from dante.cli.logs import configure_logging
+from dante.cli.metrics import (
+    DEFAULT_HOST,
+    MetricsHost,
+    MetricsPort,
+    MetricsUnavailable,
+    check_port,
+    serving,
+)
 from dante.cli.options import URL_ENV, UsageError
 from dante.client.connect import ConnectFailed, connect, resolve_url
 from dante.client.credentials import (
@@ -90,6 +99,8 @@ async def up(
             "or more CPUs."
         ),
     ] = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = DEFAULT_HOST,
 ) -> int:
     """Start the platform: the event log, the command service, the handlers and the views.
 
@@ -112,6 +123,7 @@ async def up(
         )
     nats_url = None if embedding else _given_url(explicit)
     processes = _process_count(processes)
+    check_port(metrics_port)
     configure_logging()
     data_dir = data_dir or default_data_dir()
     # Its secrets.json controls the platform: a new data folder is its owner's only.
@@ -149,6 +161,7 @@ async def up(
             replicas=replicas,
             demo=demo,
             server=server,
+            metrics=None if metrics_port is None else (metrics_host, metrics_port),
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -201,10 +214,12 @@ async def _serve(
     replicas: int,
     demo: bool,
     server: NatsServer | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> str | None:
     """Run the platform on its connection and the system user's until stopped; why it could
     not start, if so. `server`: the embedded nats-server, if any, restarted whenever it
-    dies (the connections reconnect to it by themselves)."""
+    dies (the connections reconnect to it by themselves). `metrics`: where to serve its
+    Prometheus metrics (host, port)."""
     from dante.cli.serve import PartsFailed, PartsProcess
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
     from dante.services.auth.service import Identity
@@ -224,6 +239,7 @@ async def _serve(
         data_dir=data_dir,
         log_settings=LogSettings(replicas=replicas),
         parts=ALL_PARTS if child is None else frozenset({"commands"}),
+        metrics=metrics is not None,
     )
     platform = Platform(nc, options)
     identity = Identity(
@@ -236,6 +252,8 @@ async def _serve(
     # Stopped first, while the platform still serves them (the demo agent gives jobs back).
     stopping: list[Callable[[], Awaitable[None]]] = []
     failed: str | None = None
+    # What ends with the platform: its metrics' HTTP server.
+    exits = contextlib.ExitStack()
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signals, tg.cancel_scope, stopping)
@@ -258,11 +276,17 @@ async def _serve(
             if monitor is not None:
                 print(f"nats-server monitoring: {monitor}", flush=True)
             print(f"operator credential for {url}: {written} (yours only)", flush=True)
+            if metrics is not None:
+                exits.enter_context(serving(platform.metrics_registry(), *metrics, "platform"))
             if demo:
                 stopping.append((await _demo(tg, url, data_dir, identity)).stop)
             print("ready", flush=True)
     except* PartsFailed as group:
         failed = str(group.exceptions[0])
+    except* MetricsUnavailable as group:
+        failed = str(group.exceptions[0])
+    finally:
+        exits.close()
     return failed
 
 

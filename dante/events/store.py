@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -94,6 +95,9 @@ class EventStore:
         self._timeout = timeout
         self._retries = retries
         self._direct = DirectReader(nc, stream, timeout=timeout, api_prefix=api_prefix)
+        #: Called with the seconds each append took (acknowledged, duplicate or refused)
+        #: and how many events it carried: the platform's metrics set it.
+        self.observe_append: Callable[[float, int], None] | None = None
 
     # ── appending ───────────────────────────────────────────────────────────────────────
 
@@ -105,6 +109,16 @@ class EventStore:
         """
         if not items:
             return Appended(seqs=())
+        observe = self.observe_append
+        if observe is None:
+            return await self._append(items)
+        began = time.perf_counter()
+        try:
+            return await self._append(items)
+        finally:
+            observe(time.perf_counter() - began, len(items))
+
+    async def _append(self, items: Sequence[Append]) -> Appended:
         payloads = [encode(item.event) for item in items]
         last_error: Exception | None = None
         for attempt in range(self._retries + 1):

@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import msgspec
 import structlog
 from nats.micro import add_service
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
@@ -40,6 +42,7 @@ from dante.handlers.executor import Executor, GaveUp
 from dante.schemas.codec import COMMAND_TYPES, DecodeError, decode_command, error_reply, ok_reply
 from dante.schemas.commands import Command, ErrorInfo
 from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
+from dante.services.metrics import PlatformMetrics
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -85,6 +88,36 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class _Failure(msgspec.Struct):
+    code: str = "?"
+
+
+class _Refused(msgspec.Struct):
+    error: _Failure | None = None
+
+
+_refused: Final = msgspec.json.Decoder(_Refused)
+_OK: Final = b'{"ok":true'
+
+
+def _outcome(body: bytes) -> str:
+    """ "ok", or the error code of a reply (read only from a refusal's bytes)."""
+    if body.startswith(_OK):
+        return "ok"
+    try:
+        error = _refused.decode(body).error
+    except msgspec.DecodeError:
+        return "?"
+    return error.code if error is not None else "?"
+
+
+def _role_and_verb(subject: str) -> tuple[str, str]:
+    """`dante.cmd.<role>.<identity>.<verb>`: its role and verb (the identity is no label:
+    one series per account would grow without bound)."""
+    parts = subject.split(".")
+    return (parts[2], parts[-1]) if len(parts) == 5 else ("?", "?")
+
+
 class CommandService:
     """Serves every command and query endpoint over one NATS connection."""
 
@@ -99,6 +132,7 @@ class CommandService:
         concurrency: int = 256,
         command_timeout: float = 15.0,
         reply_cache: int = 50_000,
+        metrics: PlatformMetrics | None = None,
     ) -> None:
         self._nc = nc
         self._store = store
@@ -118,6 +152,7 @@ class CommandService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._service: Service | None = None
         self._tail: asyncio.Task[None] | None = None
+        self._metrics = metrics
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────
 
@@ -181,6 +216,7 @@ class CommandService:
         self._slots.release()
 
     async def _serve(self, request: Request) -> None:
+        began = time.perf_counter()
         try:
             body = await asyncio.wait_for(
                 self._process(request.subject, request.data), self._timeout
@@ -192,6 +228,9 @@ class CommandService:
             body = self._error(ErrorInfo(code="internal", message="internal error; retry later"))
         with contextlib.suppress(Exception):
             await request.respond(body)
+        if self._metrics is not None:
+            role, verb = _role_and_verb(request.subject)
+            self._metrics.observe_command(role, verb, _outcome(body), time.perf_counter() - began)
 
     def _error(self, info: ErrorInfo) -> bytes:
         return error_reply(info)
