@@ -45,11 +45,13 @@ from dante.services.agent_consumers import AgentConsumers
 from dante.services.commands import CommandService, Extension
 from dante.services.files import Files
 from dante.services.metrics import PlatformCollector, PlatformMetrics, Sources
+from dante.services.presence import announce_handlers, announce_views
 from dante.services.queries import ReadModels
 from dante.services.statements import Statements
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+    from nats.micro.service import Service
     from prometheus_client import CollectorRegistry
 
 log = structlog.get_logger(__name__)
@@ -161,6 +163,7 @@ class Platform:
                 await tg.start(self._run_views)
             if handlers:
                 await self._start_handlers(tg)
+            announced = await self._announce()
             for task in extra or []:
                 tg.start_soon(task)
             if commands:
@@ -170,6 +173,10 @@ class Platform:
                 log.info("platform.ready", parts=sorted(self.options.parts))
                 await anyio.sleep_forever()
             finally:
+                with anyio.CancelScope(shield=True):
+                    for service in announced:
+                        with contextlib.suppress(Exception):  # the connection went first
+                            await service.stop()
                 if commands:
                     with anyio.CancelScope(shield=True):
                         await self.service.stop()
@@ -177,6 +184,16 @@ class Platform:
                         await self.files.close()
                         if self.stored_views is not None:
                             await self.stored_views.close()
+
+    async def _announce(self) -> list[Service]:
+        """Answer `$SRV.PING` (INFO, STATS) as the handlers and the views this process runs,
+        so `dante status` finds them as it finds the commands."""
+        announced = []
+        if "handlers" in self.options.parts:
+            announced.append(await announce_handlers(self.nc, self.runners))
+        if "views" in self.options.parts:
+            announced.append(await announce_views(self.nc, self.views))
+        return announced
 
     async def _start_handlers(self, tg: TaskGroup) -> None:
         """Follow the log and run the handlers; return once they decide (every handler's
