@@ -177,6 +177,8 @@ class Platform:
                     for service in announced:
                         with contextlib.suppress(Exception):  # the connection went first
                             await service.stop()
+                    # Opened by a scrape of the metrics, even where no command is answered.
+                    await self.read_models.close()
                 if commands:
                     with anyio.CancelScope(shield=True):
                         await self.service.stop()

@@ -29,6 +29,7 @@ from dante.cli.metrics import (
     check_port,
     serving,
 )
+from dante.cli.tuning import Tuning
 from dante.client.connect import ConnectFailed, connect
 from dante.client.credentials import platform_credential
 from dante.collector import settle_heap
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from anyio.abc import ByteReceiveStream, Process, TaskStatus
+    from nats.aio.client import Client as NATS
+
+    from dante.domain.settings import Settings
+    from dante.events.streams import LogSettings
 
 #: What the child writes on its standard output once its parts run.
 READY_LINE: Final = "ready"
@@ -76,6 +81,7 @@ async def serve(
     parent_pipe: Annotated[bool, Parameter(show=False)] = False,
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = DEFAULT_HOST,
+    tuning: Tuning | None = None,
 ) -> int:
     """Run parts of the platform in this process: commands, handlers, views (default: all).
 
@@ -93,6 +99,8 @@ async def serve(
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
 
     check_port(metrics_port)
+    tuning = tuning or Tuning()
+    tuned = tuning.settings() if tuning.given() else None
     configure_logging()
     data_dir = data_dir or default_data_dir()
     password = platform_password(data_dir)
@@ -111,11 +119,13 @@ async def serve(
     except ConnectFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    log_settings = LogSettings(replicas=replicas)
     options = PlatformOptions(
         data_dir=data_dir,
-        log_settings=LogSettings(replicas=replicas),
+        log_settings=log_settings,
         parts=frozenset(parts) or ALL_PARTS,
         metrics=metrics_port is not None,
+        settings=await _settings(nc, log_settings, tuned, tuning.source("dante serve")),
     )
     platform = Platform(nc, options)
     exits = contextlib.ExitStack()
@@ -145,6 +155,24 @@ async def serve(
             except Exception:  # already closed, or the server went first
                 await nc.close()
     return code
+
+
+async def _settings(
+    nc: NATS, log_settings: LogSettings, given: Settings | None, source: str
+) -> Settings:
+    """The settings to run with: those given, recorded in the log when they change the
+    rules; else those in force."""
+    from dante.events.store import EventStore
+    from dante.events.streams import ensure_log
+    from dante.services.settings import record_settings, settings_in_force
+
+    await ensure_log(nc.jetstream(), log_settings)
+    store = EventStore(nc)
+    if given is None:
+        in_force, _ = await settings_in_force(store)
+        return in_force
+    await record_settings(store, given, source)
+    return given
 
 
 async def _stop_when_parent_goes(scope: anyio.CancelScope) -> None:

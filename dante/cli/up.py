@@ -25,6 +25,7 @@ from dante.cli.metrics import (
     serving,
 )
 from dante.cli.options import URL_ENV, UsageError
+from dante.cli.tuning import Tuning
 from dante.client.connect import ConnectFailed, connect, resolve_url
 from dante.client.credentials import (
     PASSWORD_VAR,
@@ -35,6 +36,7 @@ from dante.client.credentials import (
     system_credential,
 )
 from dante.collector import settle_heap
+from dante.domain.settings import Settings
 from dante.events.natsd import ListenFailed, NatsServer, NatsServerError, default_config
 from dante.events.streams import LogSettings
 from dante.services.auth.installation import InstallationSecrets
@@ -101,6 +103,7 @@ async def up(
     ] = None,
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = DEFAULT_HOST,
+    tuning: Tuning | None = None,
 ) -> int:
     """Start the platform: the event log, the command service, the handlers and the views.
 
@@ -124,6 +127,8 @@ async def up(
     nats_url = None if embedding else _given_url(explicit)
     processes = _process_count(processes)
     check_port(metrics_port)
+    tuning = tuning or Tuning()
+    settings = tuning.settings()
     configure_logging()
     data_dir = data_dir or default_data_dir()
     # Its secrets.json controls the platform: a new data folder is its owner's only.
@@ -162,6 +167,7 @@ async def up(
             demo=demo,
             server=server,
             metrics=None if metrics_port is None else (metrics_host, metrics_port),
+            settings=(settings, tuning.source("dante up")),
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -215,11 +221,17 @@ async def _serve(
     demo: bool,
     server: NatsServer | None = None,
     metrics: tuple[str, int] | None = None,
+    settings: tuple[Settings, str] | None = None,
 ) -> str | None:
     """Run the platform on its connection and the system user's until stopped; why it could
     not start, if so. `server`: the embedded nats-server, if any, restarted whenever it
     dies (the connections reconnect to it by themselves). `metrics`: where to serve its
-    Prometheus metrics (host, port)."""
+    Prometheus metrics (host, port). `settings`: the platform's, and where they came from;
+    recorded in the log when they differ from those in force, before anything decides (its
+    child runs with those in force)."""
+    from dante.services.settings import record_settings
+
+    tuned, source = settings or (Settings(), "dante up")
     from dante.cli.serve import PartsFailed, PartsProcess
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
     from dante.services.auth.service import Identity
@@ -240,8 +252,10 @@ async def _serve(
         log_settings=LogSettings(replicas=replicas),
         parts=ALL_PARTS if child is None else frozenset({"commands"}),
         metrics=metrics is not None,
+        settings=tuned,
     )
     platform = Platform(nc, options)
+    await record_settings(platform.store, tuned, source, options.log_settings)
     identity = Identity(
         nc,
         platform.store,

@@ -1,10 +1,24 @@
-"""The platform's rules that an operator may tune, in one place, with their defaults."""
+"""The platform's rules that an operator may tune, in one place, with their defaults.
+
+`dante up` and `dante serve` take them from a TOML file (`--config`) and options
+(`Settings.tuned` checks every value against `BOUNDS`); the effective ones are recorded in
+the log as `SettingsChanged` whenever they differ from those recorded last, and a process
+given none runs with those in force (`dante.services.settings`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
+from dante.schemas import events as ev
 from dante.schemas.money import UDGPU_PER_DGPU
+
+
+class SettingsError(ValueError):
+    """A setting that does not exist, or a value it cannot take."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +40,49 @@ class Settings:
     #: Slack allowed between reported GPU time and the time a job has been running (clocks,
     #: network delays); a report beyond it is refused.
     usage_slack_ms: int = 5_000
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def tuned(self, values: Mapping[str, object], where: str) -> Settings:
+        """These settings with `values` instead; `SettingsError` (saying `where` they came
+        from) for a name that is no setting or a value out of its bounds."""
+        for name, value in values.items():
+            if name not in BOUNDS:
+                known = ", ".join(self.names())
+                raise SettingsError(f"{where}: there is no setting {name!r} (there are {known})")
+            low, high, unit = BOUNDS[name]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SettingsError(f"{where}: {name} is a whole number of {unit}, not {value!r}")
+            if not low <= value <= high:
+                raise SettingsError(
+                    f"{where}: {name} is from {low:,} to {high:,} {unit}, not {value:,}"
+                )
+        return dataclasses.replace(self, **values)  # type: ignore[arg-type]
+
+    def differences(self, other: Settings) -> list[str]:
+        """The names of the settings whose values differ between these and `other`."""
+        return [name for name in self.names() if getattr(self, name) != getattr(other, name)]
+
+    @classmethod
+    def of(cls, event: ev.SettingsChanged) -> Settings:
+        """The settings an event recorded."""
+        return cls(**{name: getattr(event, name) for name in cls.names()})
+
+    def as_fields(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.names()}
+
+
+#: Each setting's lowest and highest value, and its unit. A provider is heard every 5 s, so
+#: it goes offline after two beats missed at the soonest; a hold covers a minute at least.
+BOUNDS: Final[dict[str, tuple[int, int, str]]] = {
+    "fee_bps": (0, 10_000, "basis points"),
+    "hold_window_s": (60, 30 * 86_400, "seconds"),
+    "grace_s": (0, 7 * 86_400, "seconds"),
+    "max_attempts": (1, 100, "attempts"),
+    "start_timeout_s": (10, 86_400, "seconds"),
+    "offline_after_s": (10, 86_400, "seconds"),
+    "min_withdrawal": (1, 10**15, "µdGPU"),
+    "usage_slack_ms": (0, 3_600_000, "milliseconds"),
+}

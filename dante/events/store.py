@@ -49,6 +49,7 @@ from dante.schemas.codec import encode
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
 
 
 log = structlog.get_logger(__name__)
@@ -98,6 +99,11 @@ class EventStore:
         #: Called with the seconds each append took (acknowledged, duplicate or refused)
         #: and how many events it carried: the platform's metrics set it.
         self.observe_append: Callable[[float, int], None] | None = None
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context the store reads and appends with."""
+        return self._js
 
     # ── appending ───────────────────────────────────────────────────────────────────────
 

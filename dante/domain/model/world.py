@@ -70,6 +70,9 @@ class World:
         self.books: dict[tuple[str, int], AttemptBook] = {}
         #: The providers' GPUs as slots to place on, kept current as events are applied.
         self.market = Market()
+        #: The settings recorded last (`SettingsChanged`), and its sequence (0: none yet).
+        self.settings: ev.SettingsChanged | None = None
+        self.settings_version = 0
 
     # ── access ──────────────────────────────────────────────────────────────────────────
 
@@ -95,6 +98,8 @@ class World:
             return self.job(aggregate_id).version
         if aggregate == "wallet":
             return self.wallet(aggregate_id).version
+        if aggregate == "platform":
+            return self.settings_version
         raise ValueError(f"no aggregate {aggregate!r}")
 
     def version_of(self, event: ev.Event) -> int:
@@ -105,6 +110,8 @@ class World:
                 return self.job(event.job_id).version
             case ev.WalletEvent():
                 return self.wallet(event.wallet_id).version
+            case ev.PlatformEvent():
+                return self.settings_version
         raise TypeError(f"{type(event).__name__} belongs to no aggregate")
 
     # ── applying ────────────────────────────────────────────────────────────────────────
@@ -151,6 +158,10 @@ class World:
                     return False
                 self.wallets[event.wallet_id] = evolve_wallet(wallet, event, seq)
                 self._book_money(event)
+            case ev.SettingsChanged():
+                if seq <= self.settings_version:
+                    return False
+                self.settings, self.settings_version = event, seq
             case _:
                 raise TypeError(f"{type(event).__name__} belongs to no aggregate")
         return True
