@@ -73,6 +73,7 @@ async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dic
         }
     except Exception as exc:
         report["stream"] = {"error": str(exc)}
+    report["settings"] = await _settings(nc, api_prefix)
     report["parts"] = _parts(report["services"], stats, report["stream"].get("last_seq"))
     report["missing"] = [name for name, part in report["parts"].items() if not part["instances"]]
     if report["services"]:
@@ -84,6 +85,31 @@ async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dic
         except (CommandError, PlatformUnavailable) as exc:
             report["summary"] = {"error": str(exc)}
     return report
+
+
+async def _settings(nc: Any, api_prefix: str) -> dict[str, Any]:
+    """The platform's settings in force: the last recorded (`SettingsChanged`), else the
+    defaults; `seq` 0 when none were recorded."""
+    from dante.events.store import EventStore
+    from dante.services.settings import settings_in_force
+
+    try:
+        settings, seq = await settings_in_force(EventStore(nc, api_prefix=api_prefix))
+    except Exception as exc:
+        return {"error": str(exc)}
+    return {**settings.as_fields(), "seq": seq}
+
+
+def _settings_line(settings: dict[str, Any]) -> str:
+    if "error" in settings:
+        return f"unavailable ({settings['error']})"
+    said = (
+        f"fee {settings['fee_bps']} bps, hold window {settings['hold_window_s']} s, "
+        f"grace {settings['grace_s']} s, offline after {settings['offline_after_s']} s, "
+        f"{settings['max_attempts']} attempts, start within {settings['start_timeout_s']} s"
+    )
+    seq = settings["seq"]
+    return f"{said} ({f'recorded at sequence {seq}' if seq else 'the defaults'})"
 
 
 def _parts(
@@ -163,6 +189,8 @@ def _print_human(report: dict[str, Any]) -> None:
         lines.append(
             ("event log", f"{stream['messages']} events, last sequence {stream['last_seq']}")
         )
+    if "settings" in report:
+        lines.append(("settings", _settings_line(report["settings"])))
     summary = report.get("summary")
     if isinstance(summary, PlatformSummary):
         lines += [

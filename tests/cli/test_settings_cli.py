@@ -57,6 +57,15 @@ def test_tuned_settings_are_used_and_recorded_once_per_change(tmp_path: Path) ->
         assert (recorded["fee_bps"], recorded["offline_after_s"]) == (1000, 10)
         assert recorded["grace_s"] == 300  # the others as they were
         assert recorded["source"] == "dante up --fee-bps 1000 --offline-after-s 10"
+        in_force = json.loads(up.dante("status", "--json").stdout)["settings"]
+        assert (in_force["fee_bps"], in_force["offline_after_s"], in_force["grace_s"]) == (
+            1000,
+            10,
+            300,
+        )
+        assert in_force["seq"] > 0
+        said = up.dante("status").stdout
+        assert "fee 1000 bps" in said and f"recorded at sequence {in_force['seq']}" in said
 
         # The scheduler (in `dante up`'s child) fixes the tuned fee in the attempt.
         (tmp_path / "job.py").write_text("import time\ntime.sleep(2)\n")

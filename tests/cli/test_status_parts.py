@@ -45,7 +45,9 @@ def test_status_lists_every_part_and_says_which_is_missing(tmp_path: Path) -> No
         assert all(h["lag"] == 0 for h in handlers["handlers"])
         (views,) = parts["views"]["instances"]
         assert views["lag"] == 0 and views["position"] == report["stream"]["last_seq"]
+        assert report["settings"]["seq"] == 0 and report["settings"]["fee_bps"] == 500
         said = platform.dante("status").stdout
+        assert "fee 500 bps" in said and "(the defaults)" in said
         assert "handlers" in said and "scheduler 0 behind" in said and "(0 behind)" in said
 
         # A second handlers process, as on another machine of a cluster.
