@@ -113,6 +113,9 @@ def test_tuned_settings_are_used_and_recorded_once_per_change(tmp_path: Path) ->
         assert back["source"] == "dante up"
         said = plain.dante("events").stdout
         assert "settings changed: fee_bps 1000, offline_after_s 10 (dante up --fee-bps" in said
+        # The audit and the views' replay read past them.
+        audited = plain.dante("audit")
+        assert audited.returncode == 0, audited.stdout + audited.stderr
     finally:
         assert plain.stop() == 0
 
