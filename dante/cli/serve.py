@@ -90,8 +90,9 @@ async def serve(
     durable consumer spreads its triggers over every process that runs it. The views write
     views.sqlite3 in --data-dir, where the commands' queries read it. Logins are answered by
     `dante up` only. The platform's password comes from $DANTE_PLATFORM_PASSWORD, else from
-    the secrets.json of --data-dir (by default the folder `dante up` uses). Runs until Ctrl-C
-    or SIGTERM.
+    the secrets.json of --data-dir (by default the folder `dante up` uses). Without --config
+    or a setting's option it runs with the settings in force in the log; with them, it
+    records them there when they differ (as `dante up` does). Runs until Ctrl-C or SIGTERM.
     """
     from dante.cli.lifecycle import default_data_dir, stop_on_signals
     from dante.cli.options import nats_url

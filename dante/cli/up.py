@@ -113,7 +113,9 @@ async def up(
     to your config folder, for you only. With --nats-url (else $DANTE_NATS_URL, else
     $NATS_ADDRESS), it uses that NATS server or cluster (comma-separated URLs), started with
     the installation's nats.env, instead of starting one; --port or --monitor-port starts one
-    even where a variable names a server.
+    even where a variable names a server. The platform's settings are the defaults, the
+    --config file's and the options'; they are recorded in the log when they differ from
+    those in force.
     """
     from dante.cli.options import shared
 
