@@ -48,11 +48,15 @@ from dante.services.agent_consumers import AgentConsumers
 from dante.services.commands import CommandService, Extension
 from dante.services.files import Files
 from dante.services.files.inputs import InputSweeper
+from dante.services.metrics import PlatformCollector, PlatformMetrics, Sources
+from dante.services.presence import announce_handlers, announce_views
 from dante.services.queries import ReadModels
 from dante.services.statements import Statements
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+    from nats.micro.service import Service
+    from prometheus_client import CollectorRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +75,8 @@ class PlatformOptions:
     timer_interval: float = 1.0
     #: What this process runs (see the module's docstring).
     parts: frozenset[Part] = ALL_PARTS
+    #: Whether it keeps Prometheus metrics (`Platform.metrics`, `metrics_registry()`).
+    metrics: bool = False
 
 
 class Platform:
@@ -82,6 +88,9 @@ class Platform:
         self.nc = nc
         self.options = options
         self.store = EventStore(nc)
+        self.metrics = PlatformMetrics() if options.metrics else None
+        if self.metrics is not None:
+            self.store.observe_append = self.metrics.observe_append
         #: The handlers' world, saved now and then, loaded at start (`dante.handlers.snapshot`).
         self.snapshots = Snapshots(options.data_dir / SNAPSHOT_FILE, self.store)
         self.tail = WorldTail(self.store, snapshots=self.snapshots)
@@ -131,8 +140,25 @@ class Platform:
             ],
             clock=options.clock,
             snapshot=options.data_dir / SNAPSHOT_FILE,
+            metrics=self.metrics,
         )
         self.ready = asyncio.Event()
+
+    def metrics_registry(self) -> CollectorRegistry:
+        """This process's metrics, with those computed when scraped (call it in the event
+        loop; scrape it from another thread, as prometheus_client's HTTP server does)."""
+        if self.metrics is None:
+            raise RuntimeError("the platform was made without metrics (PlatformOptions.metrics)")
+        parts = self.options.parts
+        sources = Sources(
+            store=self.store,
+            js=self.nc.jetstream(),
+            runners=self.runners,
+            local_handlers="handlers" in parts,
+            read_models=self.read_models if "commands" in parts or "views" in parts else None,
+        )
+        self.metrics.registry.register(PlatformCollector(sources))
+        return self.metrics.registry
 
     async def run(self, *, extra: list[Callable[[], Any]] | None = None) -> None:
         """Set up the log, then run this process's parts until cancelled.
@@ -155,6 +181,7 @@ class Platform:
                 tg.start_soon(self._run_views)
             if handlers:
                 await self._start_handlers(tg)
+            announced = await self._announce()
             for task in extra or []:
                 tg.start_soon(task)
             if commands:
@@ -164,16 +191,35 @@ class Platform:
                 log.info("platform.ready", parts=sorted(self.options.parts))
                 await anyio.sleep_forever()
             finally:
-                if handlers:
-                    with anyio.CancelScope(shield=True):
-                        await self.snapshots.close(self.tail.world)
-                if commands:
-                    with anyio.CancelScope(shield=True):
-                        await self.service.stop()
-                        await self.read_models.close()
-                        await self.files.close()
-                        if self.stored_views is not None:
-                            await self.stored_views.close()
+                with anyio.CancelScope(shield=True):
+                    await self._stop(announced)
+
+    async def _stop(self, announced: list[Service]) -> None:
+        """What `run` started, stopped: the world saved, the services' announcements, the
+        command service and what it opened."""
+        if "handlers" in self.options.parts:
+            await self.snapshots.close(self.tail.world)
+        for service in announced:
+            with contextlib.suppress(Exception):  # the connection went first
+                await service.stop()
+        # Opened by a scrape of the metrics, even where no command is answered.
+        await self.read_models.close()
+        if "commands" in self.options.parts:
+            await self.service.stop()
+            await self.read_models.close()
+            await self.files.close()
+            if self.stored_views is not None:
+                await self.stored_views.close()
+
+    async def _announce(self) -> list[Service]:
+        """Answer `$SRV.PING` (INFO, STATS) as the handlers and the views this process runs,
+        so `dante status` finds them as it finds the commands."""
+        announced = []
+        if "handlers" in self.options.parts:
+            announced.append(await announce_handlers(self.nc, self.runners))
+        if "views" in self.options.parts:
+            announced.append(await announce_views(self.nc, self.views))
+        return announced
 
     async def _start_handlers(self, tg: TaskGroup) -> None:
         """Follow the log and run the handlers; return once they decide (every handler's

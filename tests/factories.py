@@ -6,6 +6,7 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from dante.domain.settings import Settings
 from dante.schemas import events as ev
 from dante.schemas.money import UDGPU_PER_DGPU
 from dante.schemas.values import Gpu, GpuOffer, JobRequirements, ScriptPayload
@@ -194,5 +195,11 @@ def sample_events() -> list[ev.Event]:
             amount=10_000_000,
             payout_address=SOLANA,
             reference="manual",
+        ),
+        make(
+            ev.SettingsChanged,
+            **{**Settings().as_fields(), "grace_s": 60},
+            changed=["grace_s"],
+            source="dante up --grace-s 60",
         ),
     ]

@@ -17,7 +17,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -34,6 +34,7 @@ from dante.agent.meter import UsageMeter
 from dante.agent.output_queue import OutputQueue
 from dante.agent.sending import Backoff, Unreachable, attempt_call
 from dante.agent.setup import Limits
+from dante.agent.stats import AgentStats
 from dante.agent.transfers import Transfers
 from dante.agent.workspace import WorkspaceError, pack_results, safe_path, write_stop_reason
 from dante.client.commands import Client, CommandError, PlatformUnavailable, new_command_id
@@ -69,6 +70,8 @@ class AttemptDeps:
     #: How the reporter waits before it retries: it may end early, when the agent's
     #: connection to the platform was just (re)established.
     pause: Callable[[float], Awaitable[None]] = anyio.sleep
+    #: What the agent counts (its metrics).
+    stats: AgentStats = field(default_factory=AgentStats)
 
 
 def job_dir(jobs_dir: Path, job_id: str, attempt: int) -> Path:
@@ -223,6 +226,7 @@ class Attempt:
             )
         )
         self._set_phase("declined", note=reason if refusal is None else f"{reason} ({refusal})")
+        self.deps.stats.declined += 1
         self.log.info("assignment declined", reason=reason)
 
     def _end_unstarted(self) -> None:
@@ -466,8 +470,13 @@ class Attempt:
                 # them again would not change that.
                 self.log.warning("usage refused", ticks=seqs, code=error.code, error=str(error))
                 journal.mark_ticks(self.key, seqs, "dropped")
+                self.deps.stats.usage_refused_ticks += len(ticks)
                 continue
             journal.mark_ticks(self.key, seqs, "sent")
+            stats = self.deps.stats
+            stats.usage_reports += 1
+            stats.usage_ticks += len(ticks)
+            stats.usage_gpu_ms += sum(tick.gpu_ms for tick in ticks)
 
     async def _send_output(self) -> None:
         failures = 0
@@ -508,6 +517,8 @@ class Attempt:
             self._drop(f"the platform refused its outcome: {error}")
             return
         self._set_phase("reported")
+        kind = "interrupted" if outcome.interrupted else "failed" if outcome.error else "completed"
+        self.deps.stats.attempts_finished[kind] += 1
         self.log.info(
             "attempt reported",
             exit_code=outcome.exit_code,

@@ -52,6 +52,7 @@ from dante.agent.setup import (
     script_sandbox,
     telemetry_for,
 )
+from dante.agent.stats import AgentStats
 from dante.agent.transfers import CommandTransfers, Transfers
 from dante.client.commands import CommandError, new_command_id
 from dante.client.credentials import Credential, stored_login
@@ -62,6 +63,8 @@ from dante.schemas.values import DockerPayload, Gpu, GpuOffer
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+
+    from dante.agent.metrics import AgentMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -125,8 +128,10 @@ class Agent:
         executors: Executors | None = None,
         transfers: Transfers | None = None,
         api_prefix: str | None = None,
+        stats: AgentStats | None = None,
     ) -> None:
         self.machine = machine
+        self.stats = stats or AgentStats()
         config = machine.config
         self.link = nc if isinstance(nc, Link) else Link.fixed(nc)
         self.journal = journal
@@ -160,6 +165,7 @@ class Agent:
                 machine_gpus=len(machine.gpus),
             ),
             pause=self.link.pause,
+            stats=self.stats,
         )
         self.heartbeats = Heartbeats(
             self.link.jetstream,
@@ -365,6 +371,7 @@ class Agent:
         assert self._jobs is not None
         attempt = Attempt(self.deps, record, decline=decline)
         self.attempts[record.key] = attempt
+        self.stats.attempts_started += 1
         self._jobs.start_soon(self._run_attempt, attempt, name=f"attempt {record.key}")
 
     async def _run_attempt(self, attempt: Attempt) -> None:
@@ -478,7 +485,9 @@ async def watch_signals(
             stopping.set()
 
 
-async def serve(config: AgentConfig, gpus: Sequence[Gpu]) -> None:
+async def serve(
+    config: AgentConfig, gpus: Sequence[Gpu], *, metrics: AgentMetrics | None = None
+) -> None:
     """Run the agent until a signal stops it: the work directory held, the journal open,
     connected (and reconnected) to the platform for as long as it takes."""
     with locked_work_dir(config.work_dir):
@@ -505,7 +514,7 @@ async def serve(config: AgentConfig, gpus: Sequence[Gpu]) -> None:
                 sandbox=sandbox,
             )
             await until_signalled(
-                lambda signals: _serve_connected(machine, journal, executors, signals)
+                lambda signals: _serve_connected(machine, journal, executors, signals, metrics)
             )
         finally:
             journal.close()
@@ -522,7 +531,11 @@ class Signals:
 
 
 async def _serve_connected(
-    machine: Machine, journal: Journal, executors: Executors, signals: Signals
+    machine: Machine,
+    journal: Journal,
+    executors: Executors,
+    signals: Signals,
+    metrics: AgentMetrics | None = None,
 ) -> None:
     """Connect (for as long as it takes, unless stopped first) and serve, connecting again
     whenever the connection is lost for good."""
@@ -552,7 +565,15 @@ async def _serve_connected(
     keeping = anyio.CancelScope()
     signals.tasks.start_soon(_keep_open, link, keeping)
     try:
-        agent = Agent(machine, link, journal, executors=executors)
+        agent = Agent(
+            machine,
+            link,
+            journal,
+            executors=executors,
+            stats=metrics.stats if metrics is not None else None,
+        )
+        if metrics is not None:
+            metrics.agent = agent
         await agent.run(signals.stopping, signals.hurry)
     finally:
         keeping.cancel()

@@ -50,6 +50,7 @@ class Heartbeats:
         self._interval = interval_s
         self._subject = heartbeat_subject(owner, provider_id)
         self.sent = 0
+        self.failed = 0
 
     async def beat(self) -> None:
         beat = Heartbeat(
@@ -71,6 +72,7 @@ class Heartbeats:
             try:
                 await self.beat()
             except Exception as exc:
+                self.failed += 1
                 if not failing:
                     log.warning("heartbeat failed", error=repr(exc))
                 failing = True

@@ -104,8 +104,10 @@ class Link:
         self._changed = anyio.Event()
         self._closing = False
         self._contexts: dict[str | None, JetStreamContext] = {}
-        #: How many connections were opened after the first (`keep_open`'s work).
+        #: How many connections were opened after the first (`keep_open`'s work), and how
+        #: many times nats-py reconnected one by itself.
         self.reopened = 0
+        self.reconnected = 0
 
     @classmethod
     def fixed(cls, nc: NATS, api_prefix: str = DEFAULT_API_PREFIX) -> Link:
@@ -166,6 +168,7 @@ class Link:
             lost.set()
 
         async def on_reconnected() -> None:
+            self.reconnected += 1
             changed()  # nats-py reconnected by itself: retry now
 
         async def on_error(error: Exception) -> None:

@@ -13,6 +13,7 @@ from dante.schemas.values import Gpu
 
 if TYPE_CHECKING:
     from dante.agent.config import AgentConfig
+    from dante.agent.metrics import AgentMetrics
 
 app = App(name="agent", help="Run GPUs for the marketplace: inspect them, serve jobs.")
 
@@ -89,6 +90,8 @@ async def run(
     cpu_limit: float | None = None,
     stop_grace: float | None = None,
     script_sandbox: Literal["auto", "require", "off"] | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> int:
     """Serve this machine's GPUs: register, take jobs, run them, report usage and results.
 
@@ -134,9 +137,15 @@ async def run(
         Confine script jobs with Landlock to the system folders, /tmp and their own folder,
         away from the agent's credentials and data: auto (where the kernel can), require
         (refuse to start without it) or off [DANTE_SCRIPT_SANDBOX; default: auto].
+    metrics_port
+        Serve the agent's Prometheus metrics over HTTP on this port (`/metrics`; 0: any
+        free one, said at start) [default: none].
+    metrics_host
+        The address the metrics listen on (0.0.0.0: every interface) [default: 127.0.0.1].
     """
     from dante.agent.config import AgentOptions, ConfigError, load_config
     from dante.cli.logs import configure_logging
+    from dante.cli.metrics import check_port
     from dante.cli.options import shared
     from dante.client.connect import EXIT_USAGE
 
@@ -158,6 +167,7 @@ async def run(
         stop_grace=stop_grace,
         script_sandbox=script_sandbox,
     )
+    check_port(metrics_port)
     try:
         config = load_config(options)
     except ConfigError as exc:
@@ -167,7 +177,17 @@ async def run(
     gpus = _gpus_to_offer(config.simulate)
     if isinstance(gpus, int):
         return gpus
-    return await _serve(config, gpus)
+    if metrics_port is None:
+        return await _serve(config, gpus)
+    from dante.agent.metrics import AgentMetrics
+    from dante.cli.metrics import MetricsUnavailable, say_unavailable, serving
+
+    metrics = AgentMetrics(gpus=len(gpus))
+    try:
+        with serving(metrics.registry, metrics_host, metrics_port, "agent"):
+            return await _serve(config, gpus, metrics)
+    except MetricsUnavailable as exc:
+        return say_unavailable(exc)
 
 
 def _gpus_to_offer(simulate: str | None) -> tuple[Gpu, ...] | int:
@@ -195,7 +215,9 @@ def _gpus_to_offer(simulate: str | None) -> tuple[Gpu, ...] | int:
     return 1
 
 
-async def _serve(config: AgentConfig, gpus: tuple[Gpu, ...]) -> int:
+async def _serve(
+    config: AgentConfig, gpus: tuple[Gpu, ...], metrics: AgentMetrics | None = None
+) -> int:
     from dante.agent.daemon import AgentFailure, serve
     from dante.agent.identity import WorkDirError
     from dante.agent.journal import JournalError
@@ -203,7 +225,7 @@ async def _serve(config: AgentConfig, gpus: tuple[Gpu, ...]) -> int:
     from dante.client.connect import ConnectFailed
 
     try:
-        await serve(config, gpus)
+        await serve(config, gpus, metrics=metrics)
     except (AgentFailure, SetupError, WorkDirError, JournalError) as exc:
         print(f"dante agent run: {exc}", file=sys.stderr)
         return 1

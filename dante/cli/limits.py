@@ -76,3 +76,12 @@ class Limits:
             input_quota_bytes=self.input_quota,
             input_ttl_s=self.input_ttl,
         )
+
+    def argv(self) -> list[str]:
+        """These limits as options, for a child `dante serve` (only those not the default)."""
+        args: list[str] = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value != field.default:
+                args += [f"--{field.name.replace('_', '-')}", str(value)]
+        return args

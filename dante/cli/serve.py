@@ -10,6 +10,7 @@ consumer shares its work between every process that runs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,15 @@ from cyclopts import Parameter
 from dante.cli.lifecycle import stop_child
 from dante.cli.limits import Limits
 from dante.cli.logs import configure_logging
+from dante.cli.metrics import (
+    DEFAULT_HOST,
+    MetricsHost,
+    MetricsPort,
+    MetricsUnavailable,
+    check_port,
+    serving,
+)
+from dante.cli.tuning import Tuning
 from dante.client.connect import ConnectFailed, connect
 from dante.client.credentials import platform_credential
 from dante.collector import settle_heap
@@ -35,6 +45,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from anyio.abc import ByteReceiveStream, Process, TaskStatus
+    from nats.aio.client import Client as NATS
+
+    from dante.domain.settings import Settings
+    from dante.events.streams import LogSettings
 
 #: What the child writes on its standard output once its parts run.
 READY_LINE: Final = "ready"
@@ -67,6 +81,9 @@ async def serve(
     replicas: Annotated[int, Parameter(help="Stream replicas (3 on a three-node cluster).")] = 1,
     parent_pipe: Annotated[bool, Parameter(show=False)] = False,
     limits: Limits | None = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = DEFAULT_HOST,
+    tuning: Tuning | None = None,
 ) -> int:
     """Run parts of the platform in this process: commands, handlers, views (default: all).
 
@@ -75,14 +92,19 @@ async def serve(
     durable consumer spreads its triggers over every process that runs it. The views write
     views.sqlite3 in --data-dir, where the commands' queries read it. Logins are answered by
     `dante up` only. The platform's password comes from $DANTE_PLATFORM_PASSWORD, else from
-    the secrets.json of --data-dir (by default the folder `dante up` uses). Runs until Ctrl-C
-    or SIGTERM.
+    the secrets.json of --data-dir (by default the folder `dante up` uses). Without --config
+    or a setting's option it runs with the settings in force in the log; with them, it
+    records them there when they differ (as `dante up` does). Runs until Ctrl-C or SIGTERM.
     """
     from dante.cli.lifecycle import default_data_dir, private_data_dir, stop_on_signals
     from dante.cli.options import nats_url
     from dante.events.streams import LogSettings
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
 
+    check_port(metrics_port)
+    tuning = tuning or Tuning()
+    base = (limits or Limits()).settings()
+    tuned = tuning.settings(base) if tuning.given() else None
     configure_logging()
     data_dir = private_data_dir(data_dir or default_data_dir())
     password = platform_password(data_dir)
@@ -101,13 +123,17 @@ async def serve(
     except ConnectFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    log_settings = LogSettings(replicas=replicas)
     options = PlatformOptions(
         data_dir=data_dir,
-        settings=(limits or Limits()).settings(),
-        log_settings=LogSettings(replicas=replicas),
+        log_settings=log_settings,
         parts=frozenset(parts) or ALL_PARTS,
+        metrics=metrics_port is not None,
+        settings=await _settings(nc, log_settings, base, tuned, tuning.source("dante serve")),
     )
     platform = Platform(nc, options)
+    exits = contextlib.ExitStack()
+    code = 0
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signals, tg.cancel_scope, [], "dante serve")
@@ -117,14 +143,40 @@ async def serve(
             await platform.ready.wait()
             # The world is most of the heap and lives as long as the process (dante.collector).
             settle_heap()
+            if metrics_port is not None:
+                exits.enter_context(
+                    serving(platform.metrics_registry(), metrics_host, metrics_port, "serve")
+                )
             print(READY_LINE, flush=True)
+    except* MetricsUnavailable as group:
+        print(f"error: {group.exceptions[0]}", file=sys.stderr)
+        code = 1
     finally:
+        exits.close()
         with anyio.CancelScope(shield=True):
             try:
                 await nc.drain()
             except Exception:  # already closed, or the server went first
                 await nc.close()
-    return 0
+    return code
+
+
+async def _settings(
+    nc: NATS, log_settings: LogSettings, base: Settings, given: Settings | None, source: str
+) -> Settings:
+    """The settings to run with: those given, recorded in the log when they change the
+    rules; else `base` (the limits) with the rules in force."""
+    from dante.events.store import EventStore
+    from dante.events.streams import ensure_log
+    from dante.services.settings import record_settings, settings_in_force
+
+    await ensure_log(nc.jetstream(), log_settings)
+    store = EventStore(nc)
+    if given is None:
+        in_force, _ = await settings_in_force(store, base)
+        return in_force
+    await record_settings(store, given, source)
+    return given
 
 
 async def _stop_when_parent_goes(scope: anyio.CancelScope) -> None:
@@ -155,9 +207,18 @@ class PartsProcess:
     """
 
     def __init__(
-        self, url: str, data_dir: Path, password: str, parts: list[Part], *, replicas: int = 1
+        self,
+        url: str,
+        data_dir: Path,
+        password: str,
+        parts: list[Part],
+        *,
+        replicas: int = 1,
+        options: list[str] | None = None,
     ) -> None:
         self.url = url
+        #: More options for the child (the limits `dante up` was given).
+        self._options = options or []
         self.parts = parts
         self.data_dir = data_dir
         self._password = password
@@ -171,7 +232,7 @@ class PartsProcess:
         return [
             sys.executable, "-m", "dante", "--nats-url", self.url,
             "serve", *self.parts, "--data-dir", str(self.data_dir),
-            "--replicas", str(self._replicas), "--parent-pipe",
+            "--replicas", str(self._replicas), "--parent-pipe", *self._options,
         ]  # fmt: skip
 
     def _env(self) -> dict[str, str]:

@@ -1,5 +1,7 @@
-"""`dante status`: is the platform up, how big is its log, what runs on it, where its
-nats-server's monitoring is (when `dante up` runs that server: see `UP_SERVICE`)."""
+"""`dante status`: is the platform up, which of its parts answer (the command service, the
+handlers and the views: micro services, `dante.services.presence`), how big is its log, what
+runs on it, where its nats-server's monitoring is (when `dante up` runs that server: see
+`UP_SERVICE`)."""
 
 from __future__ import annotations
 
@@ -18,13 +20,15 @@ from dante.events.subjects import DEFAULT_API_PREFIX, STREAM
 from dante.schemas.views import PlatformSummary
 
 
-async def _ping(nc: Any, names: tuple[str, ...], timeout: float = 0.5) -> list[dict[str, Any]]:
-    """Every instance of the micro services `names` that answers a PING."""
+async def _ping(
+    nc: Any, names: tuple[str, ...], timeout: float = 0.5, verb: str = "PING"
+) -> list[dict[str, Any]]:
+    """Every instance of the micro services `names` that answers a PING (or `verb`)."""
     inbox = nc.new_inbox()
     found: list[dict[str, Any]] = []
     sub = await nc.subscribe(inbox)
     for name in names:
-        await nc.publish(f"$SRV.PING.{name}", b"", reply=inbox)
+        await nc.publish(f"$SRV.{verb}.{name}", b"", reply=inbox)
     try:
         while True:
             try:
@@ -44,8 +48,10 @@ async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dic
     from dante.client.commands import Client, CommandError, PlatformUnavailable
     from dante.schemas.commands import GetPlatformStatus
     from dante.services.commands import SERVICE_NAME
+    from dante.services.presence import HANDLERS_SERVICE, VIEWS_SERVICE
 
     answers = await _ping(nc, (SERVICE_NAME, UP_SERVICE))
+    stats = await _ping(nc, (HANDLERS_SERVICE, VIEWS_SERVICE), verb="STATS")
     report: dict[str, Any] = {
         "services": [found for found in answers if found.get("name") == SERVICE_NAME],
         # The HTTP monitoring of the nats-server each `dante up` runs (none on a cluster).
@@ -73,6 +79,9 @@ async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dic
         }
     except Exception as exc:
         report["stream"] = {"error": str(exc)}
+    report["settings"] = await _settings(nc, api_prefix)
+    report["parts"] = _parts(report["services"], stats, report["stream"].get("last_seq"))
+    report["missing"] = [name for name, part in report["parts"].items() if not part["instances"]]
     if report["services"]:
         try:
             summary = await Client(nc, "operator", "operator", timeout=3, tries=1).send(
@@ -82,6 +91,83 @@ async def gather_status(nc: Any, *, api_prefix: str = DEFAULT_API_PREFIX) -> dic
         except (CommandError, PlatformUnavailable) as exc:
             report["summary"] = {"error": str(exc)}
     return report
+
+
+async def _settings(nc: Any, api_prefix: str) -> dict[str, Any]:
+    """The platform's settings in force: the last recorded (`SettingsChanged`), else the
+    defaults; `seq` 0 when none were recorded."""
+    from dante.events.store import EventStore
+    from dante.services.settings import settings_in_force
+
+    try:
+        settings, seq = await settings_in_force(EventStore(nc, api_prefix=api_prefix))
+    except Exception as exc:
+        return {"error": str(exc)}
+    return {**settings.as_fields(), "seq": seq}
+
+
+def _settings_line(settings: dict[str, Any]) -> str:
+    if "error" in settings:
+        return f"unavailable ({settings['error']})"
+    said = (
+        f"fee {settings['fee_bps']} bps, hold window {settings['hold_window_s']} s, "
+        f"grace {settings['grace_s']} s, offline after {settings['offline_after_s']} s, "
+        f"{settings['max_attempts']} attempts, start within {settings['start_timeout_s']} s"
+    )
+    seq = settings["seq"]
+    return f"{said} ({f'recorded at sequence {seq}' if seq else 'the defaults'})"
+
+
+def _parts(
+    commands: list[dict[str, Any]], stats: list[dict[str, Any]], last_seq: int | None
+) -> dict[str, dict[str, Any]]:
+    """The platform's parts, each with the instances that answered (none: missing) and,
+    for the handlers and the views, how far each is (from their STATS)."""
+    from dante.services.presence import HANDLERS_SERVICE, VIEWS_SERVICE
+
+    def endpoints(found: dict[str, Any]) -> list[dict[str, Any]]:
+        return [e.get("data") or {} for e in found.get("endpoints") or []]
+
+    handlers = [
+        {"id": found.get("id"), "handlers": endpoints(found)}
+        for found in stats
+        if found.get("name") == HANDLERS_SERVICE
+    ]
+    views = []
+    for found in stats:
+        if found.get("name") != VIEWS_SERVICE:
+            continue
+        (state, *_) = endpoints(found) or [{}]
+        position = int(state.get("position", 0))
+        lag = None if last_seq is None else max(0, last_seq - position)
+        views.append({"id": found.get("id"), "position": position, "lag": lag})
+    parts = {
+        "commands": [{"id": found.get("id")} for found in commands],
+        "handlers": handlers,
+        "views": views,
+    }
+    return {
+        name: {"state": "up" if instances else "missing", "instances": instances}
+        for name, instances in parts.items()
+    }
+
+
+def _part_line(name: str, part: dict[str, Any]) -> str:
+    instances = part["instances"]
+    if not instances:
+        return "missing: no process that runs them answers"
+    said = f"{len(instances)} instance(s)"
+    if name == "handlers":
+        each = [
+            f"{h.get('handler')} {h.get('lag')} behind ({h.get('decided')} decided)"
+            for instance in instances
+            for h in instance["handlers"]
+        ]
+        return f"{said}: " + ", ".join(each)
+    if name == "views":
+        each = [f"at {v['position']} ({v['lag']} behind)" for v in instances]
+        return f"{said}: " + ", ".join(each)
+    return f"{said} answering"
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -95,6 +181,7 @@ def _print_human(report: dict[str, Any]) -> None:
             "command service",
             f"{len(services)} instance(s) answering" if services else "not answering",
         ),
+        *((name, _part_line(name, report["parts"][name])) for name in ("handlers", "views")),
         (
             "NATS monitoring",
             ", ".join(report["monitoring"])
@@ -112,6 +199,8 @@ def _print_human(report: dict[str, Any]) -> None:
         lines.append(
             ("event log", f"{stream['messages']} events, last sequence {stream['last_seq']}")
         )
+    if "settings" in report:
+        lines.append(("settings", _settings_line(report["settings"])))
     summary = report.get("summary")
     if isinstance(summary, PlatformSummary):
         lines += [
@@ -136,8 +225,10 @@ async def status(
     *,
     json_output: Json = False,
 ) -> int:
-    """Show whether the platform answers, its event log, providers and jobs, and the HTTP
-    monitoring address of the nats-server `dante up` started (none on a cluster); or one job.
+    """Show whether the platform answers, its parts (the command service, the handlers with
+    how far behind the log each is, the views; a part no process answers for is missing),
+    its event log, providers and jobs, and the HTTP monitoring address of the nats-server
+    `dante up` started (none on a cluster); or one job.
 
     Exit code 0 when the command service answers, 1 when NATS answers but the service does
     not (or refuses the login: the platform may still be starting), 3 when NATS cannot be

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -16,7 +17,16 @@ from dante import __version__
 from dante.cli.lifecycle import default_data_dir, private_data_dir, stop_on_signals
 from dante.cli.limits import Limits
 from dante.cli.logs import configure_logging
+from dante.cli.metrics import (
+    DEFAULT_HOST,
+    MetricsHost,
+    MetricsPort,
+    MetricsUnavailable,
+    check_port,
+    serving,
+)
 from dante.cli.options import URL_ENV, UsageError
+from dante.cli.tuning import Tuning
 from dante.client.connect import ConnectFailed, connect, resolve_url
 from dante.client.credentials import (
     PASSWORD_VAR,
@@ -91,6 +101,9 @@ async def up(
         ),
     ] = None,
     limits: Limits | None = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = DEFAULT_HOST,
+    tuning: Tuning | None = None,
 ) -> int:
     """Start the platform: the event log, the command service, the handlers and the views.
 
@@ -100,7 +113,9 @@ async def up(
     to your config folder, for you only. With --nats-url (else $DANTE_NATS_URL, else
     $NATS_ADDRESS), it uses that NATS server or cluster (comma-separated URLs), started with
     the installation's nats.env, instead of starting one; --port or --monitor-port starts one
-    even where a variable names a server.
+    even where a variable names a server. The platform's settings are the defaults, the
+    --config file's and the options'; they are recorded in the log when they differ from
+    those in force.
     """
     from dante.cli.options import shared
 
@@ -114,7 +129,9 @@ async def up(
     nats_url = None if embedding else _given_url(explicit)
     processes = _process_count(processes)
     _check_limits()
-    settings = (limits or Limits()).settings()
+    check_port(metrics_port)
+    tuning = tuning or Tuning()
+    settings = tuning.settings((limits or Limits()).settings())
     configure_logging()
     data_dir = private_data_dir(data_dir or default_data_dir())
     installation = InstallationSecrets.load_or_create(data_dir)
@@ -150,7 +167,9 @@ async def up(
             replicas=replicas,
             demo=demo,
             server=server,
-            settings=settings,
+            metrics=None if metrics_port is None else (metrics_host, metrics_port),
+            settings=(settings, tuning.source("dante up")),
+            child_options=(limits or Limits()).argv(),
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -204,11 +223,19 @@ async def _serve(
     replicas: int,
     demo: bool,
     server: NatsServer | None = None,
-    settings: Settings | None = None,
+    metrics: tuple[str, int] | None = None,
+    settings: tuple[Settings, str] | None = None,
+    child_options: list[str] | None = None,
 ) -> str | None:
     """Run the platform on its connection and the system user's until stopped; why it could
     not start, if so. `server`: the embedded nats-server, if any, restarted whenever it
-    dies (the connections reconnect to it by themselves)."""
+    dies (the connections reconnect to it by themselves). `metrics`: where to serve its
+    Prometheus metrics (host, port). `settings`: the platform's, and where they came from;
+    recorded in the log when they differ from those in force, before anything decides (its
+    child runs with those in force)."""
+    from dante.services.settings import record_settings
+
+    tuned, source = settings or (Settings(), "dante up")
     from dante.cli.serve import PartsFailed, PartsProcess
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
     from dante.services.auth.limits import ClientLimits, LoginLimits
@@ -222,16 +249,23 @@ async def _serve(
         None
         if processes == 1
         else PartsProcess(
-            url, data_dir, installation.platform_password, ["handlers", "views"], replicas=replicas
+            url,
+            data_dir,
+            installation.platform_password,
+            ["handlers", "views"],
+            replicas=replicas,
+            options=child_options,
         )
     )
     options = PlatformOptions(
         data_dir=data_dir,
-        settings=settings or Settings(),
         log_settings=LogSettings(replicas=replicas),
         parts=ALL_PARTS if child is None else frozenset({"commands"}),
+        metrics=metrics is not None,
+        settings=tuned,
     )
     platform = Platform(nc, options)
+    await record_settings(platform.store, tuned, source, options.log_settings)
     identity = Identity(
         nc,
         platform.store,
@@ -244,6 +278,8 @@ async def _serve(
     # Stopped first, while the platform still serves them (the demo agent gives jobs back).
     stopping: list[Callable[[], Awaitable[None]]] = []
     failed: str | None = None
+    # What ends with the platform: its metrics' HTTP server.
+    exits = contextlib.ExitStack()
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signals, tg.cancel_scope, stopping)
@@ -266,11 +302,17 @@ async def _serve(
             if monitor is not None:
                 print(f"nats-server monitoring: {monitor}", flush=True)
             print(f"operator credential for {url}: {written} (yours only)", flush=True)
+            if metrics is not None:
+                exits.enter_context(serving(platform.metrics_registry(), *metrics, "platform"))
             if demo:
                 stopping.append((await _demo(tg, url, data_dir, identity)).stop)
             print("ready", flush=True)
     except* PartsFailed as group:
         failed = str(group.exceptions[0])
+    except* MetricsUnavailable as group:
+        failed = str(group.exceptions[0])
+    finally:
+        exits.close()
     return failed
 
 

@@ -143,4 +143,9 @@ def describe(event: ev.Event) -> str:
             return _job(event)
         case ev.WalletEvent():
             return _wallet(event)
+        case ev.SettingsChanged():
+            changed = ", ".join(f"{name} {getattr(event, name)}" for name in event.changed)
+            return f"settings changed: {changed or 'none'}" + (
+                f" ({event.source})" if event.source else ""
+            )
     return type(event).__name__

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -48,6 +49,7 @@ from dante.schemas.codec import encode
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
 
 
 log = structlog.get_logger(__name__)
@@ -113,6 +115,14 @@ class EventStore:
         self._ack_timeout = ack_timeout
         self._patience = patience
         self._direct = DirectReader(nc, stream, timeout=timeout, api_prefix=api_prefix)
+        #: Called with the seconds each append took (acknowledged, duplicate or refused)
+        #: and how many events it carried: the platform's metrics set it.
+        self.observe_append: Callable[[float, int], None] | None = None
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context the store reads and appends with."""
+        return self._js
 
     # ── appending ───────────────────────────────────────────────────────────────────────
 
@@ -130,6 +140,16 @@ class EventStore:
         """
         if not items:
             return Appended(seqs=())
+        observe = self.observe_append
+        if observe is None:
+            return await self._append(items)
+        began = time.perf_counter()
+        try:
+            return await self._append(items)
+        finally:
+            observe(time.perf_counter() - began, len(items))
+
+    async def _append(self, items: Sequence[Append]) -> Appended:
         payloads = [encode(item.event) for item in items]
         last_error: Exception | None = None
         loop = asyncio.get_running_loop()

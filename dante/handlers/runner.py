@@ -194,6 +194,10 @@ class Seat:
     #: The event types it acts on (None: every one).
     triggers: frozenset[str] | None
     executor: Executor
+    #: Triggers it has decided, and those fetched for it that it has not decided yet (plain
+    #: counts for the metrics and `$SRV.STATS`, read when asked).
+    decided: int = 0
+    undecided: int = 0
 
     def wants(self, kind: str | None) -> bool:
         return kind is None or self.triggers is None or kind in self.triggers
@@ -261,6 +265,10 @@ class HandlerRunner:
         self._replaces = tuple(replaces)
         #: Set once its consumer exists and is being read.
         self.consuming = asyncio.Event()
+        #: The stream sequence of the last message fetched, and how many of the consumer's
+        #: messages the server still held back then (its `num_pending`).
+        self.fetched_seq = 0
+        self.pending = 0
 
     @property
     def world(self) -> World:
@@ -335,10 +343,15 @@ class HandlerRunner:
                         msgs = await puller.next()
                     except (NatsTimeout, TimeoutError):
                         continue
+                    if msgs:
+                        meta = msgs[-1].metadata
+                        self.fetched_seq = meta.sequence.stream
+                        self.pending = meta.num_pending
                     triggers = await self._triggers(msgs)
                     for seat, queue in zip(self.seats, queues, strict=True):
                         mine = [trigger for trigger in triggers if seat in trigger.seats]
                         if mine:
+                            seat.undecided += len(mine)
                             await queue.put(mine)
         finally:
             with contextlib.suppress(Exception):
@@ -356,6 +369,8 @@ class HandlerRunner:
                 triggers.extend(queue.get_nowait())
             await self._tail.reached(triggers[-1].recorded.seq)
             await self._serve(seat, triggers)
+            seat.undecided -= len(triggers)
+            seat.decided += len(triggers)
             for trigger in triggers:
                 trigger.waiting -= 1
                 if trigger.waiting:
@@ -423,6 +438,11 @@ class HandlerRunner:
     async def _due(self, seat: Seat) -> bool:
         handler = seat.handler
         return await seat.executor.carry_out(lambda: handler.due(self.world, self._clock()))
+
+    def lag(self, seat: Seat) -> int:
+        """How many events of the log `seat`'s handler has yet to act on: those the server
+        still holds for the consumer, and those fetched that it has not decided yet."""
+        return self.pending + seat.undecided
 
     async def tick(self) -> None:
         """Run every handler's time-based decisions once now (tests call this instead of

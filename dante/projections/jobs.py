@@ -233,6 +233,7 @@ def _job_event(row: JobRow, event: ev.Event) -> None:
 #: Events that change no job.
 IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
     {
+        ev.SettingsChanged,
         ev.ProviderCredited,
         ev.FeeCollected,
         ev.GpusReserved,

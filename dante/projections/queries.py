@@ -506,3 +506,17 @@ async def platform_summary(views: Views) -> PlatformSummary:
         jobs=job_states,
         wallets=int(wallet_count[0]) if wallet_count else 0,
     )
+
+
+async def money_totals(views: Views) -> tuple[int, int]:
+    """Everything charged to renters so far, and the platform's fees of it, in µdGPU."""
+    table = wallets.WALLETS.name
+    async with (
+        views.snapshot() as db,
+        db.execute(
+            f"SELECT coalesce(sum(charged_udgpu), 0), "
+            f"coalesce(sum(CASE WHEN role = 'platform' THEN earned_udgpu END), 0) FROM {table}"
+        ) as cur,
+    ):
+        row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)

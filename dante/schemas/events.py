@@ -387,6 +387,40 @@ class FundsWithdrawn(WalletEvent, frozen=True, kw_only=True):
     reference: Text = ""
 
 
+# ── platform ────────────────────────────────────────────────────────────────────────────
+
+
+class PlatformEvent(Event, frozen=True, kw_only=True):
+    """The platform's own facts, on `dante.evt.platform.<scope>`."""
+
+    AGGREGATE: ClassVar[str] = "platform"
+
+    @property
+    def aggregate_id(self) -> str:
+        return "settings"
+
+
+class SettingsChanged(PlatformEvent, frozen=True, kw_only=True):
+    """The rules an operator tuned (`dante up --config`, or its options) took effect: all of
+    them, as in force from this event on, so a replay knows the rules at any moment. The
+    fee of an attempt stays the one its `JobAssigned` carries."""
+
+    fee_bps: Bps
+    hold_window_s: Annotated[int, msgspec.Meta(ge=1)]
+    grace_s: Annotated[int, msgspec.Meta(ge=0)]
+    #: The stop grace billed after a cancel (10 s before it was a setting).
+    stop_grace_s: Annotated[int, msgspec.Meta(ge=0)] = 10
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)]
+    start_timeout_s: Annotated[int, msgspec.Meta(ge=1)]
+    offline_after_s: Annotated[int, msgspec.Meta(ge=1)]
+    min_withdrawal: PositiveMoney
+    usage_slack_ms: Annotated[int, msgspec.Meta(ge=0)]
+    #: The names of the settings that differ from those in force before.
+    changed: list[Annotated[str, msgspec.Meta(max_length=64)]]
+    #: Where they came from: the options and the config file of the process that started.
+    source: Text = ""
+
+
 ProviderEvents = (
     ProviderRegistered
     | OfferUpdated
@@ -429,12 +463,19 @@ WalletEvents = (
     | WithdrawalRequested
     | FundsWithdrawn
 )
-AnyEvent = ProviderEvents | JobEvents | WalletEvents
+PlatformEvents = SettingsChanged
+AnyEvent = ProviderEvents | JobEvents | WalletEvents | PlatformEvents
 
 PROVIDER_EVENTS: tuple[type[ProviderEvent], ...] = ProviderEvents.__args__
 JOB_EVENTS: tuple[type[JobEvent], ...] = JobEvents.__args__
 WALLET_EVENTS: tuple[type[WalletEvent], ...] = WalletEvents.__args__
-ALL_EVENTS: tuple[type[Event], ...] = (*PROVIDER_EVENTS, *JOB_EVENTS, *WALLET_EVENTS)
+PLATFORM_EVENTS: tuple[type[PlatformEvent], ...] = (SettingsChanged,)
+ALL_EVENTS: tuple[type[Event], ...] = (
+    *PROVIDER_EVENTS,
+    *JOB_EVENTS,
+    *WALLET_EVENTS,
+    *PLATFORM_EVENTS,
+)
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in ALL_EVENTS}
 
 #: A job's terminal events: after one of them nothing is charged and its GPUs are free.

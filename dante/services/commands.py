@@ -25,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import msgspec
 import structlog
 from nats.micro import add_service
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
@@ -48,6 +50,7 @@ from dante.schemas.codec import COMMAND_TYPES, DecodeError, decode_command, erro
 from dante.schemas.commands import Command, ErrorInfo, RegisterProvider
 from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
 from dante.services.admission import Admission, FairQueue
+from dante.services.metrics import PlatformMetrics
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -95,6 +98,36 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class _Failure(msgspec.Struct):
+    code: str = "?"
+
+
+class _Refused(msgspec.Struct):
+    error: _Failure | None = None
+
+
+_refused: Final = msgspec.json.Decoder(_Refused)
+_OK: Final = b'{"ok":true'
+
+
+def _outcome(body: bytes) -> str:
+    """ "ok", or the error code of a reply (read only from a refusal's bytes)."""
+    if body.startswith(_OK):
+        return "ok"
+    try:
+        error = _refused.decode(body).error
+    except msgspec.DecodeError:
+        return "?"
+    return error.code if error is not None else "?"
+
+
+def _role_and_verb(subject: str) -> tuple[str, str]:
+    """`dante.cmd.<role>.<identity>.<verb>`: its role and verb (the identity is no label:
+    one series per account would grow without bound)."""
+    parts = subject.split(".")
+    return (parts[2], parts[-1]) if len(parts) == 5 else ("?", "?")
+
+
 class CommandService:
     """Serves every command and query endpoint over one NATS connection."""
 
@@ -110,6 +143,7 @@ class CommandService:
         command_timeout: float = 15.0,
         reply_cache: int = 50_000,
         snapshot: Path | None = None,
+        metrics: PlatformMetrics | None = None,
     ) -> None:
         """`snapshot`: the handlers' world snapshot (`dante.handlers.snapshot`), whose
         providers give the market at start without reading every provider event."""
@@ -134,6 +168,7 @@ class CommandService:
         self._snapshot = None if snapshot is None else Snapshots(snapshot, store)
         #: Providers taken from the snapshot, not yet folded from their own events.
         self._unfolded: set[str] = set()
+        self._metrics = metrics
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────
 
@@ -147,6 +182,7 @@ class CommandService:
             for provider in providers:
                 self.world.providers[provider.provider_id] = provider
                 self.world.market.touch(provider.provider_id)
+                self.world.index_machine(provider)
             self.world.position = after
             self._unfolded = {provider.provider_id for provider in providers}
         async for recorded in self._store.scan(market, after + 1):
@@ -229,6 +265,7 @@ class CommandService:
             await request.respond(body)
 
     async def _serve(self, request: Request) -> None:
+        began = time.perf_counter()
         try:
             body = await asyncio.wait_for(
                 self._process(request.subject, request.data), self._timeout
@@ -240,6 +277,9 @@ class CommandService:
             body = self._error(ErrorInfo(code="internal", message="internal error; retry later"))
         with contextlib.suppress(Exception):
             await request.respond(body)
+        if self._metrics is not None:
+            role, verb = _role_and_verb(request.subject)
+            self._metrics.observe_command(role, verb, _outcome(body), time.perf_counter() - began)
 
     def _error(self, info: ErrorInfo) -> bytes:
         return error_reply(info)

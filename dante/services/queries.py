@@ -27,6 +27,7 @@ from dante.schemas import commands as cmd
 
 if TYPE_CHECKING:
     from dante.projections.runner import ProjectionRunner, StoredViews
+    from dante.schemas.views import PlatformSummary
     from dante.services.commands import Lookup
 
 JOB_STATES: Final = frozenset(
@@ -148,6 +149,11 @@ class ReadModels:
         if ask.role != "operator":
             raise Rejected("forbidden", "only the operator reads the platform status")
         return await q.platform_summary(await self._open())
+
+    async def summary(self) -> tuple[PlatformSummary, tuple[int, int]]:
+        """The platform's summary and its money totals (charged, fees), for the metrics."""
+        views = await self._open()
+        return await q.platform_summary(views), await q.money_totals(views)
 
     async def _quote(self, ask: Ask) -> Any:
         slots = market.all_slots(ask.lookup.world)

@@ -29,6 +29,7 @@ from dante.domain.model.job import JobState
 from dante.domain.model.provider import ProviderState
 from dante.domain.model.wallet import WalletState
 from dante.domain.model.world import AttemptBook, World
+from dante.schemas import events as ev
 
 #: The layout of the frames; a change of it (or of the states' code: the fingerprint the
 #: handlers add) makes older snapshots unreadable, so they are ignored.
@@ -86,6 +87,9 @@ class _Indexes(msgspec.Struct, tag="indexes"):
     completed: dict[str, int]
     lost: dict[str, int]
     placed_on: dict[str, list[str]]
+    #: The rules recorded last (`SettingsChanged`) and their sequence.
+    settings: ev.SettingsChanged | None = None
+    settings_version: int = 0
 
 
 class _End(msgspec.Struct, tag="end"):
@@ -113,6 +117,7 @@ class Capture:
         self.completed = dict(world.completed)
         self.lost = dict(world.lost)
         self.placed_on = {k: sorted(v) for k, v in world.placed_on.items()}
+        self.settings, self.settings_version = world.settings, world.settings_version
 
     def frames(self, header: Header, *, items: int = FRAME_ITEMS) -> Iterator[bytes]:
         """The snapshot, frame by frame, starting with `MAGIC`."""
@@ -135,7 +140,14 @@ class Capture:
         for kind, values in parts:
             for start in range(0, len(values), items):
                 yield frame(encoder.encode(kind(values[start : start + items])))  # type: ignore[arg-type]
-        indexes = _Indexes(self.waiting, self.completed, self.lost, self.placed_on)
+        indexes = _Indexes(
+            self.waiting,
+            self.completed,
+            self.lost,
+            self.placed_on,
+            self.settings,
+            self.settings_version,
+        )
         yield frame(encoder.encode(indexes))
         yield encode_frame(encoder.encode(_End(frames=count)))
 
@@ -253,6 +265,9 @@ class Reader:
         world.completed = indexes.completed
         world.lost = indexes.lost
         world.placed_on = {k: set(v) for k, v in indexes.placed_on.items()}
+        for provider in world.providers.values():
+            world.index_machine(provider)  # derived from the providers' states
+        world.settings, world.settings_version = indexes.settings, indexes.settings_version
         world.position = header.seq
         return world
 

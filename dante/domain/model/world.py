@@ -100,6 +100,9 @@ class World:
         self.market = Market()
         #: Each account's machines that are registered (online or offline, not deregistered).
         self.machines_of: dict[str, set[str]] = {}
+        #: The settings recorded last (`SettingsChanged`), and its sequence (0: none yet).
+        self.settings: ev.SettingsChanged | None = None
+        self.settings_version = 0
 
     # ── access ──────────────────────────────────────────────────────────────────────────
 
@@ -130,6 +133,8 @@ class World:
             return self.job(aggregate_id).version
         if aggregate == "wallet":
             return self.wallet(aggregate_id).version
+        if aggregate == "platform":
+            return self.settings_version
         raise ValueError(f"no aggregate {aggregate!r}")
 
     def version_of(self, event: ev.Event) -> int:
@@ -140,6 +145,8 @@ class World:
                 return self.job(event.job_id).version
             case ev.WalletEvent():
                 return self.wallet(event.wallet_id).version
+            case ev.PlatformEvent():
+                return self.settings_version
         raise TypeError(f"{type(event).__name__} belongs to no aggregate")
 
     # ── applying ────────────────────────────────────────────────────────────────────────
@@ -173,7 +180,7 @@ class World:
                 after_provider = evolve_provider(provider, event, seq)
                 self.providers[event.provider_id] = after_provider
                 self.market.touch(event.provider_id)
-                self._index_machine(after_provider)
+                self.index_machine(after_provider)
             case ev.JobEvent():
                 job = self.job(event.job_id)
                 if seq <= job.version:
@@ -188,11 +195,16 @@ class World:
                     return False
                 self.wallets[event.wallet_id] = evolve_wallet(wallet, event, seq)
                 self._book_money(event)
+            case ev.SettingsChanged():
+                if seq <= self.settings_version:
+                    return False
+                self.settings, self.settings_version = event, seq
             case _:
                 raise TypeError(f"{type(event).__name__} belongs to no aggregate")
         return True
 
-    def _index_machine(self, provider: ProviderState) -> None:
+    def index_machine(self, provider: ProviderState) -> None:
+        """Count `provider` among its owner's machines (or no longer), from its state."""
         machines = self.machines_of.setdefault(provider.owner, set())
         if provider.status in ("online", "offline"):
             machines.add(provider.provider_id)
