@@ -32,6 +32,8 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from dante.chain import Chain
+from dante.chain.local import LocalChain
 from dante.domain.settings import Settings
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
@@ -42,6 +44,7 @@ from dante.handlers.runner import Handler, HandlerRunner, WorldTail, executor_fo
 from dante.handlers.scheduler import Scheduler
 from dante.projections.runner import ProjectionRunner, StoredViews
 from dante.services.agent_consumers import AgentConsumers
+from dante.services.chain import ChainQueries
 from dante.services.commands import CommandService, Extension
 from dante.services.files import Files
 from dante.services.queries import ReadModels
@@ -67,6 +70,8 @@ class PlatformOptions:
     timer_interval: float = 1.0
     #: What this process runs (see the module's docstring).
     parts: frozenset[Part] = ALL_PARTS
+    #: The chain dGPU settles on; None: the local chain in `<data_dir>/chain`.
+    chain: Chain | None = None
 
 
 class Platform:
@@ -108,6 +113,11 @@ class Platform:
         # Uploads are assembled in a local spool before they reach the object store.
         self.files = Files(nc, scratch_dir=options.data_dir / "spool")
         self.agent_consumers = AgentConsumers(nc, self.store)
+        # The local chain lives in one process: the one that serves the commands.
+        self.chain: Chain | None = options.chain
+        if self.chain is None and "commands" in options.parts:
+            self.chain = LocalChain(options.data_dir / "chain")
+        chain_queries: list[Extension] = [] if self.chain is None else [ChainQueries(self.chain)]
         self.service = CommandService(
             nc,
             self.store,
@@ -116,9 +126,11 @@ class Platform:
                 self.read_models,
                 self.files,
                 Statements(self.store),
+                *chain_queries,
                 *(extensions or []),
             ],
             clock=options.clock,
+            chain=self.chain,
         )
         self.ready = asyncio.Event()
 
@@ -151,6 +163,8 @@ class Platform:
                         await self.service.stop()
                         await self.read_models.close()
                         await self.files.close()
+                        if self.chain is not None and self.options.chain is None:
+                            await self.chain.close()
                         if self.stored_views is not None:
                             await self.stored_views.close()
 

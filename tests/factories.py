@@ -24,6 +24,10 @@ def make(cls: type[E], **fields: Any) -> E:
     return cls(**fields)
 
 
+#: A transaction signature (base58, 64 bytes).
+SIGNATURE = "5" + "K" * 86
+
+
 def deposit(wallet: str, dgpu: int, **fields: Any) -> ev.FundsDeposited:
     return make(ev.FundsDeposited, wallet_id=wallet, amount=dgpu * UDGPU_PER_DGPU, **fields)
 
@@ -176,5 +180,13 @@ def sample_events() -> list[ev.Event]:
             amount=10_000_000,
             payout_address=SOLANA,
             reference="manual",
+        ),
+        make(
+            ev.PaymentCredited,
+            signature=SIGNATURE,
+            wallet_id="alice",
+            amount=10_000_000,
+            source_owner=SOLANA,
+            slot=12,
         ),
     ]

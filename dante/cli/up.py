@@ -378,7 +378,7 @@ async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path, identity: Ide
     from dante.cli.demo import DemoAgent, fund, next_steps, wait_until_offered
 
     accounts = await open_demo_accounts(identity)
-    funded = await fund(url, accounts.renter)
+    funded = await fund(url, accounts.renter, data_dir)
     agent = DemoAgent(url, data_dir, accounts.provider)
     await tg.start(agent.run)
     if funded and not await wait_until_offered(url, accounts.renter, DEMO_PROVIDER):

@@ -294,6 +294,7 @@ def _warned(view: WalletView, seq: int, event: ev.LowFundsWarned) -> Changes:
 #: Events that change no wallet.
 IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
     {
+        ev.PaymentCredited,
         ev.UsageRecorded,
         ev.GpusReserved,
         ev.GpusReleased,

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 import msgspec
 
+from dante.schemas.chain import ChainInfo, FaucetResult
 from dante.schemas.money import PositiveMoney, Rate
 from dante.schemas.quotes import Quote
 from dante.schemas.results import (
@@ -35,6 +36,7 @@ from dante.schemas.values import (
     JobRequirements,
     Reason,
     RelPath,
+    Signature,
     SolanaAddress,
     Text,
     Timestamp,
@@ -74,8 +76,22 @@ class Query(Command[R], Generic[R], frozen=True, kw_only=True, forbid_unknown_fi
 class Deposit(Command[WalletResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "deposit"
+    #: What the renter paid, in µdGPU: the transfer must move exactly this.
     amount: PositiveMoney
     reference: Text = ""
+    #: The signature of the SPL transfer to the treasury that pays for this deposit.
+    signature: Signature | None = None
+    #: The signed transfer itself (base64), for the platform to send to the chain first.
+    transaction: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+class Faucet(Command[FaucetResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Test dGPU (and SOL for fees) for an address: on the local chain only."""
+
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "faucet"
+    address: SolanaAddress
+    amount: PositiveMoney
 
 
 class SubmitJob(Command[SubmitResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -239,6 +255,14 @@ class ListJobs(Query[list[JobView]], frozen=True, kw_only=True, forbid_unknown_f
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
 
 
+class GetChain(Query[ChainInfo], frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The chain the platform settles on; with `address`, that wallet's balances there."""
+
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "chain"
+    address: SolanaAddress | None = None
+
+
 class GetPlatformStatus(
     Query[PlatformSummary], frozen=True, kw_only=True, forbid_unknown_fields=True
 ):
@@ -354,7 +378,13 @@ class FetchInput(Query[ChunkResult], frozen=True, kw_only=True, forbid_unknown_f
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-RENTER_COMMANDS: tuple[type[Command[Any]], ...] = (Deposit, SubmitJob, CancelJob, UploadInput)
+RENTER_COMMANDS: tuple[type[Command[Any]], ...] = (
+    Deposit,
+    SubmitJob,
+    CancelJob,
+    UploadInput,
+    Faucet,
+)
 PROVIDER_COMMANDS: tuple[type[Command[Any]], ...] = (
     RegisterProvider,
     UpdateOffer,
@@ -381,6 +411,7 @@ QUERIES: tuple[type[Command[Any]], ...] = (
     GetJobLogs,
     DownloadResults,
     FetchInput,
+    GetChain,
 )
 ALL_COMMANDS: tuple[type[Command[Any]], ...] = (*RENTER_COMMANDS, *PROVIDER_COMMANDS, *QUERIES)
 

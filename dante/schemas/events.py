@@ -24,6 +24,7 @@ from dante.schemas.values import (
     JobPayload,
     JobRequirements,
     Reason,
+    Signature,
     SolanaAddress,
     Text,
     Timestamp,
@@ -251,6 +252,8 @@ class AccountOpened(WalletEvent, frozen=True, kw_only=True):
 class FundsDeposited(WalletEvent, frozen=True, kw_only=True):
     amount: PositiveMoney
     reference: Text = ""
+    #: The chain transaction that paid for it (always appended with its `PaymentCredited`).
+    signature: Signature | None = None
 
 
 class FundsHeld(WalletEvent, frozen=True, kw_only=True):
@@ -325,6 +328,30 @@ class FundsWithdrawn(WalletEvent, frozen=True, kw_only=True):
     reference: Text = ""
 
 
+# ── payment (one per chain transaction credited) ────────────────────────────────────────
+
+
+class PaymentEvent(Event, frozen=True, kw_only=True):
+    """A transaction on the chain: its aggregate makes a signature creditable once, ever."""
+
+    AGGREGATE: ClassVar[str] = "payment"
+    signature: Signature
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.signature
+
+
+class PaymentCredited(PaymentEvent, frozen=True, kw_only=True):
+    """A verified transfer to the treasury was credited to a wallet; appended atomically with
+    its `FundsDeposited` and with expected version 0, so no signature is credited twice."""
+
+    wallet_id: WalletId
+    amount: PositiveMoney
+    source_owner: SolanaAddress
+    slot: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
 ProviderEvents = (
     ProviderRegistered
     | OfferUpdated
@@ -362,12 +389,19 @@ WalletEvents = (
     | WithdrawalRequested
     | FundsWithdrawn
 )
-AnyEvent = ProviderEvents | JobEvents | WalletEvents
+PaymentEvents = PaymentCredited
+AnyEvent = ProviderEvents | JobEvents | WalletEvents | PaymentEvents
 
 PROVIDER_EVENTS: tuple[type[ProviderEvent], ...] = ProviderEvents.__args__
 JOB_EVENTS: tuple[type[JobEvent], ...] = JobEvents.__args__
 WALLET_EVENTS: tuple[type[WalletEvent], ...] = WalletEvents.__args__
-ALL_EVENTS: tuple[type[Event], ...] = (*PROVIDER_EVENTS, *JOB_EVENTS, *WALLET_EVENTS)
+PAYMENT_EVENTS: tuple[type[PaymentEvent], ...] = (PaymentCredited,)
+ALL_EVENTS: tuple[type[Event], ...] = (
+    *PROVIDER_EVENTS,
+    *JOB_EVENTS,
+    *WALLET_EVENTS,
+    *PAYMENT_EVENTS,
+)
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in ALL_EVENTS}
 
 #: A job's terminal events: after one of them nothing is charged and its GPUs are free.

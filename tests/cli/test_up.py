@@ -17,15 +17,16 @@ from pathlib import Path
 import pytest
 
 from dante.cli.up import default_monitor_port
-from dante.client.commands import Client, CommandError, new_command_id
+from dante.client.commands import Client, CommandError
 from dante.client.connect import connect
 from dante.client.credentials import Credential
 from dante.events.natsd import NatsServer, default_config
-from dante.schemas.commands import Deposit, GetBalance
+from dante.schemas.commands import GetBalance
 from dante.schemas.results import WalletResult
 from dante.schemas.views import Balance
 from dante.services.auth.installation import InstallationSecrets
 from tests.cli.platform_proc import UpProcess, dante, environment, free_port
+from tests.funding import fund
 
 pytestmark = pytest.mark.anyio
 
@@ -36,8 +37,7 @@ async def deposit(url: str, amount: int) -> WalletResult:
     credential = Credential(username="alice", secret=ALICE["DANTE_PASSWORD"], role="renter")
     nc = await connect(url, name="test", credential=credential)
     try:
-        client = Client(nc, "renter", "alice")
-        return await client.send(Deposit(command_id=new_command_id(), amount=amount), WalletResult)
+        return await fund(Client(nc, "renter", "alice"), amount)
     finally:
         await nc.close()
 

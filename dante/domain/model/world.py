@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from dante.domain.model.job import JobState, evolve_job
 from dante.domain.model.market import Market
+from dante.domain.model.payment import PaymentState, evolve_payment
 from dante.domain.model.provider import ProviderState, evolve_provider
 from dante.domain.model.wallet import WalletState, evolve_wallet
 from dante.schemas import events as ev
@@ -57,6 +58,8 @@ class World:
         self.providers: dict[str, ProviderState] = {}
         self.jobs: dict[str, JobState] = {}
         self.wallets: dict[str, WalletState] = {}
+        #: Chain transactions credited, by signature.
+        self.payments: dict[str, PaymentState] = {}
         #: The highest stream sequence applied.
         self.position = 0
         #: Per provider: attempts completed there, and attempts lost there.
@@ -82,6 +85,9 @@ class World:
     def wallet(self, wallet_id: str) -> WalletState:
         return self.wallets.get(wallet_id) or WalletState(wallet_id=wallet_id)
 
+    def payment(self, signature: str) -> PaymentState:
+        return self.payments.get(signature) or PaymentState(signature=signature)
+
     def reliability_ppm(self, provider_id: str) -> int:
         """Share of attempts completed versus lost, in parts per million (1.0 with none)."""
         done = self.completed.get(provider_id, 0)
@@ -95,6 +101,8 @@ class World:
             return self.job(aggregate_id).version
         if aggregate == "wallet":
             return self.wallet(aggregate_id).version
+        if aggregate == "payment":
+            return self.payment(aggregate_id).version
         raise ValueError(f"no aggregate {aggregate!r}")
 
     def version_of(self, event: ev.Event) -> int:
@@ -105,6 +113,8 @@ class World:
                 return self.job(event.job_id).version
             case ev.WalletEvent():
                 return self.wallet(event.wallet_id).version
+            case ev.PaymentEvent():
+                return self.payment(event.signature).version
         raise TypeError(f"{type(event).__name__} belongs to no aggregate")
 
     # ── applying ────────────────────────────────────────────────────────────────────────
@@ -151,6 +161,11 @@ class World:
                     return False
                 self.wallets[event.wallet_id] = evolve_wallet(wallet, event, seq)
                 self._book_money(event)
+            case ev.PaymentEvent():
+                payment = self.payment(event.signature)
+                if seq <= payment.version:
+                    return False
+                self.payments[event.signature] = evolve_payment(payment, event, seq)
             case _:
                 raise TypeError(f"{type(event).__name__} belongs to no aggregate")
         return True
