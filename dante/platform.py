@@ -42,6 +42,7 @@ from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
 from dante.handlers.runner import Handler, HandlerRunner, WorldTail, executor_for, utcnow
 from dante.handlers.scheduler import Scheduler
+from dante.handlers.settlement import Settlement
 from dante.projections.runner import ProjectionRunner, StoredViews
 from dante.services.agent_consumers import AgentConsumers
 from dante.services.chain import ChainQueries
@@ -72,6 +73,8 @@ class PlatformOptions:
     parts: frozenset[Part] = ALL_PARTS
     #: The chain dGPU settles on; None: the local chain in `<data_dir>/chain`.
     chain: Chain | None = None
+    #: How often the settlement looks at the open withdrawals.
+    settle_interval: float = 1.0
 
 
 class Platform:
@@ -117,6 +120,18 @@ class Platform:
         self.chain: Chain | None = options.chain
         if self.chain is None and "commands" in options.parts:
             self.chain = LocalChain(options.data_dir / "chain")
+        # Withdrawals are paid by the process that holds the chain.
+        self.settlement = (
+            None
+            if self.chain is None
+            else Settlement(
+                self.chain,
+                self.store,
+                lambda: self.tail.world,
+                settings=settings,
+                clock=options.clock,
+            )
+        )
         chain_queries: list[Extension] = [] if self.chain is None else [ChainQueries(self.chain)]
         self.service = CommandService(
             nc,
@@ -142,13 +157,15 @@ class Platform:
         commands = "commands" in self.options.parts
         handlers = "handlers" in self.options.parts
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
-        if handlers:
+        settling = self.settlement is not None
+        if handlers or settling:
             await self.tail.catch_up()
         async with anyio.create_task_group() as tg:
             if "views" in self.options.parts:
                 await tg.start(self._run_views)
             if handlers:
                 await self._start_handlers(tg)
+            self._start_settlement(tg, follow=not handlers)
             for task in extra or []:
                 tg.start_soon(task)
             if commands:
@@ -167,6 +184,16 @@ class Platform:
                             await self.chain.close()
                         if self.stored_views is not None:
                             await self.stored_views.close()
+
+    def _start_settlement(self, tg: TaskGroup, *, follow: bool) -> None:
+        """Pay withdrawals, where this process holds the chain (following the log itself
+        when no handlers do it here)."""
+        if self.settlement is None:
+            return
+        if follow:
+            tg.start_soon(self._supervise, "world", self.tail.run)
+        interval = self.options.settle_interval
+        tg.start_soon(functools.partial(self.settlement.run, interval=interval))
 
     async def _start_handlers(self, tg: TaskGroup) -> None:
         """Follow the log and run the handlers; return once they decide (every handler's
@@ -209,6 +236,12 @@ class Platform:
 
     async def _watch_heartbeats(self) -> None:
         await watch_heartbeats(self.nc, self._heartbeats, self.liveness, clock=self.options.clock)
+
+    async def settle_payouts(self) -> int:
+        """One settlement pass now (tests); how many withdrawals are still open."""
+        assert self.settlement is not None, "this process holds no chain"
+        await self.tail.reached(await self.store.last_seq())
+        return await self.settlement.step()
 
     async def tick(self) -> None:
         """Run every handler's time-based decisions once, now."""

@@ -182,6 +182,22 @@ def sample_events() -> list[ev.Event]:
             reference="manual",
         ),
         make(
+            ev.PayoutSigned,
+            wallet_id="bob",
+            withdrawal_id="wd-1",
+            signature=SIGNATURE,
+            transaction="AQID",
+            last_valid_block_height=150,
+            attempt=1,
+        ),
+        make(
+            ev.WithdrawalFailed,
+            wallet_id="bob",
+            withdrawal_id="wd-2",
+            amount=10_000_000,
+            reason="invalid payout address",
+        ),
+        make(
             ev.PaymentCredited,
             signature=SIGNATURE,
             wallet_id="alice",

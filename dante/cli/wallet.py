@@ -141,7 +141,7 @@ async def show_history(
     if not entries:
         print("No money has moved in this wallet yet.")
         return 0
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             str(e.seq),
             when(e.at),
@@ -152,16 +152,15 @@ async def show_history(
             e.job_id or "",
             # Charges and holds carry the platform's own references; people wrote these.
             e.reference if e.kind.startswith(("deposit", "withdrawal")) else "",
+            e.signature or "",
         )
         for e in entries
     ]
-    print(
-        table(
-            ("SEQ", "WHEN", "KIND", "AMOUNT", "AVAILABLE", "HELD", "JOB", "REFERENCE"),
-            rows,
-            right=(0, 3, 4, 5),
-        )
-    )
+    headers: tuple[str, ...] = ("SEQ", "WHEN", "KIND", "AMOUNT", "AVAILABLE", "HELD", "JOB")
+    headers += ("REFERENCE", "TRANSACTION")
+    if not any(e.signature for e in entries):
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    print(table(headers, rows, right=(0, 3, 4, 5)))
     if len(entries) == limit:
         print(f"(older entries: dante wallet history --before {entries[-1].seq})")
     return 0
@@ -184,8 +183,8 @@ async def make_withdrawal(
         emit({**to_builtins(result), "requested_udgpu": amount})
         return 0
     print(
-        f"Withdrawal {result.withdrawal_id} of {dgpu(amount)} dGPU requested; it is paid out "
-        "once the platform confirms it."
+        f"Withdrawal {result.withdrawal_id} of {dgpu(amount)} dGPU requested: the platform "
+        "pays it on chain in a moment (`dante wallet history` shows its transaction)."
     )
     print(
         _amounts(

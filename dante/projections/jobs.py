@@ -230,6 +230,8 @@ def _job_event(row: JobRow, event: ev.Event) -> None:
 #: Events that change no job.
 IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
     {
+        ev.PayoutSigned,
+        ev.WithdrawalFailed,
         ev.PaymentCredited,
         ev.ProviderCredited,
         ev.FeeCollected,

@@ -243,6 +243,8 @@ def _attempt_ended(view: RegistryView, job_id: str, completed_attempt: int | Non
 #: Events that change nothing in the registry (checked first: most of the log is usage and money).
 IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
     {
+        ev.PayoutSigned,
+        ev.WithdrawalFailed,
         ev.PaymentCredited,
         ev.UsageRecorded,
         ev.FundsCharged,

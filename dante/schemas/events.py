@@ -321,11 +321,37 @@ class WithdrawalRequested(WalletEvent, frozen=True, kw_only=True):
     payout_address: SolanaAddress
 
 
+class PayoutSigned(WalletEvent, frozen=True, kw_only=True):
+    """The settlement signed the payout of a withdrawal, recorded before it is sent: after a
+    crash this signature is looked up on chain before anything is signed again."""
+
+    withdrawal_id: Id
+    signature: Signature
+    #: The signed transaction (base64), to send again until it lands or expires.
+    transaction: Annotated[str, msgspec.Meta(max_length=4096)]
+    #: The chain's block height after which it can never land.
+    last_valid_block_height: Annotated[int, msgspec.Meta(ge=0)]
+    #: 1 for the first transaction; one more for each signed after the last expired.
+    attempt: Attempt
+
+
 class FundsWithdrawn(WalletEvent, frozen=True, kw_only=True):
+    """A withdrawal was paid: its transaction is confirmed on chain."""
+
     withdrawal_id: Id
     amount: PositiveMoney
     payout_address: SolanaAddress
     reference: Text = ""
+    signature: Signature | None = None
+
+
+class WithdrawalFailed(WalletEvent, frozen=True, kw_only=True):
+    """A withdrawal could not be paid (no transaction of it can land): its funds are
+    available again."""
+
+    withdrawal_id: Id
+    amount: PositiveMoney
+    reason: Reason
 
 
 # ── payment (one per chain transaction credited) ────────────────────────────────────────
@@ -387,7 +413,9 @@ WalletEvents = (
     | HoldReleased
     | LowFundsWarned
     | WithdrawalRequested
+    | PayoutSigned
     | FundsWithdrawn
+    | WithdrawalFailed
 )
 PaymentEvents = PaymentCredited
 AnyEvent = ProviderEvents | JobEvents | WalletEvents | PaymentEvents

@@ -72,9 +72,10 @@ async def test_deposit_balance_and_history(market: Market) -> None:
         "HELD",
         "JOB",
         "REFERENCE",
+        "TRANSACTION",
     ]
-    assert "+0.000001" in newest
-    assert oldest.split()[-1] == "pay-1"
+    assert "+0.000001" in newest and newest.split()[-1] == deposited["signature"]
+    assert oldest.split()[-2] == "pay-1"
 
 
 @pytest.mark.parametrize(
@@ -119,6 +120,18 @@ async def test_withdraw_is_for_providers_with_earnings(market: Market) -> None:
     assert result["requested_udgpu"] == 20 * DGPU
     assert result["available_udgpu"] == 10 * DGPU
     assert result["pending_withdrawal_udgpu"] == 20 * DGPU
+    # The settlement pays it on chain: the payout address holds the dGPU.
+    assert await market.platform.settle_payouts() == 0
+    ran = await market.dante("chain", "balance", SOLANA, "--json", user="bob")
+    assert ran.code == 0, ran
+    assert ran.json()["balance_udgpu"] == 20 * DGPU
+    entries = (await market.dante("wallet", "history", "--json", user="bob")).json()["entries"]
+    paid = next(e for e in entries if e["kind"] == "withdrawal")
+    assert paid["amount_udgpu"] == 20 * DGPU and paid["reference"] == result["withdrawal_id"]
+    transfer = await market.platform.chain.transfer(paid["signature"])  # type: ignore[union-attr]
+    assert transfer is not None and transfer.amount == 20 * DGPU
+    balance = (await market.dante("wallet", "balance", "--json", user="bob")).json()
+    assert (balance["withdrawn_udgpu"], balance["pending_withdrawal_udgpu"]) == (20 * DGPU, 0)
 
     ran = await market.dante("wallet", "withdraw", "1", "--to", "not-an-address", user="bob")
     assert ran.code == 2 and "Solana address" in ran.err

@@ -58,6 +58,8 @@ class World:
         self.providers: dict[str, ProviderState] = {}
         self.jobs: dict[str, JobState] = {}
         self.wallets: dict[str, WalletState] = {}
+        #: Withdrawals not yet paid nor failed: withdrawal id -> wallet id.
+        self.open_payouts: dict[str, str] = {}
         #: Chain transactions credited, by signature.
         self.payments: dict[str, PaymentState] = {}
         #: The highest stream sequence applied.
@@ -172,6 +174,10 @@ class World:
 
     def _book_money(self, event: ev.WalletEvent) -> None:
         match event:
+            case ev.WithdrawalRequested():
+                self.open_payouts[event.withdrawal_id] = event.wallet_id
+            case ev.FundsWithdrawn() | ev.WithdrawalFailed():
+                self.open_payouts.pop(event.withdrawal_id, None)
             case ev.FundsCharged():
                 book = self.books.get((event.job_id, event.attempt))
                 if book is not None:
