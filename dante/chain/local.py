@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
+import msgspec
 from solders.account import Account
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
@@ -186,7 +187,12 @@ class LocalChain:
         ).fetchone()
         if row is None:
             return None
-        return spl.read_transfer(VersionedTransaction.from_bytes(row[1]), row[0])
+        found = spl.read_transfer(VersionedTransaction.from_bytes(row[1]), row[0])
+        if found is None:
+            return None
+        account = self._svm.get_account(Pubkey.from_string(found.destination))
+        owner = spl.token_owner(bytes(account.data)) if account is not None else ""
+        return msgspec.structs.replace(found, destination_owner=owner)
 
     async def signature_status(self, signature: str) -> SignatureStatus | None:
         row = self._db.execute(

@@ -52,6 +52,11 @@ def token_account(owner: Pubkey, mint: Pubkey) -> Pubkey:
     return found
 
 
+def token_owner(data: bytes) -> str:
+    """The owner in a token account's data."""
+    return str(Pubkey.from_bytes(data[32:64]))
+
+
 def token_amount(data: bytes) -> int:
     """The amount in a token account's data."""
     return int(struct.unpack_from("<Q", data, 64)[0])

@@ -107,15 +107,9 @@ async def balance(
     address
         A Solana address. Default: your keypair's.
     """
-    from dante.cli.options import UsageError
-
     if address is not None:
         _check(address)
-    else:
-        address, _ = _address(keypair)
-    if address is None:
-        raise UsageError("no address")
-    found = address
+    found = address if address is not None else _address(keypair)[0]
     return await with_session(lambda s: show_balance(s, found, json=json_output))
 
 

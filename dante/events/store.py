@@ -95,6 +95,11 @@ class EventStore:
         self._retries = retries
         self._direct = DirectReader(nc, stream, timeout=timeout, api_prefix=api_prefix)
 
+    @property
+    def nc(self) -> NATS:
+        """The connection it reads and appends over (for a caller's commands on it)."""
+        return self._nc
+
     # ── appending ───────────────────────────────────────────────────────────────────────
 
     async def append(self, *items: Append) -> Appended:

@@ -30,6 +30,8 @@ class TokenTransfer(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     amount: int
     decimals: int
     memo: str = ""
+    #: The owner of the destination token account, as the chain holds it.
+    destination_owner: str = ""
 
 
 class SignatureStatus(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -77,3 +79,15 @@ class FaucetResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     funded_udgpu: int
     balance_udgpu: int
     lamports: int
+
+
+class ChainAudit(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """What the chain shows, for `dante audit --chain`: the treasury's balance and the
+    transfers of the signatures asked about (those the chain does not know are left out)."""
+
+    cluster: str
+    mint: str
+    treasury: str
+    treasury_account: str
+    treasury_balance_udgpu: int
+    transfers: list[TokenTransfer] = msgspec.field(default_factory=list)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 import msgspec
 
-from dante.schemas.chain import ChainInfo, FaucetResult
+from dante.schemas.chain import ChainAudit, ChainInfo, FaucetResult
 from dante.schemas.money import PositiveMoney, Rate
 from dante.schemas.quotes import Quote
 from dante.schemas.results import (
@@ -263,6 +263,16 @@ class GetChain(Query[ChainInfo], frozen=True, kw_only=True, forbid_unknown_field
     address: SolanaAddress | None = None
 
 
+class AuditChain(Query[ChainAudit], frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The treasury's balance and the transfers of these signatures, for the audit."""
+
+    ROLE: ClassVar[Role] = "operator"
+    VERB: ClassVar[str] = "chain"
+    signatures: Annotated[list[Signature], msgspec.Meta(max_length=500)] = msgspec.field(
+        default_factory=list
+    )
+
+
 class GetPlatformStatus(
     Query[PlatformSummary], frozen=True, kw_only=True, forbid_unknown_fields=True
 ):
@@ -412,6 +422,7 @@ QUERIES: tuple[type[Command[Any]], ...] = (
     DownloadResults,
     FetchInput,
     GetChain,
+    AuditChain,
 )
 ALL_COMMANDS: tuple[type[Command[Any]], ...] = (*RENTER_COMMANDS, *PROVIDER_COMMANDS, *QUERIES)
 

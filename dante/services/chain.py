@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from dante.chain import DECIMALS, ChainError
 from dante.domain.rejection import Rejected
 from dante.schemas import commands as cmd
-from dante.schemas.chain import ChainInfo, FaucetResult
+from dante.schemas.chain import ChainAudit, ChainInfo, FaucetResult
 from dante.schemas.money import MAX_UDGPU
 
 if TYPE_CHECKING:
@@ -22,7 +22,9 @@ FAUCET_LIMIT = 1_000_000 * 1_000_000
 class ChainQueries:
     """An extension of the command service (`GetChain`, `Faucet`)."""
 
-    handles: frozenset[type[cmd.Command[Any]]] = frozenset({cmd.GetChain, cmd.Faucet})
+    handles: frozenset[type[cmd.Command[Any]]] = frozenset(
+        {cmd.GetChain, cmd.Faucet, cmd.AuditChain}
+    )
 
     def __init__(self, chain: Chain) -> None:
         self.chain = chain
@@ -37,6 +39,8 @@ class ChainQueries:
         try:
             if isinstance(command, cmd.Faucet):
                 return await self._faucet(command)
+            if isinstance(command, cmd.AuditChain):
+                return await self._audit(command)
             return await self._info(command)
         except ChainError as exc:
             raise Rejected("unavailable", f"the chain cannot be reached: {exc}") from None
@@ -64,6 +68,18 @@ class ChainQueries:
             blockhash=blockhash,
             last_valid_block_height=last_valid,
             **extra,
+        )
+
+    async def _audit(self, command: cmd.AuditChain) -> ChainAudit:
+        chain = self.chain
+        found = [await chain.transfer(signature) for signature in command.signatures]
+        return ChainAudit(
+            cluster=chain.cluster,
+            mint=chain.mint,
+            treasury=chain.treasury,
+            treasury_account=chain.treasury_account,
+            treasury_balance_udgpu=await chain.token_balance(chain.treasury),
+            transfers=[t for t in found if t is not None],
         )
 
     async def _faucet(self, command: cmd.Faucet) -> FaucetResult:

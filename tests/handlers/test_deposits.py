@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 
 import pytest
+from nats.aio.client import Client as NATS
 from solders.keypair import Keypair
 
 from dante.chain import spl
@@ -17,6 +19,8 @@ from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.chain import deposit_memo
 from dante.schemas.results import WalletResult
+from dante.services.chain import ChainQueries
+from dante.services.commands import CommandService
 
 pytestmark = pytest.mark.anyio
 
@@ -176,3 +180,27 @@ async def test_a_transaction_the_chain_refuses_is_not_credited(
     assert "the chain refused the transfer" in str(error) and "insufficient funds" in str(error)
     assert await events(store) == []
     assert await chain.token_balance(chain.treasury) == 0
+
+
+class Devnet(LocalChain):
+    """A chain that is not the local one (as a cluster over RPC would be)."""
+
+    cluster = "devnet"  # type: ignore[misc]
+    local = False  # type: ignore[misc]
+
+
+async def test_the_faucet_is_refused_on_a_real_cluster(
+    nc: NATS, store: EventStore, tmp_path: Path
+) -> None:
+    devnet = Devnet(tmp_path / "devnet")
+    service = CommandService(nc, store, chain=devnet, extensions=[ChainQueries(devnet)])
+    await service.start()
+    try:
+        alice = Client(nc, "renter", "alice", timeout=5)
+        with pytest.raises(CommandError) as info:
+            await faucet(alice, str(Keypair().pubkey()), DGPU)
+        assert info.value.code == "forbidden"
+        assert "local chain only" in str(info.value) and "devnet" in str(info.value)
+        assert (await alice.ask(cmd.GetChain())).local is False
+    finally:
+        await service.stop()
