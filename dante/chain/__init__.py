@@ -61,9 +61,10 @@ class Chain(Protocol):
         """The confirmed transfer_checked of this transaction, or None (unknown, failed, or
         not exactly one token transfer)."""
 
-    async def sign_payout(self, to_owner: str, amount: int) -> SignedPayout:
+    async def sign_payout(self, to_owner: str, amount: int, *, memo: str) -> SignedPayout:
         """A signed transfer of `amount` from the treasury to `to_owner`'s token account
-        (created if missing). Nothing is sent."""
+        (created if missing), with `memo` (naming the withdrawal, so that two payouts of
+        one amount to one address are two transactions). Nothing is sent."""
 
     async def send(self, transaction: bytes) -> str:
         """Send a signed transaction; its signature. Raises `ChainError` when refused."""

@@ -200,13 +200,14 @@ class LocalChain:
         ).fetchone()
         return None if row is None else SignatureStatus(slot=row[0], confirmed=True)
 
-    async def sign_payout(self, to_owner: str, amount: int) -> SignedPayout:
+    async def sign_payout(self, to_owner: str, amount: int, *, memo: str) -> SignedPayout:
         blockhash, last_valid = await self.latest_blockhash()
         tx = spl.payout_transaction(
             self._treasury_key,
             mint=self.mint,
             to_owner=to_owner,
             amount=amount,
+            note=memo,
             blockhash=blockhash,
         )
         return SignedPayout(

@@ -137,14 +137,15 @@ def deposit_transaction(
 
 
 def payout_transaction(
-    treasury: Keypair, *, mint: str, to_owner: str, amount: int, blockhash: str
+    treasury: Keypair, *, mint: str, to_owner: str, amount: int, note: str, blockhash: str
 ) -> VersionedTransaction:
-    """A payout: the recipient's token account made if missing, then the transfer."""
+    """A payout: the recipient's token account made if missing, the transfer, its memo."""
     mint_key, to = pubkey(mint), pubkey(to_owner)
     return signed(
         [
             create_token_account(treasury.pubkey(), to, mint_key),
             transfer_checked(treasury.pubkey(), mint_key, to, amount, DECIMALS),
+            memo(treasury.pubkey(), note),
         ],
         treasury,
         blockhash,

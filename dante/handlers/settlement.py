@@ -35,13 +35,13 @@ import structlog
 from dante.chain import ChainError
 from dante.domain import settlement as rules
 from dante.domain.settings import Settings
-from dante.handlers.executor import Executor
+from dante.handlers.executor import Executor, Log
+from dante.schemas.chain import payout_memo
 
 if TYPE_CHECKING:
     from dante.chain import Chain
     from dante.domain.model import World
     from dante.domain.model.wallet import PayoutState
-    from dante.events.store import EventStore
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,7 @@ class Settlement:
     def __init__(
         self,
         chain: Chain,
-        log: EventStore,
+        log: Log,
         world: Callable[[], World],
         *,
         settings: Settings | None = None,
@@ -151,7 +151,7 @@ class Settlement:
         self, withdrawal_id: str, address: str, amount: int, previous: str | None
     ) -> bool:
         try:
-            signed = await self.chain.sign_payout(address, amount)
+            signed = await self.chain.sign_payout(address, amount, memo=payout_memo(withdrawal_id))
         except ValueError as exc:
             await self._fail(withdrawal_id, f"invalid payout address: {exc}", previous)
             return False

@@ -16,6 +16,11 @@ def deposit_memo(account: str) -> str:
     return f"{DEPOSIT_MEMO_PREFIX}{account}"
 
 
+def payout_memo(withdrawal_id: str) -> str:
+    """The memo a payout carries: it names its withdrawal."""
+    return f"dante:payout:{withdrawal_id}"
+
+
 class TokenTransfer(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """One confirmed SPL `transfer_checked`, read from the chain."""
 

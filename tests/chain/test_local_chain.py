@@ -82,7 +82,7 @@ async def test_balances_and_signatures_survive_a_restart(tmp_path: Path) -> None
     await chain.faucet(str(payer.pubkey()), 3_000_000)
     signature = await deposit(chain, payer, 1_000_000)
     payee = str(Keypair().pubkey())
-    payout = await chain.sign_payout(payee, 400_000)
+    payout = await chain.sign_payout(payee, 400_000, memo="test")
     assert await chain.send(payout.transaction) == payout.signature
     await chain.close()
 
@@ -117,7 +117,7 @@ async def test_a_blockhash_expires_with_wall_time(tmp_path: Path) -> None:
     await chain.faucet(chain.treasury, 10)
     start = await chain.block_height()
     payee = str(Keypair().pubkey())
-    payout = await chain.sign_payout(payee, 1)
+    payout = await chain.sign_payout(payee, 1, memo="test")
     assert payout.last_valid_block_height == start + BLOCKHASH_VALIDITY
     wall.now += 0.4 * (BLOCKHASH_VALIDITY + 1)
     assert await chain.block_height() > payout.last_valid_block_height
@@ -125,7 +125,7 @@ async def test_a_blockhash_expires_with_wall_time(tmp_path: Path) -> None:
         await chain.send(payout.transaction)
     assert await chain.signature_status(payout.signature) is None
     # Signed again with a fresh blockhash, it lands.
-    fresh = await chain.sign_payout(payee, 1)
+    fresh = await chain.sign_payout(payee, 1, memo="test")
     await chain.send(fresh.transaction)
     assert await chain.token_balance(payee) == 1
 
@@ -133,7 +133,7 @@ async def test_a_blockhash_expires_with_wall_time(tmp_path: Path) -> None:
 async def test_a_dropped_send_never_lands(tmp_path: Path) -> None:
     chain = LocalChain(tmp_path / "chain")
     await chain.faucet(chain.treasury, 5)
-    payout = await chain.sign_payout(str(Keypair().pubkey()), 5)
+    payout = await chain.sign_payout(str(Keypair().pubkey()), 5, memo="test")
     chain.drop_next()
     assert await chain.send(payout.transaction) == payout.signature
     assert await chain.signature_status(payout.signature) is None

@@ -81,7 +81,7 @@ async def test_audit_chain_names_what_the_chain_does_not_show(market: Market) ->
     await fund(Client(market.nc, "renter", "alice"), 5 * DGPU)
     # Money moved out of the treasury with no withdrawal in the log.
     chain = chain_of(market)
-    stolen = await chain.sign_payout(str(Keypair().pubkey()), DGPU)
+    stolen = await chain.sign_payout(str(Keypair().pubkey()), DGPU, memo="stolen")
     await chain.send(stolen.transaction)
     # And a deposit in the log that no transaction paid, and one naming an unknown one.
     await market.platform.store.append(Append(event=deposit("mallory", 3, event_id="forged-1")))

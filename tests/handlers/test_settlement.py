@@ -43,7 +43,7 @@ class Offline(LocalChain):
     def __getattribute__(self, name: str) -> object:
         if name in {"block_height", "signature_status", "sign_payout", "send", "slot"}:
 
-            async def down(*_: object) -> None:
+            async def down(*_: object, **__: object) -> None:
                 raise ChainError("connection refused", unreachable=True)
 
             return down
@@ -253,3 +253,22 @@ async def test_a_signed_payout_is_never_given_back_while_it_may_land(
     assert await settlement(treasury, store, tail, clock).step() == 0
     assert await treasury.token_balance(payee) == 10 * DGPU
     assert NOW  # the factories' time
+
+
+async def test_two_equal_withdrawals_to_one_address_are_two_transactions(
+    store: EventStore, treasury: LocalChain, clock: Clock
+) -> None:
+    # Found by the property test: the same amount to the same address in the same block
+    # was one transaction (one signature) for two withdrawals. Each payout's memo names its
+    # withdrawal, so they differ.
+    await treasury.faucet(treasury.treasury, 50 * DGPU)
+    tail = WorldTail(store)
+    payee = str(Keypair().pubkey())
+    await request(store, tail, payee, 10 * DGPU)
+    await request(store, tail, payee, 10 * DGPU)
+    assert await settlement(treasury, store, tail, clock).step() == 0
+    paid = [e for e in await paid_events(store) if isinstance(e, ev.FundsWithdrawn)]
+    assert len({e.signature for e in paid}) == 2
+    assert await treasury.token_balance(payee) == 20 * DGPU
+    transfer = await treasury.transfer(paid[0].signature or "")
+    assert transfer is not None and transfer.memo == f"dante:payout:{paid[0].withdrawal_id}"

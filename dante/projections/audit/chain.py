@@ -53,6 +53,8 @@ class ChainFacts:
     #: Recorded payouts of withdrawals still open: signature -> (amount, address, seq).
     in_flight: dict[str, tuple[int, str, int]] = field(default_factory=dict)
     unpaid: list[tuple[int, ev.FundsDeposited]] = field(default_factory=list)
+    #: Payouts whose signature an earlier payout already named: (seq, signature).
+    reused: list[tuple[int, str]] = field(default_factory=list)
 
     def signatures(self) -> list[str]:
         return sorted({*self.credited, *self.paid, *self.in_flight})
@@ -74,6 +76,8 @@ def gather(events: Iterable[tuple[int, ev.Event]]) -> ChainFacts:
             case ev.PayoutSigned():
                 signed[event.withdrawal_id] = (event.signature, seq)
             case ev.FundsWithdrawn() if event.signature is not None:
+                if event.signature in facts.paid:
+                    facts.reused.append((seq, event.signature))
                 facts.paid[event.signature] = (event.amount, event.payout_address, seq)
                 signed.pop(event.withdrawal_id, None)
                 requested.pop(event.withdrawal_id, None)
@@ -124,6 +128,15 @@ def check(facts: ChainFacts, chain: ChainAudit) -> list[Violation]:
                     message=f"the payout at seq {seq} ({signature}): {wrong}",
                 )
             )
+    for seq, signature in facts.reused:
+        out.append(
+            Violation(
+                code="chain_payout",
+                seqs=[facts.paid[signature][2], seq],
+                message=f"the payout at seq {seq} names {signature}, which paid another "
+                "withdrawal: one transaction cannot pay two",
+            )
+        )
     landed = sum(
         amount
         for signature, (amount, address, _) in facts.in_flight.items()
