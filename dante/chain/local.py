@@ -144,7 +144,8 @@ class LocalChain:
     # ── time ────────────────────────────────────────────────────────────────────────────
 
     def _height(self) -> int:
-        return max(0, int((self._clock() - self._start) / self._block_time))
+        # (a hair added: 60.4 s / 0.4 s is 150.99999… in floating point)
+        return max(0, int((self._clock() - self._start) / self._block_time + 1e-9))
 
     def _blockhash_at(self, height: int) -> str:
         digest = hashlib.sha256(self._seed + height.to_bytes(8, "little")).digest()
@@ -257,6 +258,18 @@ class LocalChain:
 
     async def close(self) -> None:
         self._db.close()
+
+    # ── for the JSON-RPC endpoint (`rpc_server.py`) ─────────────────────────────────────
+
+    def record(self, signature: str) -> tuple[int, bytes] | None:
+        """The slot and bytes of a landed transaction."""
+        row = self._db.execute(
+            "SELECT slot, tx FROM transactions WHERE signature = ?", (signature,)
+        ).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def account(self, address: str) -> Account | None:
+        return self._svm.get_account(spl.pubkey(address))
 
     # ── for tests ───────────────────────────────────────────────────────────────────────
 

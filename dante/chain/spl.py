@@ -52,6 +52,11 @@ def token_account(owner: Pubkey, mint: Pubkey) -> Pubkey:
     return found
 
 
+def token_mint(data: bytes) -> str:
+    """The mint in a token account's data."""
+    return str(Pubkey.from_bytes(data[:32]))
+
+
 def token_owner(data: bytes) -> str:
     """The owner in a token account's data."""
     return str(Pubkey.from_bytes(data[32:64]))

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client as NATS
 
+    from dante.chain import Chain
     from dante.cli.demo import DemoAgent
+    from dante.platform import Platform
     from dante.services.auth.service import Identity
 
 DEMO_RENTER: Final = ("demo-user", "demo-pass")
@@ -90,6 +92,26 @@ async def up(
             "or more CPUs."
         ),
     ] = None,
+    solana_rpc: Annotated[
+        str | None,
+        Parameter(
+            env_var="DANTE_SOLANA_RPC",
+            help="Settle on this Solana cluster (its JSON-RPC URL: devnet, mainnet-beta) "
+            "instead of the local chain; needs --mint and --treasury-keypair.",
+        ),
+    ] = None,
+    mint: Annotated[str | None, Parameter(help="The dGPU mint on --solana-rpc.")] = None,
+    treasury_keypair: Annotated[
+        Path | None,
+        Parameter(help="The treasury's keypair on --solana-rpc (it pays withdrawals)."),
+    ] = None,
+    chain_rpc_port: Annotated[
+        int | None,
+        Parameter(
+            help="Also serve the local chain over Solana JSON-RPC on this localhost port "
+            "(8899 like solana-test-validator; -1: any free one)."
+        ),
+    ] = None,
 ) -> int:
     """Start the platform: the event log, the command service, the handlers and the views.
 
@@ -112,6 +134,7 @@ async def up(
         )
     nats_url = None if embedding else _given_url(explicit)
     processes = _process_count(processes)
+    chain = _cluster(solana_rpc, mint, treasury_keypair, chain_rpc_port)
     configure_logging()
     data_dir = data_dir or default_data_dir()
     # Its secrets.json controls the platform: a new data folder is its owner's only.
@@ -149,6 +172,8 @@ async def up(
             replicas=replicas,
             demo=demo,
             server=server,
+            chain=chain,
+            chain_rpc_port=chain_rpc_port,
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -201,6 +226,8 @@ async def _serve(
     replicas: int,
     demo: bool,
     server: NatsServer | None = None,
+    chain: Chain | None = None,
+    chain_rpc_port: int | None = None,
 ) -> str | None:
     """Run the platform on its connection and the system user's until stopped; why it could
     not start, if so. `server`: the embedded nats-server, if any, restarted whenever it
@@ -224,6 +251,7 @@ async def _serve(
         data_dir=data_dir,
         log_settings=LogSettings(replicas=replicas),
         parts=ALL_PARTS if child is None else frozenset({"commands"}),
+        chain=chain,
     )
     platform = Platform(nc, options)
     identity = Identity(
@@ -242,6 +270,8 @@ async def _serve(
             if server is not None:
                 tg.start_soon(server.supervise)
             tg.start_soon(functools.partial(platform.run, extra=[identity.run]))
+            if chain_rpc_port is not None:
+                await _serve_chain(tg, platform, chain_rpc_port)
             with anyio.fail_after(READY_TIMEOUT_S):
                 if child is not None:
                     # It reads the log into its world and views while this process starts.
@@ -264,6 +294,41 @@ async def _serve(
     except* PartsFailed as group:
         failed = str(group.exceptions[0])
     return failed
+
+
+def _cluster(
+    url: str | None, mint: str | None, keypair: Path | None, rpc_port: int | None
+) -> Chain | None:
+    """The cluster to settle on, or None for the local chain."""
+    if url is None:
+        if mint is not None or keypair is not None:
+            raise UsageError("--mint and --treasury-keypair go with --solana-rpc")
+        return None
+    if rpc_port is not None:
+        raise UsageError("--chain-rpc-port serves the local chain; with --solana-rpc there is none")
+    if mint is None or keypair is None:
+        raise UsageError("--solana-rpc needs --mint (the dGPU mint) and --treasury-keypair")
+    from dante.chain.keys import read_keypair
+    from dante.chain.rpc import RpcChain
+
+    try:
+        return RpcChain(url, mint=mint, treasury=read_keypair(keypair))
+    except ValueError as exc:
+        raise UsageError(f"--mint: {exc}") from None
+
+
+async def _serve_chain(tg: anyio.abc.TaskGroup, platform: Platform, port: int) -> None:
+    from dante.chain.local import LocalChain
+    from dante.chain.rpc_server import RpcServer
+
+    assert isinstance(platform.chain, LocalChain)
+    server = RpcServer(platform.chain, port=0 if port == -1 else port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise UsageError(f"--chain-rpc-port {port}: {exc.strerror}") from None
+    print(f"local chain JSON-RPC: {server.url}", flush=True)
+    tg.start_soon(server.serve)
 
 
 async def _announce(nc: NATS, url: str, monitor: str) -> None:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from solders.keypair import Keypair
 
+from dante.chain.keys import read_keypair
 from dante.chain.local import LocalChain
+from dante.chain.rpc import RpcChain
 from dante.client.commands import Client, new_command_id
 from dante.events.records import Append
 from dante.schemas import commands as cmd
+from tests.cli.cli import run_dante
 from tests.cli.conftest import Market
+from tests.cli.platform_proc import UpProcess
 from tests.factories import SIGNATURE, SOLANA, deposit
 from tests.funding import fund
 from tests.handlers.harness import DGPU, submit
@@ -101,3 +107,38 @@ async def test_audit_chain_names_what_the_chain_does_not_show(market: Market) ->
     # Without --chain the log alone is consistent (the chain is not looked at).
     alone = await market.dante("audit", "--json", "--skip-views", user=None)
     assert "chain_treasury" not in json.loads(alone.out)["counts"]
+
+
+async def test_dante_up_serves_its_chain_over_json_rpc(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "LOG_LEVEL": "warning"}
+    up = UpProcess(
+        tmp_path / "data", None, "--processes", "1", "--chain-rpc-port", "-1", env=env
+    ).start()
+    try:
+        said = "".join(up.output)
+        found = re.search(r"local chain JSON-RPC: (http://127\.0\.0\.1:\d+)", said)
+        assert found, said
+        alice = {**env, "DANTE_PASSWORD": "alice-secret"}
+        ran = run_dante("account", "create", "--no-login", url=up.url, user="alice", env=alice)
+        assert ran.code == 0, ran
+        ran = run_dante("chain", "status", "--json", url=up.url, user="alice", env=alice)
+        assert ran.code == 0, ran
+        status = ran.json()
+        treasury = read_keypair(tmp_path / "data" / "chain" / "treasury.json")
+        rpc = RpcChain(found[1], mint=status["mint"], treasury=treasury)
+        try:
+            assert rpc.treasury == status["treasury"]
+            assert await rpc.token_balance(rpc.treasury) == status["treasury_balance_udgpu"]
+            assert await rpc.block_height() >= status["block_height"]
+        finally:
+            await rpc.close()
+    finally:
+        assert up.stop() == 0
+
+
+def test_a_cluster_needs_its_mint_and_treasury(tmp_path: Path) -> None:
+    ran = run_dante(
+        "up", "--data-dir", str(tmp_path), "--solana-rpc", "https://api.devnet.solana.com",
+        url=None,
+    )  # fmt: skip
+    assert ran.code == 2 and "needs --mint" in ran.err, ran
