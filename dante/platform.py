@@ -37,6 +37,7 @@ from dante.chain.local import LocalChain
 from dante.domain.settings import Settings
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
+from dante.events.subjects import EVENT_PREFIX
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
@@ -120,14 +121,20 @@ class Platform:
         self.chain: Chain | None = options.chain
         if self.chain is None and "commands" in options.parts:
             self.chain = LocalChain(options.data_dir / "chain")
-        # Withdrawals are paid by the process that holds the chain.
+        # Withdrawals are paid by the process that holds the chain; where no handlers run,
+        # it follows the wallets only.
+        self._payouts_tail = (
+            self.tail
+            if "handlers" in options.parts
+            else WorldTail(self.store, subjects=f"{EVENT_PREFIX}.wallet.>")
+        )
         self.settlement = (
             None
             if self.chain is None
             else Settlement(
                 self.chain,
                 self.store,
-                lambda: self.tail.world,
+                lambda: self._payouts_tail.world,
                 settings=settings,
                 clock=options.clock,
             )
@@ -157,9 +164,10 @@ class Platform:
         commands = "commands" in self.options.parts
         handlers = "handlers" in self.options.parts
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
-        settling = self.settlement is not None
-        if handlers or settling:
+        if handlers:
             await self.tail.catch_up()
+        elif self.settlement is not None:
+            await self._payouts_tail.catch_up()
         async with anyio.create_task_group() as tg:
             if "views" in self.options.parts:
                 await tg.start(self._run_views)
@@ -191,7 +199,7 @@ class Platform:
         if self.settlement is None:
             return
         if follow:
-            tg.start_soon(self._supervise, "world", self.tail.run)
+            tg.start_soon(self._supervise, "wallets", self._payouts_tail.run)
         interval = self.options.settle_interval
         tg.start_soon(functools.partial(self.settlement.run, interval=interval))
 
@@ -240,6 +248,7 @@ class Platform:
     async def settle_payouts(self) -> int:
         """One settlement pass now (tests); how many withdrawals are still open."""
         assert self.settlement is not None, "this process holds no chain"
+        assert "handlers" in self.options.parts, "settle_payouts follows the whole log"
         await self.tail.reached(await self.store.last_seq())
         return await self.settlement.step()
 

@@ -115,15 +115,21 @@ def event_type(data: bytes) -> str | None:
 class WorldTail:
     """Follows the whole log into one `World`; others wait for it to reach a sequence."""
 
-    def __init__(self, store: EventStore, world: World | None = None) -> None:
+    def __init__(
+        self, store: EventStore, world: World | None = None, *, subjects: str | None = None
+    ) -> None:
         self.store = store
         self.world = world or World()
+        #: Only these subjects (default: the whole log).
+        self._subjects = subjects or f"{EVENT_PREFIX}.>"
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
 
     async def run(self) -> None:
         # In chunks of whatever arrived: nats-py's message iterator costs a task per message.
-        async for chunk in self.store.read_chunks(self.world.position + 1, follow=True):
+        async for chunk in self.store.read_chunks(
+            self.world.position + 1, follow=True, subjects=self._subjects
+        ):
             self._apply(chunk)
             while self._waiters and self._waiters[0][0] <= self.world.position:
                 _, _, future = heapq.heappop(self._waiters)
@@ -133,7 +139,9 @@ class WorldTail:
     async def catch_up(self) -> None:
         """Read the log up to its current end before anything decides."""
         last = await self.store.last_seq()
-        async for chunk in self.store.read_chunks(self.world.position + 1, stop=last):
+        async for chunk in self.store.read_chunks(
+            self.world.position + 1, stop=last, subjects=self._subjects
+        ):
             self._apply(chunk)
 
     def _apply(self, chunk: list[tuple[int, str, datetime | None, bytes]]) -> None:

@@ -237,6 +237,9 @@ async def test_the_wallet_history_through_the_menu(market: Market, tmp_path: Pat
         shown = await m.expect("Choose: ")
         await m.leave()
     rows = [line.split()[3:] for line in shown.splitlines() if job_id in line or "deposit" in line]
+    # The deposit names its transaction on chain.
+    *rows[-1], signature = rows[-1]
+    assert len(signature) >= 64
     # Newest first: the deposit, the hold placed with the job, the charge for the minutes it
     # ran and the hold topped up again after it, then all that was held coming back.
     assert rows == [
