@@ -115,25 +115,28 @@ async def balance(
 
 @app.command
 async def faucet(
-    amount: str,
+    first: Annotated[str, Parameter(name="ADDRESS_OR_AMOUNT")],
+    second: Annotated[str | None, Parameter(name="AMOUNT")] = None,
     /,
     *,
-    to: Annotated[
-        str | None,
-        Parameter(help="Fund this address. Default: your keypair's (made if you have none)."),
-    ] = None,
     keypair: KeypairOption = None,
     json_output: Json = False,
 ) -> int:
-    """Test dGPU and SOL for fees, on the local chain only (`dante up`'s).
+    """Test dGPU and SOL for fees, on the local chain only (`dante up`'s):
+    `dante chain faucet [ADDRESS] AMOUNT`.
+
+    Without an address, your keypair is funded (and made if you have none).
 
     Parameters
     ----------
-    amount
+    first
+        The Solana address to fund, followed by the amount; or the amount alone.
+    second
         dGPU to mint, as a decimal (at most 6 decimals).
     """
     from dante.schemas.money import parse_dgpu
 
+    to, amount = (first, second) if second is not None else (None, first)
     udgpu = parse_dgpu(amount)
     made: Path | None = None
     if to is not None:

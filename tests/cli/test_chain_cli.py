@@ -51,7 +51,7 @@ async def test_status_balance_and_the_faucet(market: Market) -> None:
     text = await market.dante("chain", "status")
     assert "cluster        local (embedded in dante up)" in text.out, text
     address = str(Keypair().pubkey())
-    ran = await market.dante("chain", "faucet", "2.5", "--to", address, "--json")
+    ran = await market.dante("chain", "faucet", address, "2.5", "--json")
     assert ran.code == 0 and ran.json()["balance_udgpu"] == 2_500_000, ran
     ran = await market.dante("chain", "balance", address)
     assert ran.out.startswith(f"{address}: 2.50 dGPU, 1 SOL on the local chain"), ran
