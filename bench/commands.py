@@ -13,7 +13,9 @@ The baseline is a plain NATS request to a responder that echoes it, in the same 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import itertools
 import tempfile
 import time
 import uuid
@@ -22,11 +24,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+from solders.keypair import Keypair
+
 from bench import raw
 from bench.platform import Heartbeats, RunningJob, Up, nats_server, plan_fleet, seed
 from bench.platform import server_url as url_of
 from bench.report import Report, percentile
+from dante.chain import spl
 from dante.schemas import commands as cmd
+from dante.schemas.chain import ChainInfo, deposit_memo
 from dante.schemas.codec import decode_reply, encode
 from dante.schemas.values import GpuSample, UsageTick
 
@@ -75,9 +82,37 @@ async def run(options: Options) -> Report:
 
 
 async def _measure(report: Report, nc: NATS, jobs: list[RunningJob], count: int) -> None:
-    def deposit(n: int) -> tuple[str, bytes]:
-        command = cmd.Deposit(command_id=uuid.uuid4().hex, amount=1_000_000 + n)
-        return f"dante.cmd.renter.payer{n % 10}.deposit", encode(command)
+    # A deposit is a payment: one payer gets test dGPU from the local chain's faucet, and
+    # each deposit carries its own signed transfer (the whole verified path is timed: sent
+    # to the chain, confirmed, read back, credited).
+    payer = Keypair()
+    funds = (count + 40) * 2_000_000
+    faucet = cmd.Faucet(command_id=uuid.uuid4().hex, address=str(payer.pubkey()), amount=funds)
+    await nc.request("dante.cmd.renter.payer0.faucet", encode(faucet), timeout=30)
+    reply = decode_reply(
+        (await nc.request("dante.cmd.renter.payer0.chain", encode(cmd.GetChain()), timeout=30)).data
+    )
+    chain = msgspec.json.decode(reply.result, type=ChainInfo)
+    serial = itertools.count()
+
+    def deposit(_: int) -> tuple[str, bytes]:
+        n = next(serial)
+        renter = f"payer{n % 10}"
+        tx = spl.deposit_transaction(
+            payer,
+            mint=chain.mint,
+            treasury=chain.treasury,
+            amount=1_000_000 + n,
+            note=deposit_memo(renter),
+            blockhash=chain.blockhash,
+        )
+        command = cmd.Deposit(
+            command_id=uuid.uuid4().hex,
+            amount=1_000_000 + n,
+            signature=str(tx.signatures[0]),
+            transaction=base64.b64encode(bytes(tx)).decode(),
+        )
+        return f"dante.cmd.renter.{renter}.deposit", encode(command)
 
     four = [job for job in jobs if len(job.gpu_indices) == 4]
     next_tick = dict.fromkeys((job.job_id for job in four), 1)

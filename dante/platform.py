@@ -33,18 +33,23 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from dante.chain import Chain
+from dante.chain.local import LocalChain
 from dante.domain.settings import Settings
 from dante.events.store import EventStore
 from dante.events.streams import LogSettings, ensure_log
+from dante.events.subjects import EVENT_PREFIX
 from dante.handlers.billing import Billing
 from dante.handlers.dispatcher import Dispatcher
 from dante.handlers.liveness import Liveness, watch_heartbeats
 from dante.handlers.runner import Handler, HandlerRunner, WorldTail, executor_for, utcnow
 from dante.handlers.scheduler import Scheduler
+from dante.handlers.settlement import Settlement
 from dante.handlers.snapshot import FILE_NAME as SNAPSHOT_FILE
 from dante.handlers.snapshot import Snapshots
 from dante.projections.runner import ProjectionRunner, StoredViews
 from dante.services.agent_consumers import AgentConsumers
+from dante.services.chain import ChainQueries
 from dante.services.commands import CommandService, Extension
 from dante.services.files import Files
 from dante.services.files.inputs import InputSweeper
@@ -77,6 +82,10 @@ class PlatformOptions:
     parts: frozenset[Part] = ALL_PARTS
     #: Whether it keeps Prometheus metrics (`Platform.metrics`, `metrics_registry()`).
     metrics: bool = False
+    #: The chain dGPU settles on; None: the local chain in `<data_dir>/chain`.
+    chain: Chain | None = None
+    #: How often the settlement looks at the open withdrawals.
+    settle_interval: float = 1.0
 
 
 class Platform:
@@ -128,6 +137,29 @@ class Platform:
         )
         self.inputs = InputSweeper(nc.jetstream(), lambda: self.tail.world, settings.input_ttl_s)
         self.agent_consumers = AgentConsumers(nc, self.store)
+        # The local chain lives in one process: the one that serves the commands.
+        self.chain: Chain | None = options.chain
+        if self.chain is None and "commands" in options.parts:
+            self.chain = LocalChain(options.data_dir / "chain")
+        # Withdrawals are paid by the process that holds the chain; where no handlers run,
+        # it follows the wallets only.
+        self._payouts_tail = (
+            self.tail
+            if "handlers" in options.parts
+            else WorldTail(self.store, subjects=f"{EVENT_PREFIX}.wallet.>")
+        )
+        self.settlement = (
+            None
+            if self.chain is None
+            else Settlement(
+                self.chain,
+                self.store,
+                lambda: self._payouts_tail.world,
+                settings=settings,
+                clock=options.clock,
+            )
+        )
+        chain_queries: list[Extension] = [] if self.chain is None else [ChainQueries(self.chain)]
         self.service = CommandService(
             nc,
             self.store,
@@ -136,11 +168,13 @@ class Platform:
                 self.read_models,
                 self.files,
                 Statements(self.store),
+                *chain_queries,
                 *(extensions or []),
             ],
             clock=options.clock,
             snapshot=options.data_dir / SNAPSHOT_FILE,
             metrics=self.metrics,
+            chain=self.chain,
         )
         self.ready = asyncio.Event()
 
@@ -170,6 +204,8 @@ class Platform:
         await ensure_log(self.nc.jetstream(), self.options.log_settings)
         if handlers:
             await self.tail.catch_up()
+        elif self.settlement is not None:
+            await self._payouts_tail.catch_up()
         async with anyio.create_task_group() as tg:
             if "views" in self.options.parts and commands:
                 await tg.start(self._run_views)
@@ -181,6 +217,7 @@ class Platform:
                 tg.start_soon(self._run_views)
             if handlers:
                 await self._start_handlers(tg)
+            self._start_settlement(tg, follow=not handlers)
             announced = await self._announce()
             for task in extra or []:
                 tg.start_soon(task)
@@ -208,6 +245,8 @@ class Platform:
             await self.service.stop()
             await self.read_models.close()
             await self.files.close()
+            if self.chain is not None and self.options.chain is None:
+                await self.chain.close()  # the local chain this process opened
             if self.stored_views is not None:
                 await self.stored_views.close()
 
@@ -220,6 +259,16 @@ class Platform:
         if "views" in self.options.parts:
             announced.append(await announce_views(self.nc, self.views))
         return announced
+
+    def _start_settlement(self, tg: TaskGroup, *, follow: bool) -> None:
+        """Pay withdrawals, where this process holds the chain (following the log itself
+        when no handlers do it here)."""
+        if self.settlement is None:
+            return
+        if follow:
+            tg.start_soon(self._supervise, "wallets", self._payouts_tail.run)
+        interval = self.options.settle_interval
+        tg.start_soon(functools.partial(self.settlement.run, interval=interval))
 
     async def _start_handlers(self, tg: TaskGroup) -> None:
         """Follow the log and run the handlers; return once they decide (every handler's
@@ -263,6 +312,13 @@ class Platform:
 
     async def _watch_heartbeats(self) -> None:
         await watch_heartbeats(self.nc, self._heartbeats, self.liveness, clock=self.options.clock)
+
+    async def settle_payouts(self) -> int:
+        """One settlement pass now (tests); how many withdrawals are still open."""
+        assert self.settlement is not None, "this process holds no chain"
+        assert "handlers" in self.options.parts, "settle_payouts follows the whole log"
+        await self.tail.reached(await self.store.last_seq())
+        return await self.settlement.step()
 
     async def tick(self) -> None:
         """Run every handler's time-based decisions once, now."""

@@ -25,6 +25,10 @@ def make(cls: type[E], **fields: Any) -> E:
     return cls(**fields)
 
 
+#: A transaction signature (base58, 64 bytes).
+SIGNATURE = "5" + "K" * 86
+
+
 def deposit(wallet: str, dgpu: int, **fields: Any) -> ev.FundsDeposited:
     return make(ev.FundsDeposited, wallet_id=wallet, amount=dgpu * UDGPU_PER_DGPU, **fields)
 
@@ -201,5 +205,29 @@ def sample_events() -> list[ev.Event]:
             **{**Settings().as_fields(), "grace_s": 60},
             changed=["grace_s"],
             source="dante up --grace-s 60",
+        ),
+        make(
+            ev.PayoutSigned,
+            wallet_id="bob",
+            withdrawal_id="wd-1",
+            signature=SIGNATURE,
+            transaction="AQID",
+            last_valid_block_height=150,
+            attempt=1,
+        ),
+        make(
+            ev.WithdrawalFailed,
+            wallet_id="bob",
+            withdrawal_id="wd-2",
+            amount=10_000_000,
+            reason="invalid payout address",
+        ),
+        make(
+            ev.PaymentCredited,
+            signature=SIGNATURE,
+            wallet_id="alice",
+            amount=10_000_000,
+            source_owner=SOLANA,
+            slot=12,
         ),
     ]

@@ -22,19 +22,23 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "collector": frozenset(),
     # the log
     "events": frozenset({"schemas"}),
+    # the chain boundary (dGPU on Solana): wire contracts only
+    "chain": frozenset({"schemas"}),
     # talking to the platform, for the CLI and the agent: nothing of the server
-    "client": frozenset({"schemas", "events"}),
+    "client": frozenset({"schemas", "events", "chain"}),
     # the rules, pure
     "domain": frozenset({"schemas", "events"}),
     # read models folded from the log
     "projections": frozenset({"schemas", "events", "collector"}),
     # process managers deciding on events, and the runner that carries their decisions out
-    "handlers": frozenset({"schemas", "events", "domain"}),
+    "handlers": frozenset({"schemas", "events", "domain", "chain"}),
     # what the platform serves (the command service carries decisions out as handlers do)
-    "services": frozenset({"schemas", "events", "domain", "projections", "client", "handlers"}),
+    "services": frozenset(
+        {"schemas", "events", "domain", "projections", "client", "handlers", "chain"}
+    ),
     # the composition root
     "platform": frozenset(
-        {"schemas", "events", "domain", "projections", "client", "handlers", "services"}
+        {"schemas", "events", "domain", "projections", "client", "handlers", "services", "chain"}
     ),
     # the provider's machine: a client of the platform
     "agent": frozenset({"schemas", "events", "domain", "client"}),
@@ -51,6 +55,7 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
             "services",
             "platform",
             "agent",
+            "chain",
         }
     ),
     "__main__": frozenset({"cli"}),

@@ -57,6 +57,7 @@ _COMMANDS = [
     ("dante.cli.price:estimate", "estimate", RENT, "Quote a job from the current offers."),
     ("dante.cli.jobs:app", "jobs", RENT, "Submit jobs, follow them, read logs, get results."),
     ("dante.cli.wallet:app", "wallet", RENT, "Deposit, check your balance, read the history."),
+    ("dante.cli.chain:app", "chain", RENT, "The chain dGPU lives on: status, balance, faucet."),
     ("dante.cli.agent:app", "agent", PROVIDE, "Run the agent that rents out this machine."),
     ("dante.cli.price:app", "price", PROVIDE, "Suggest a price per GPU-hour for a GPU."),
     ("dante.cli.up:up", "up", OPERATE, "Start the platform (--demo: with a provider)."),

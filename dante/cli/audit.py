@@ -15,7 +15,9 @@ from dante.cli.progress import ProgressBar
 from dante.client.connect import EXIT_REJECTED, EXIT_USAGE, resolve_url
 
 if TYPE_CHECKING:
+    from dante.events.store import EventStore
     from dante.projections.audit import AuditReport
+    from dante.projections.audit.report import Violation
 
 VIEWS_FILE = "views.sqlite3"
 
@@ -65,6 +67,39 @@ def _print_human(report: AuditReport) -> None:
     print(f"{total} violation(s): {counts}{shown}")
 
 
+async def _with_chain(store: EventStore, report: AuditReport, max_listed: int) -> AuditReport:
+    """The report with the chain's checks added (`AuditChain`, asked as the operator)."""
+    from dante.client.commands import Client
+    from dante.projections.audit.chain import CHAIN_CHECKS, check, gather
+    from dante.schemas.commands import AuditChain
+    from dante.schemas.identity import OPERATOR
+
+    events = [(r.seq, r.event) async for r in store.read(stop=report.position)]
+    facts = gather(events)
+    signatures = facts.signatures()
+    client = Client(store.nc, "operator", OPERATOR, timeout=30)
+    answer = await client.ask(AuditChain())
+    transfers = []
+    for start in range(0, len(signatures), 500):
+        part = await client.ask(AuditChain(signatures=signatures[start : start + 500]))
+        transfers.extend(part.transfers)
+    answer = msgspec.structs.replace(answer, transfers=transfers)
+    found = check(facts, answer)
+    counts = {**report.counts, **dict.fromkeys(CHAIN_CHECKS, 0)}
+    listed: list[Violation] = []
+    for violation in found:
+        counts[violation.code] += 1
+        if counts[violation.code] <= max_listed:
+            listed.append(violation)
+    return msgspec.structs.replace(
+        report,
+        ok=report.ok and not found,
+        counts=counts,
+        violations=[*report.violations, *listed],
+        truncated=report.truncated or any(n > max_listed for n in counts.values()),
+    )
+
+
 async def audit(
     *,
     to_seq: Annotated[int | None, Parameter(help="Audit up to this sequence.")] = None,
@@ -78,6 +113,13 @@ async def audit(
     skip_views: Annotated[bool, Parameter(help="Do not compare any live views.")] = False,
     json: Annotated[bool, Parameter(help="Print the report as one JSON document.")] = False,
     max_listed: Annotated[int, Parameter(help="List at most this many of each violation.")] = 100,
+    chain: Annotated[
+        bool,
+        Parameter(
+            help="Also check the log against the chain: the treasury's balance, and every "
+            "deposit and payout as a transfer on chain."
+        ),
+    ] = False,
 ) -> int:
     """Replay the log and check every invariant, naming each violation with its sequences.
 
@@ -109,6 +151,8 @@ async def audit(
             report = await run_audit(
                 store, to_seq=to_seq, views=live, progress=bar, max_per_code=max_listed
             )
+            if chain:
+                report = await _with_chain(store, report, max_listed)
     except LogUnavailable as exc:
         bar.close()
         error(str(exc))

@@ -102,11 +102,19 @@ class DemoAgent:
             await stop_child(self._process, _STOP_S)
 
 
-async def fund(url: str, renter: Credential) -> bool:
-    """Give the demo renter its 100 dGPU, once; False when it cannot log in."""
-    from dante.client.commands import Client, new_command_id
+def demo_keypair_path(data_dir: Path) -> Path:
+    """The demo renter's Solana keypair: it pays the demo's deposit on the local chain."""
+    return data_dir / "demo-renter-keypair.json"
+
+
+async def fund(url: str, renter: Credential, data_dir: Path) -> bool:
+    """Pay the demo renter's 100 dGPU, once: its keypair gets them from the local chain's
+    faucet and deposits them through the chain. False when it cannot log in."""
+    from dante.chain.keys import load_or_create
+    from dante.client.commands import Client, CommandError, new_command_id
     from dante.client.connect import ConnectFailed, connect
-    from dante.schemas.commands import Deposit, GetBalance
+    from dante.client.payments import PaymentError, faucet, pay_deposit
+    from dante.schemas.commands import GetBalance
 
     try:
         nc = await connect(url, name="dante-demo", credential=renter)
@@ -117,9 +125,15 @@ async def fund(url: str, renter: Credential) -> bool:
         client = Client(nc, "renter", renter.username)
         balance = await client.ask(GetBalance())
         if balance.deposited_udgpu == 0:
-            await client.send(
-                Deposit(command_id=new_command_id(), amount=DEMO_FUNDS, reference="demo")
-            )
+            payer = load_or_create(demo_keypair_path(data_dir))
+            try:
+                await faucet(client, str(payer.pubkey()), DEMO_FUNDS)
+                await pay_deposit(
+                    client, payer, DEMO_FUNDS, command_id=new_command_id(), reference="demo"
+                )
+            except (CommandError, PaymentError) as exc:
+                print(f"demo renter {renter.username}: not funded: {exc}", file=sys.stderr)
+                return False
     finally:
         await nc.close()
     return True

@@ -82,7 +82,18 @@ def failure_of(exc: BaseException) -> Failure | None:
                 retry_after_ms=exc.info.retry_after_ms,
             )
         case _:
-            return _unreachable(exc) or _transfer_failure(exc)
+            return _unreachable(exc) or _transfer_failure(exc) or _payment_failure(exc)
+
+
+def _payment_failure(exc: BaseException) -> Failure | None:
+    from dante.chain.keys import KeypairError
+    from dante.client.payments import PaymentError
+
+    if isinstance(exc, KeypairError):
+        return Failure("usage", str(exc), EXIT_USAGE, field="keypair")
+    if isinstance(exc, PaymentError):
+        return Failure("insufficient_funds", str(exc), EXIT_REJECTED, field="keypair")
+    return None
 
 
 def _unreachable(exc: BaseException) -> Failure | None:

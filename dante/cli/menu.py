@@ -200,7 +200,7 @@ def deposit() -> None:
     from dante.cli.wallet import make_deposit
 
     amount: int = ask("Amount to deposit, in dGPU", "10", _amount)
-    run(lambda s: make_deposit(s, amount))
+    run(lambda s: make_deposit(s, amount, top_up=True))
 
 
 def _submit(spec: JobSpec) -> None:

@@ -48,7 +48,9 @@ if TYPE_CHECKING:
 
     from nats.aio.client import Client as NATS
 
+    from dante.chain import Chain
     from dante.cli.demo import DemoAgent
+    from dante.platform import Platform
     from dante.services.auth.service import Identity
 
 DEMO_RENTER: Final = ("demo-user", "demo-pass")
@@ -104,6 +106,26 @@ async def up(
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = DEFAULT_HOST,
     tuning: Tuning | None = None,
+    solana_rpc: Annotated[
+        str | None,
+        Parameter(
+            env_var="DANTE_SOLANA_RPC",
+            help="Settle on this Solana cluster (its JSON-RPC URL: devnet, mainnet-beta) "
+            "instead of the local chain; needs --mint and --treasury-keypair.",
+        ),
+    ] = None,
+    mint: Annotated[str | None, Parameter(help="The dGPU mint on --solana-rpc.")] = None,
+    treasury_keypair: Annotated[
+        Path | None,
+        Parameter(help="The treasury's keypair on --solana-rpc (it pays withdrawals)."),
+    ] = None,
+    chain_rpc_port: Annotated[
+        int | None,
+        Parameter(
+            help="Also serve the local chain over Solana JSON-RPC on this localhost port "
+            "(8899 like solana-test-validator; -1: any free one)."
+        ),
+    ] = None,
 ) -> int:
     """Start the platform: the event log, the command service, the handlers and the views.
 
@@ -132,6 +154,7 @@ async def up(
     check_port(metrics_port)
     tuning = tuning or Tuning()
     settings = tuning.settings((limits or Limits()).settings())
+    chain = _cluster(solana_rpc, mint, treasury_keypair, chain_rpc_port)
     configure_logging()
     data_dir = private_data_dir(data_dir or default_data_dir())
     installation = InstallationSecrets.load_or_create(data_dir)
@@ -170,6 +193,8 @@ async def up(
             metrics=None if metrics_port is None else (metrics_host, metrics_port),
             settings=(settings, tuning.source("dante up")),
             child_options=(limits or Limits()).argv(),
+            chain=chain,
+            chain_rpc_port=chain_rpc_port,
         )
     finally:
         with anyio.CancelScope(shield=True):
@@ -226,6 +251,8 @@ async def _serve(
     metrics: tuple[str, int] | None = None,
     settings: tuple[Settings, str] | None = None,
     child_options: list[str] | None = None,
+    chain: Chain | None = None,
+    chain_rpc_port: int | None = None,
 ) -> str | None:
     """Run the platform on its connection and the system user's until stopped; why it could
     not start, if so. `server`: the embedded nats-server, if any, restarted whenever it
@@ -243,8 +270,6 @@ async def _serve(
     from dante.services.auth.sessions import Sessions
 
     nc, system = connections
-    monitor = None if server is None else server.monitor_url
-
     child = (
         None
         if processes == 1
@@ -263,6 +288,7 @@ async def _serve(
         parts=ALL_PARTS if child is None else frozenset({"commands"}),
         metrics=metrics is not None,
         settings=tuned,
+        chain=chain,
     )
     platform = Platform(nc, options)
     await record_settings(platform.store, tuned, source, options.log_settings)
@@ -286,6 +312,8 @@ async def _serve(
             if server is not None:
                 tg.start_soon(server.supervise)
             tg.start_soon(functools.partial(platform.run, extra=[identity.run]))
+            if chain_rpc_port is not None:
+                await _serve_chain(tg, platform, chain_rpc_port)
             with anyio.fail_after(READY_TIMEOUT_S):
                 if child is not None:
                     # It reads the log into its world and views while this process starts.
@@ -295,13 +323,7 @@ async def _serve(
             # The world read from the log is most of the heap and lives as long as the
             # process: keep the cyclic collector from rescanning it (see dante.collector).
             settle_heap()
-            written = save_operator(url, installation.operator_token)
-            if server is not None:
-                await _announce(nc, url, monitor)
-            print(f"Dante is up on {url} (data in {data_dir}). Ctrl-C stops it.", flush=True)
-            if monitor is not None:
-                print(f"nats-server monitoring: {monitor}", flush=True)
-            print(f"operator credential for {url}: {written} (yours only)", flush=True)
+            await _say_up(nc, url, data_dir, installation, server)
             if metrics is not None:
                 exits.enter_context(serving(platform.metrics_registry(), *metrics, "platform"))
             if demo:
@@ -314,6 +336,60 @@ async def _serve(
     finally:
         exits.close()
     return failed
+
+
+async def _say_up(
+    nc: NATS,
+    url: str,
+    data_dir: Path,
+    installation: InstallationSecrets,
+    server: NatsServer | None,
+) -> None:
+    """Once ready: the operator's credential written, the embedded server announced (for
+    `dante status`), and where everything is, said."""
+    monitor = None if server is None else server.monitor_url
+    written = save_operator(url, installation.operator_token)
+    if server is not None:
+        await _announce(nc, url, monitor)
+    print(f"Dante is up on {url} (data in {data_dir}). Ctrl-C stops it.", flush=True)
+    if monitor is not None:
+        print(f"nats-server monitoring: {monitor}", flush=True)
+    print(f"operator credential for {url}: {written} (yours only)", flush=True)
+
+
+def _cluster(
+    url: str | None, mint: str | None, keypair: Path | None, rpc_port: int | None
+) -> Chain | None:
+    """The cluster to settle on, or None for the local chain."""
+    if url is None:
+        if mint is not None or keypair is not None:
+            raise UsageError("--mint and --treasury-keypair go with --solana-rpc")
+        return None
+    if rpc_port is not None:
+        raise UsageError("--chain-rpc-port serves the local chain; with --solana-rpc there is none")
+    if mint is None or keypair is None:
+        raise UsageError("--solana-rpc needs --mint (the dGPU mint) and --treasury-keypair")
+    from dante.chain.keys import read_keypair
+    from dante.chain.rpc import RpcChain
+
+    try:
+        return RpcChain(url, mint=mint, treasury=read_keypair(keypair))
+    except ValueError as exc:
+        raise UsageError(f"--mint: {exc}") from None
+
+
+async def _serve_chain(tg: anyio.abc.TaskGroup, platform: Platform, port: int) -> None:
+    from dante.chain.local import LocalChain
+    from dante.chain.rpc_server import RpcServer
+
+    assert isinstance(platform.chain, LocalChain)
+    server = RpcServer(platform.chain, port=0 if port == -1 else port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise UsageError(f"--chain-rpc-port {port}: {exc.strerror}") from None
+    print(f"local chain JSON-RPC: {server.url}", flush=True)
+    tg.start_soon(server.serve)
 
 
 async def _announce(nc: NATS, url: str, monitor: str | None) -> None:
@@ -424,7 +500,7 @@ async def _demo(tg: anyio.abc.TaskGroup, url: str, data_dir: Path, identity: Ide
     from dante.cli.demo import DemoAgent, fund, next_steps, wait_until_offered
 
     accounts = await open_demo_accounts(identity)
-    funded = await fund(url, accounts.renter)
+    funded = await fund(url, accounts.renter, data_dir)
     agent = DemoAgent(url, data_dir, accounts.provider)
     await tg.start(agent.run)
     if funded and not await wait_until_offered(url, accounts.renter, DEMO_PROVIDER):

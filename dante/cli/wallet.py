@@ -6,7 +6,8 @@ that is not a positive whole number of µdGPU is a usage error, refused before a
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import App, Parameter
 
@@ -14,6 +15,9 @@ from dante.cli.failures import Hinted
 from dante.cli.options import Json
 from dante.cli.render import dgpu, emit, pairs, table, to_builtins, when
 from dante.cli.session import Session, with_session
+
+if TYPE_CHECKING:
+    from solders.keypair import Keypair
 
 app = App(
     name="wallet",
@@ -114,16 +118,41 @@ async def set_budget(
     return 0
 
 
-async def make_deposit(s: Session, amount: int, *, reference: str = "", json: bool = False) -> int:
+async def make_deposit(
+    s: Session,
+    amount: int,
+    *,
+    reference: str = "",
+    keypair: Path | None = None,
+    signature: str | None = None,
+    top_up: bool = False,
+    json: bool = False,
+) -> int:
+    """Pay `amount` from the keypair to the treasury and have it credited; or, with a
+    signature, credit a transfer made elsewhere. With `top_up` (the menu), on the local chain
+    a keypair is made if missing and given what it lacks from the faucet first."""
     from dante.client.commands import new_command_id
-    from dante.schemas.commands import Deposit
 
-    command = Deposit(command_id=new_command_id(), amount=amount, reference=reference)
-    result = await s.renter().ask(command)
+    if signature is not None:
+        from dante.schemas.commands import Deposit
+
+        command = Deposit(
+            command_id=new_command_id(), amount=amount, reference=reference, signature=signature
+        )
+        result = await s.renter().ask(command)
+    else:
+        from dante.chain.keys import default_keypair_path, read_keypair
+        from dante.client.payments import pay_deposit
+
+        path = keypair or default_keypair_path()
+        payer = await _topped_up(s, path, amount) if top_up else read_keypair(path)
+        signature, result = await pay_deposit(
+            s.renter(), payer, amount, command_id=new_command_id(), reference=reference
+        )
     if json:
-        emit({**to_builtins(result), "deposited_udgpu": amount})
+        emit({**to_builtins(result), "deposited_udgpu": amount, "signature": signature})
         return 0
-    print(f"Deposited {dgpu(amount)} dGPU into {result.wallet_id}.")
+    print(f"Deposited {dgpu(amount)} dGPU into {result.wallet_id} (transaction {signature}).")
     print(
         _amounts(
             [
@@ -134,6 +163,24 @@ async def make_deposit(s: Session, amount: int, *, reference: str = "", json: bo
         )
     )
     return 0
+
+
+async def _topped_up(s: Session, path: Path, amount: int) -> Keypair:
+    from dante.chain.keys import load_or_create
+    from dante.client.payments import faucet
+    from dante.schemas.commands import GetChain
+
+    payer = load_or_create(path)
+    address = str(payer.pubkey())
+    info = await s.reader().ask(GetChain(address=address))
+    short = amount - (info.address_balance_udgpu or 0)
+    if info.local and short > 0:
+        await faucet(s.reader(), address, short)
+        print(
+            f"Your keypair {address} ({path}) held too little: the local chain's faucet gave "
+            f"it {dgpu(short)} test dGPU."
+        )
+    return payer
 
 
 async def show_history(
@@ -149,7 +196,7 @@ async def show_history(
     if not entries:
         print("No money has moved in this wallet yet.")
         return 0
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             str(e.seq),
             when(e.at),
@@ -160,16 +207,15 @@ async def show_history(
             e.job_id or "",
             # Charges and holds carry the platform's own references; people wrote these.
             e.reference if e.kind.startswith(("deposit", "withdrawal")) else "",
+            e.signature or "",
         )
         for e in entries
     ]
-    print(
-        table(
-            ("SEQ", "WHEN", "KIND", "AMOUNT", "AVAILABLE", "HELD", "JOB", "REFERENCE"),
-            rows,
-            right=(0, 3, 4, 5),
-        )
-    )
+    headers: tuple[str, ...] = ("SEQ", "WHEN", "KIND", "AMOUNT", "AVAILABLE", "HELD", "JOB")
+    headers += ("REFERENCE", "TRANSACTION")
+    if not any(e.signature for e in entries):
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    print(table(headers, rows, right=(0, 3, 4, 5)))
     if len(entries) == limit:
         print(f"(older entries: dante wallet history --before {entries[-1].seq})")
     return 0
@@ -192,8 +238,8 @@ async def make_withdrawal(
         emit({**to_builtins(result), "requested_udgpu": amount})
         return 0
     print(
-        f"Withdrawal {result.withdrawal_id} of {dgpu(amount)} dGPU requested; it is paid out "
-        "once the platform confirms it."
+        f"Withdrawal {result.withdrawal_id} of {dgpu(amount)} dGPU requested: the platform "
+        "pays it on chain in a moment (`dante wallet history` shows its transaction)."
     )
     print(
         _amounts(
@@ -210,21 +256,55 @@ async def make_withdrawal(
 
 
 @app.command
-async def deposit(amount: str, /, *, reference: str = "", json_output: Json = False) -> int:
-    """Add money to your wallet.
+async def deposit(
+    amount: str,
+    /,
+    *,
+    keypair: Annotated[
+        Path | None,
+        Parameter(
+            help="The Solana keypair that pays (the Solana CLI's JSON format). "
+            "Default: $SOLANA_KEYPAIR, else ~/.config/solana/id.json."
+        ),
+    ] = None,
+    signature: Annotated[
+        str | None,
+        Parameter(
+            help="Credit a transfer you made from another wallet app, by its signature; its "
+            "memo must be dante:deposit:YOUR_ACCOUNT."
+        ),
+    ] = None,
+    reference: str = "",
+    json_output: Json = False,
+) -> int:
+    """Pay dGPU into your wallet: a transfer to the platform's treasury, verified on chain.
 
     Parameters
     ----------
     amount
         dGPU to add, as a decimal: 10, 0.5, 1.000001 (at most 6 decimals).
     reference
-        A note kept with the deposit (a payment id, say).
+        A note kept with the deposit.
     """
+    import re
+
+    from dante.cli.options import UsageError
     from dante.schemas.money import parse_dgpu
 
     udgpu = parse_dgpu(amount)
+    if signature is not None and not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{64,90}", signature):
+        raise UsageError(f"--signature {signature!r} is not a Solana transaction signature")
+    if signature is not None and keypair is not None:
+        raise UsageError("--signature credits a transfer already made: it takes no --keypair")
     return await with_session(
-        lambda s: make_deposit(s, udgpu, reference=reference, json=json_output)
+        lambda s: make_deposit(
+            s,
+            udgpu,
+            reference=reference,
+            keypair=keypair,
+            signature=signature,
+            json=json_output,
+        )
     )
 
 

@@ -44,6 +44,9 @@ class Settings:
     offline_after_s: int = 30
     #: Providers withdraw at least this much.
     min_withdrawal: int = 10 * UDGPU_PER_DGPU
+    #: A withdrawal the chain cannot be reached to pay for this long is given back (only
+    #: while no transaction of it can still land).
+    payout_deadline_s: int = 3600
     #: Slack allowed between reported GPU time and the time a job has been running (clocks,
     #: network delays); a report beyond it is refused.
     usage_slack_ms: int = 5_000

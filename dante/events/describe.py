@@ -128,10 +128,27 @@ def _wallet(event: ev.WalletEvent) -> str:
             return _refunds_and_budgets(event)
         case ev.WithdrawalRequested():
             return f"withdrawal {event.withdrawal_id} of {_dgpu(event.amount)} requested"
-        case ev.FundsWithdrawn():
-            return f"withdrawal {event.withdrawal_id} of {_dgpu(event.amount)} paid"
+        case ev.PayoutSigned() | ev.FundsWithdrawn() | ev.WithdrawalFailed():
+            return _payout(event)
         case _:
             return type(event).__name__
+
+
+def _payout(event: ev.PayoutSigned | ev.FundsWithdrawn | ev.WithdrawalFailed) -> str:
+    match event:
+        case ev.PayoutSigned():
+            return (
+                f"withdrawal {event.withdrawal_id} signed (attempt {event.attempt}, "
+                f"transaction {event.signature})"
+            )
+        case ev.FundsWithdrawn():
+            paid = f" (transaction {event.signature})" if event.signature else ""
+            return f"withdrawal {event.withdrawal_id} of {_dgpu(event.amount)} paid{paid}"
+        case ev.WithdrawalFailed():
+            return (
+                f"withdrawal {event.withdrawal_id} of {_dgpu(event.amount)} failed, given "
+                f"back: {event.reason}"
+            )
 
 
 def describe(event: ev.Event) -> str:
@@ -148,4 +165,7 @@ def describe(event: ev.Event) -> str:
             return f"settings changed: {changed or 'none'}" + (
                 f" ({event.source})" if event.source else ""
             )
+        case ev.PaymentCredited():
+            credited = f"{_dgpu(event.amount)} credited to {event.wallet_id}"
+            return f"transaction {event.signature}: {credited}"
     return type(event).__name__

@@ -124,6 +124,11 @@ class EventStore:
         """The JetStream context the store reads and appends with."""
         return self._js
 
+    @property
+    def nc(self) -> NATS:
+        """The connection it reads and appends over (for a caller's commands on it)."""
+        return self._nc
+
     # ── appending ───────────────────────────────────────────────────────────────────────
 
     async def append(self, *items: Append) -> Appended:

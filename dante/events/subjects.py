@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 STREAM: Final = "DANTE"
 EVENT_PREFIX: Final = "dante.evt"
-AGGREGATES: Final = ("provider", "job", "wallet", "platform")
+AGGREGATES: Final = ("provider", "job", "wallet", "platform", "payment")
 DISPATCH_STREAM: Final = "DANTE_DISPATCH"
 DISPATCH_PREFIX: Final = "dante.agent"
 OUTPUT_STREAM: Final = "DANTE_OUTPUT"

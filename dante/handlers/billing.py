@@ -66,7 +66,6 @@ class Billing:
             ev.JobStopped,
             ev.FundsDeposited,
             ev.BudgetSet,
-            ev.WithdrawalRequested,
         )
     )
 
@@ -89,8 +88,6 @@ class Billing:
                 yield from self._settle(world, event.job_id, list(range(1, job.attempt + 1)), now)
             case ev.FundsDeposited() | ev.BudgetSet():
                 yield from self._renew_warned(world, event.wallet_id, now)
-            case ev.WithdrawalRequested():
-                yield from self._pay_out(world, event, now)
             case _:
                 return
 
@@ -479,21 +476,3 @@ class Billing:
                 )
                 appends.append(Append(event=reversed_))
         return appends
-
-    def _pay_out(
-        self, world: World, event: ev.WithdrawalRequested, now: datetime
-    ) -> Iterator[Decision]:
-        wallet = world.wallet(event.wallet_id)
-        if event.withdrawal_id not in wallet.pending_withdrawals:
-            return
-        paid = ev.FundsWithdrawn(
-            event_id=f"{NAME}:payout:{event.withdrawal_id}",
-            at=now,
-            cause=f"seq:{wallet.version}",
-            wallet_id=event.wallet_id,
-            withdrawal_id=event.withdrawal_id,
-            amount=event.amount,
-            payout_address=event.payout_address,
-            reference="recorded for settlement to the payout address",
-        )
-        yield Decision(appends=[Append(event=paid, expected=wallet.version)])

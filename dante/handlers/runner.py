@@ -118,18 +118,29 @@ class WorldTail:
     """Follows the whole log into one `World`; others wait for it to reach a sequence."""
 
     def __init__(
-        self, store: EventStore, world: World | None = None, *, snapshots: Snapshots | None = None
+        self,
+        store: EventStore,
+        world: World | None = None,
+        *,
+        snapshots: Snapshots | None = None,
+        subjects: str | None = None,
     ) -> None:
+        if snapshots is not None and subjects is not None:
+            raise ValueError("a world that follows only some subjects is not snapshotted")
         self.store = store
         self.world = world or World()
         #: Where the world is saved now and then, and loaded from at start (None: never).
         self.snapshots = snapshots
+        #: Only these subjects (default: the whole log).
+        self._subjects = subjects or f"{EVENT_PREFIX}.>"
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
 
     async def run(self) -> None:
         # In chunks of whatever arrived: nats-py's message iterator costs a task per message.
-        async for chunk in self.store.read_chunks(self.world.position + 1, follow=True):
+        async for chunk in self.store.read_chunks(
+            self.world.position + 1, follow=True, subjects=self._subjects
+        ):
             self._apply(chunk)
             while self._waiters and self._waiters[0][0] <= self.world.position:
                 _, _, future = heapq.heappop(self._waiters)
@@ -148,7 +159,9 @@ class WorldTail:
                 self.world = world
         first = self.world.position
         last = await self.store.last_seq()
-        async for chunk in self.store.read_chunks(self.world.position + 1, stop=last):
+        async for chunk in self.store.read_chunks(
+            self.world.position + 1, stop=last, subjects=self._subjects
+        ):
             self._apply(chunk)
         log.info(
             "world.caught_up",

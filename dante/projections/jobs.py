@@ -234,6 +234,9 @@ def _job_event(row: JobRow, event: ev.Event) -> None:
 IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
     {
         ev.SettingsChanged,
+        ev.PayoutSigned,
+        ev.WithdrawalFailed,
+        ev.PaymentCredited,
         ev.ProviderCredited,
         ev.FeeCollected,
         ev.GpusReserved,

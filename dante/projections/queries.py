@@ -380,6 +380,7 @@ async def history(
             attempt=row.attempt,
             reference=row.reference,
             at=from_ms(row.at_ms),
+            signature=row.signature,
         )
         for row in rows
     ]

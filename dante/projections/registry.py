@@ -244,6 +244,9 @@ def _attempt_ended(view: RegistryView, job_id: str, completed_attempt: int | Non
 IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
     {
         ev.SettingsChanged,
+        ev.PayoutSigned,
+        ev.WithdrawalFailed,
+        ev.PaymentCredited,
         ev.UsageRecorded,
         ev.FundsCharged,
         ev.ProviderCredited,

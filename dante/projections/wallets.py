@@ -40,6 +40,7 @@ WITHDRAWAL_REQUESTED: Final = "withdrawal_requested"
 WITHDRAWAL: Final = "withdrawal"
 REFUND: Final = "refund"
 REVERSAL: Final = "reversal"
+WITHDRAWAL_FAILED: Final = "withdrawal_failed"
 
 
 class WalletRow(Row, kw_only=True):
@@ -103,6 +104,8 @@ class LedgerRow(Row, kw_only=True):
     #: The deposit or payout reference, the charge a credit or fee came from, a withdrawal id.
     reference: str
     at_ms: int
+    #: The chain transaction of a deposit or a payout.
+    signature: str | None = None
 
 
 WALLETS: Final = Table("wallet_accounts", WalletRow, key=("wallet_id",))
@@ -163,6 +166,7 @@ def _entry(
     job_id: str | None = None,
     attempt: int | None = None,
     reference: str = "",
+    signature: str | None = None,
 ) -> Added:
     return Added(
         LEDGER.name,
@@ -177,6 +181,7 @@ def _entry(
             attempt=attempt,
             reference=reference,
             at_ms=to_ms(event.at),
+            signature=signature,
         ),
     )
 
@@ -356,6 +361,8 @@ def _warned(view: WalletView, seq: int, event: ev.LowFundsWarned) -> Changes:
 IGNORED: Final[frozenset[type[ev.Event]]] = frozenset(
     {
         ev.SettingsChanged,
+        ev.PayoutSigned,
+        ev.PaymentCredited,
         ev.UsageRecorded,
         ev.GpusReserved,
         ev.GpusReleased,
@@ -411,6 +418,7 @@ def evolve(view: WalletView, seq: int, event: ev.Event) -> Changes:
                     event.amount,
                     available=event.amount,
                     reference=event.reference,
+                    signature=event.signature,
                 ),
             )
         case ev.LowFundsWarned():
@@ -450,7 +458,29 @@ def evolve(view: WalletView, seq: int, event: ev.Event) -> Changes:
             wallet.withdrawn_udgpu += event.amount
             return (
                 Changed(WALLETS.name, event.wallet_id),
-                _entry(seq, event, WITHDRAWAL, event.amount, reference=event.withdrawal_id),
+                _entry(
+                    seq,
+                    event,
+                    WITHDRAWAL,
+                    event.amount,
+                    reference=event.withdrawal_id,
+                    signature=event.signature,
+                ),
+            )
+        case ev.WithdrawalFailed():
+            wallet = _wallet(view, event.wallet_id, seq)
+            wallet.pending_withdrawal_udgpu -= event.amount
+            wallet.available_udgpu += event.amount
+            return (
+                Changed(WALLETS.name, event.wallet_id),
+                _entry(
+                    seq,
+                    event,
+                    WITHDRAWAL_FAILED,
+                    event.amount,
+                    available=event.amount,
+                    reference=f"{event.withdrawal_id}: {event.reason}",
+                ),
             )
         case ev.AccountOpened():
             _wallet(view, event.wallet_id, seq).role = event.role
@@ -461,7 +491,7 @@ def evolve(view: WalletView, seq: int, event: ev.Event) -> Changes:
 WALLETS_PROJECTION: Final = Projection(
     name="wallets",
     prefix="wallet",
-    schema_version=2,
+    schema_version=3,
     tables=(WALLETS, HOLDS, WARNINGS, LEDGER),
     empty=WalletView,
     evolve=evolve,

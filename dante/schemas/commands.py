@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 import msgspec
 
+from dante.schemas.chain import ChainAudit, ChainInfo, FaucetResult
 from dante.schemas.money import Money, PositiveMoney, Rate
 from dante.schemas.quotes import Quote
 from dante.schemas.results import (
@@ -36,6 +37,7 @@ from dante.schemas.values import (
     JobRequirements,
     Reason,
     RelPath,
+    Signature,
     SolanaAddress,
     Text,
     Timestamp,
@@ -75,8 +77,22 @@ class Query(Command[R], Generic[R], frozen=True, kw_only=True, forbid_unknown_fi
 class Deposit(Command[WalletResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
     ROLE: ClassVar[Role] = "renter"
     VERB: ClassVar[str] = "deposit"
+    #: What the renter paid, in µdGPU: the transfer must move exactly this.
     amount: PositiveMoney
     reference: Text = ""
+    #: The signature of the SPL transfer to the treasury that pays for this deposit.
+    signature: Signature | None = None
+    #: The signed transfer itself (base64), for the platform to send to the chain first.
+    transaction: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+class Faucet(Command[FaucetResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Test dGPU (and SOL for fees) for an address: on the local chain only."""
+
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "faucet"
+    address: SolanaAddress
+    amount: PositiveMoney
 
 
 class SetBudget(Command[BudgetResult], frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -254,6 +270,24 @@ class ListJobs(Query[list[JobView]], frozen=True, kw_only=True, forbid_unknown_f
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
 
 
+class GetChain(Query[ChainInfo], frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The chain the platform settles on; with `address`, that wallet's balances there."""
+
+    ROLE: ClassVar[Role] = "renter"
+    VERB: ClassVar[str] = "chain"
+    address: SolanaAddress | None = None
+
+
+class AuditChain(Query[ChainAudit], frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The treasury's balance and the transfers of these signatures, for the audit."""
+
+    ROLE: ClassVar[Role] = "operator"
+    VERB: ClassVar[str] = "chain"
+    signatures: Annotated[list[Signature], msgspec.Meta(max_length=500)] = msgspec.field(
+        default_factory=list
+    )
+
+
 class GetPlatformStatus(
     Query[PlatformSummary], frozen=True, kw_only=True, forbid_unknown_fields=True
 ):
@@ -375,6 +409,7 @@ RENTER_COMMANDS: tuple[type[Command[Any]], ...] = (
     CancelJob,
     UploadInput,
     SetBudget,
+    Faucet,
 )
 PROVIDER_COMMANDS: tuple[type[Command[Any]], ...] = (
     RegisterProvider,
@@ -402,6 +437,8 @@ QUERIES: tuple[type[Command[Any]], ...] = (
     GetJobLogs,
     DownloadResults,
     FetchInput,
+    GetChain,
+    AuditChain,
 )
 ALL_COMMANDS: tuple[type[Command[Any]], ...] = (*RENTER_COMMANDS, *PROVIDER_COMMANDS, *QUERIES)
 

@@ -24,6 +24,7 @@ from dante.schemas.values import (
     JobPayload,
     JobRequirements,
     Reason,
+    Signature,
     SolanaAddress,
     Text,
     Timestamp,
@@ -261,6 +262,8 @@ class AccountOpened(WalletEvent, frozen=True, kw_only=True):
 class FundsDeposited(WalletEvent, frozen=True, kw_only=True):
     amount: PositiveMoney
     reference: Text = ""
+    #: The chain transaction that paid for it (always appended with its `PaymentCredited`).
+    signature: Signature | None = None
 
 
 class FundsHeld(WalletEvent, frozen=True, kw_only=True):
@@ -380,11 +383,61 @@ class WithdrawalRequested(WalletEvent, frozen=True, kw_only=True):
     payout_address: SolanaAddress
 
 
+class PayoutSigned(WalletEvent, frozen=True, kw_only=True):
+    """The settlement signed the payout of a withdrawal, recorded before it is sent: after a
+    crash this signature is looked up on chain before anything is signed again."""
+
+    withdrawal_id: Id
+    signature: Signature
+    #: The signed transaction (base64), to send again until it lands or expires.
+    transaction: Annotated[str, msgspec.Meta(max_length=4096)]
+    #: The chain's block height after which it can never land.
+    last_valid_block_height: Annotated[int, msgspec.Meta(ge=0)]
+    #: 1 for the first transaction; one more for each signed after the last expired.
+    attempt: Attempt
+
+
 class FundsWithdrawn(WalletEvent, frozen=True, kw_only=True):
+    """A withdrawal was paid: its transaction is confirmed on chain."""
+
     withdrawal_id: Id
     amount: PositiveMoney
     payout_address: SolanaAddress
     reference: Text = ""
+    signature: Signature | None = None
+
+
+class WithdrawalFailed(WalletEvent, frozen=True, kw_only=True):
+    """A withdrawal could not be paid (no transaction of it can land): its funds are
+    available again."""
+
+    withdrawal_id: Id
+    amount: PositiveMoney
+    reason: Reason
+
+
+# ── payment (one per chain transaction credited) ────────────────────────────────────────
+
+
+class PaymentEvent(Event, frozen=True, kw_only=True):
+    """A transaction on the chain: its aggregate makes a signature creditable once, ever."""
+
+    AGGREGATE: ClassVar[str] = "payment"
+    signature: Signature
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.signature
+
+
+class PaymentCredited(PaymentEvent, frozen=True, kw_only=True):
+    """A verified transfer to the treasury was credited to a wallet; appended atomically with
+    its `FundsDeposited` and with expected version 0, so no signature is credited twice."""
+
+    wallet_id: WalletId
+    amount: PositiveMoney
+    source_owner: SolanaAddress
+    slot: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 # ── platform ────────────────────────────────────────────────────────────────────────────
@@ -461,20 +514,25 @@ WalletEvents = (
     | EarningsSettled
     | BudgetSet
     | WithdrawalRequested
+    | PayoutSigned
     | FundsWithdrawn
+    | WithdrawalFailed
 )
 PlatformEvents = SettingsChanged
-AnyEvent = ProviderEvents | JobEvents | WalletEvents | PlatformEvents
+PaymentEvents = PaymentCredited
+AnyEvent = ProviderEvents | JobEvents | WalletEvents | PlatformEvents | PaymentEvents
 
 PROVIDER_EVENTS: tuple[type[ProviderEvent], ...] = ProviderEvents.__args__
 JOB_EVENTS: tuple[type[JobEvent], ...] = JobEvents.__args__
 WALLET_EVENTS: tuple[type[WalletEvent], ...] = WalletEvents.__args__
 PLATFORM_EVENTS: tuple[type[PlatformEvent], ...] = (SettingsChanged,)
+PAYMENT_EVENTS: tuple[type[PaymentEvent], ...] = (PaymentCredited,)
 ALL_EVENTS: tuple[type[Event], ...] = (
     *PROVIDER_EVENTS,
     *JOB_EVENTS,
     *WALLET_EVENTS,
     *PLATFORM_EVENTS,
+    *PAYMENT_EVENTS,
 )
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in ALL_EVENTS}
 

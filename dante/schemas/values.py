@@ -54,6 +54,13 @@ SolanaAddress = Annotated[
 ]
 #: A relative path inside a job's work folder, checked again where it is used.
 RelPath = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+#: A transaction signature, base58 (64 bytes).
+Signature = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[1-9A-HJ-NP-Za-km-z]{64,90}$", description="a Solana transaction signature"
+    ),
+]
 
 MAX_SCRIPT_BYTES: Final = 1_048_576
 MAX_DURATION_S: Final = 30 * 24 * 3600

@@ -134,7 +134,8 @@ class LedgerEntry(Result, frozen=True, kw_only=True):
 
     seq: int
     wallet_id: str
-    #: deposit, hold, charge, credit, fee, release, withdrawal_requested or withdrawal.
+    #: deposit, hold, charge, credit, fee, release, withdrawal_requested, withdrawal or
+    #: withdrawal_failed.
     kind: str
     amount_udgpu: int
     available_delta_udgpu: int
@@ -143,6 +144,8 @@ class LedgerEntry(Result, frozen=True, kw_only=True):
     attempt: int | None
     reference: str
     at: datetime
+    #: The chain transaction of a deposit or a payout.
+    signature: str | None = None
 
 
 class JobView(Result, frozen=True, kw_only=True):

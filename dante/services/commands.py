@@ -47,10 +47,11 @@ from dante.events.subjects import EVENT_PREFIX, subject_of
 from dante.handlers.executor import Executor, GaveUp
 from dante.handlers.snapshot import Snapshots
 from dante.schemas.codec import COMMAND_TYPES, DecodeError, decode_command, error_reply, ok_reply
-from dante.schemas.commands import Command, ErrorInfo, RegisterProvider
+from dante.schemas.commands import Command, Deposit, ErrorInfo, RegisterProvider
 from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
 from dante.services.admission import Admission, FairQueue
 from dante.services.metrics import PlatformMetrics
+from dante.services.payments import verify_deposit
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
     from nats.micro.request import Request
 
+    from dante.chain import Chain
     from dante.events.store import EventStore
 
 log = structlog.get_logger(__name__)
@@ -139,6 +141,7 @@ class CommandService:
         settings: Settings | None = None,
         extensions: list[Extension] | None = None,
         clock: Clock = utcnow,
+        chain: Chain | None = None,
         concurrency: int = 256,
         command_timeout: float = 15.0,
         reply_cache: int = 50_000,
@@ -154,6 +157,7 @@ class CommandService:
             kind: ext for ext in extensions or [] for kind in ext.handles
         }
         self._clock = clock
+        self._chain = chain
         self._timeout = command_timeout
         self.world = World(remember_causes=8)
         self._executor = Executor(store, lambda: self.world, name="commands")
@@ -313,12 +317,19 @@ class CommandService:
         cached = self._replies.get(key)
         if cached is not None:
             return cached
+        payment = None
+        if isinstance(command, Deposit):
+            try:
+                payment = await verify_deposit(self._chain, command)
+            except Rejected as rejected:
+                return self._error(rejected.info)
         ctx = Context(
             role=role,
             identity=identity,
             command_id=command.command_id,
             now=self._clock(),
             settings=self._settings,
+            payment=payment,
         )
         decider, reads = DECIDERS[type(command)]
         keys = reads(ctx, command)

@@ -19,6 +19,7 @@ from dante.schemas import events as ev
 from dante.schemas.money import cost
 from dante.schemas.results import SubmitResult
 from dante.schemas.values import FileRef, JobPayload, JobRequirements, ScriptPayload
+from tests.funding import fund
 
 DGPU = 1_000_000
 SIMULATE = "2xNVIDIA H100 80GB HBM3:80"
@@ -30,7 +31,7 @@ class Renter:
         self.name = name
 
     async def deposit(self, dgpu: int = 100) -> None:
-        await self.client.send(cmd.Deposit(command_id=new_command_id(), amount=dgpu * DGPU))
+        await fund(self.client, dgpu * DGPU)
 
     async def submit(
         self,

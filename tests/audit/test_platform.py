@@ -128,6 +128,8 @@ async def play(nc: NATS, platform: Platform, clock: Clock) -> Played:
     await deposit(nc, "carol", 20 * DGPU)
     await carol.client.send(cmd.Withdraw(command_id=new_command_id(), amount=10 * DGPU))
     await platform.settle()
+    assert await platform.settle_payouts() == 0  # paid on chain
+    await platform.settle()
     world = platform.tail.world
     assert world.job(completed).status == "completed"
     assert (world.job(requeued).status, world.job(requeued).attempt) == ("completed", 2)

@@ -32,6 +32,7 @@ from dante.schemas.statements import JobStatement
 from dante.schemas.values import GpuOffer, GpuSample, JobRequirements, ScriptPayload, UsageTick
 from tests.auth.conftest import Secured
 from tests.factories import NOW, SOLANA, deposit, gpu
+from tests.funding import fund
 from tests.handlers.conftest import Clock
 
 pytestmark = pytest.mark.anyio
@@ -147,12 +148,8 @@ async def market(secured: Secured, clock: Clock) -> dict[str, Any]:
     carol = Agent(await secured.login("carol", "carol-pass", machine="prv-c"), "carol", "prv-c")
     await bob.register()
     await bob.beat(clock)
-    await Client(alice, "renter", "alice").send(
-        cmd.Deposit(command_id=new_command_id(), amount=10 * DGPU)
-    )
-    await Client(dave, "renter", "dave").send(
-        cmd.Deposit(command_id=new_command_id(), amount=10 * DGPU)
-    )
+    await fund(Client(alice, "renter", "alice"), 10 * DGPU)
+    await fund(Client(dave, "renter", "dave"), 10 * DGPU)
     job = await Client(alice, "renter", "alice").send(submit(), SubmitResult)
     await secured.platform.settle()
     assignment, msg = await bob.next_instruction(secured)

@@ -13,14 +13,14 @@ from structlog.testing import capture_logs
 
 from dante.cli.status import gather_status
 from dante.client.accounts import issue_token, new_nonce, revoke_token
-from dante.client.commands import Client, CommandError, new_command_id
+from dante.client.commands import Client, CommandError
 from dante.client.connect import LoginRefused, connect
 from dante.client.credentials import Credential, signup_credential
 from dante.events.natsd import NatsServer
 from dante.events.subjects import CLIENT_API_PREFIX
-from dante.schemas import commands as cmd
 from dante.services.auth.throttle import login_key
 from tests.auth.conftest import Secured
+from tests.funding import fund
 
 pytestmark = pytest.mark.anyio
 
@@ -142,9 +142,7 @@ async def test_passwords_and_tokens_never_reach_the_log_or_log_lines(secured: Se
         nc = await secured.login("alice", "secret-alice-pass")
         issued = await issue_token(nc, "alice")
         await refusal(secured, "alice", "secret-wrong-pass")
-        await Client(nc, "renter", "alice").send(
-            cmd.Deposit(command_id=new_command_id(), amount=1_000_000)
-        )
+        await fund(Client(nc, "renter", "alice"), 1_000_000)
     text = repr(lines)
     assert "secret-alice-pass" not in text and "secret-wrong-pass" not in text
     assert issued.token not in text

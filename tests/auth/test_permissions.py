@@ -34,6 +34,7 @@ def test_a_providers_machine_reaches_only_its_own_heartbeat_and_instructions() -
         "dante.cmd.renter.bob.balance",
         "dante.cmd.renter.bob.history",
         "dante.cmd.renter.bob.statement",
+        "dante.cmd.renter.bob.chain",
         "dante.acct.bob.logout",
         "$KV.dante_heartbeats.bob.prv-1",
         "$JS.DANTE.API.CONSUMER.MSG.NEXT.DANTE_DISPATCH.agent~bob~prv-1",

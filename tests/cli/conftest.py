@@ -39,7 +39,8 @@ class Market:
         self, *args: str, user: str | None = "alice", env: dict[str, str] | None = None
     ) -> Ran:
         """`dante ARGS` as a process, acting as `user`, without blocking the platform."""
-        env = {"XDG_CONFIG_HOME": str(self.config), **(env or {})}
+        keypair = self.config / "solana" / f"{user or 'nobody'}.json"
+        env = {"XDG_CONFIG_HOME": str(self.config), "SOLANA_KEYPAIR": str(keypair), **(env or {})}
         return await anyio.to_thread.run_sync(
             lambda: run_dante(*args, url=self.url, user=user, env=env)
         )

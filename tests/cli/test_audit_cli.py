@@ -23,13 +23,13 @@ from dante.events.records import Append
 from dante.events.store import EventStore
 from dante.platform import Platform
 from dante.projections import rebuild
-from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.statements import JobStatement
 from tests.audit.script import Script
 from tests.audit.test_tampering import base, lone_credit
 from tests.cli.platform_proc import UpProcess, dante
 from tests.factories import deposit
+from tests.funding import fund
 from tests.handlers.conftest import Clock
 from tests.handlers.harness import DGPU, Agent, running_platform, submit
 from tests.projections.helpers import dump_file
@@ -272,9 +272,7 @@ async def finished_job(nc: NATS, tmp_path: Path) -> AsyncIterator[tuple[Platform
     async with running_platform(nc, tmp_path, clock) as platform:
         bob = Agent(nc, "bob", "prv-a")
         await bob.register()
-        await Client(nc, "renter", "alice").send(
-            cmd.Deposit(command_id="deposit-0001", amount=10 * DGPU)
-        )
+        await fund(Client(nc, "renter", "alice"), 10 * DGPU)
         job_id = await submit(nc)
         await platform.settle()
         await bob.start(job_id)

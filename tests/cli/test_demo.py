@@ -52,6 +52,16 @@ def test_a_newcomer_rents_a_gpu_from_the_demo(demo: UpProcess, tmp_path: Path) -
     assert offer["models"] == ["NVIDIA GeForce RTX 4090"]
     balance = renter(demo, "balance", "--json").json()
     assert (balance["available_udgpu"], balance["held_udgpu"]) == (100_000_000, 0)
+    # The demo renter paid its 100 dGPU on the local chain: the treasury holds them, and
+    # its deposit names the transaction.
+    chain = renter(demo, "chain", "status", "--json").json()
+    assert (chain["cluster"], chain["treasury_balance_udgpu"]) == ("local", 100_000_000)
+    (deposited,) = renter(demo, "wallet", "history", "--json").json()["entries"]
+    assert deposited["kind"] == "deposit" and deposited["signature"]
+    assert (demo.data_dir / "demo-renter-keypair.json").exists()
+    # A deposit without a payment is refused, and credits nothing.
+    unpaid = renter(demo, "wallet", "deposit", "5", "--signature", "1" * 88)
+    assert unpaid.code == 1 and "no confirmed token transfer" in unpaid.err, unpaid
 
     (tmp_path / "job.py").write_text(JOB)
     (tmp_path / "data.txt").write_text("cifar10\n")
@@ -91,6 +101,12 @@ def test_a_newcomer_rents_a_gpu_from_the_demo(demo: UpProcess, tmp_path: Path) -
     balance = renter(demo, "balance", "--json").json()
     assert balance["held_udgpu"] == 0
     assert balance["available_udgpu"] == 100_000_000 - ended["charged_udgpu"]
+
+    audited = run_dante(
+        "audit", "--chain", "--skip-views", url=demo.url,
+        env={"XDG_CONFIG_HOME": demo.env["XDG_CONFIG_HOME"]}, timeout=120,
+    )  # fmt: skip
+    assert audited.code == 0 and "every invariant holds" in audited.out, audited
 
     assert demo.stop() == 0
     assert not running_with(str(demo.data_dir / "demo-agent")), "the demo agent outlived dante up"

@@ -26,6 +26,8 @@ NOWHERE = "nats://127.0.0.1:1"
 
 
 async def funded(market: Market, dgpu: int = 10) -> None:
+    ran = await market.dante("chain", "faucet", str(dgpu))
+    assert ran.code == 0, ran
     ran = await market.dante("wallet", "deposit", str(dgpu))
     assert ran.code == 0, ran
 

@@ -22,7 +22,8 @@ def up(tmp_path: Path) -> Iterator[UpProcess]:
 
 
 def as_(up: UpProcess, *args: str, user: str | None, password: str | None = None) -> Ran:
-    env = {"XDG_CONFIG_HOME": up.env["XDG_CONFIG_HOME"]}
+    config = up.env["XDG_CONFIG_HOME"]
+    env = {"XDG_CONFIG_HOME": config, "SOLANA_KEYPAIR": f"{config}/solana/{user}.json"}
     if password is not None:
         env["DANTE_PASSWORD"] = password
     return run_dante(*args, url=up.url, user=user, env=env)
@@ -32,6 +33,8 @@ def test_logged_in_renters_act_as_themselves_only(up: UpProcess) -> None:
     ran = as_(up, "account", "create", "--no-login", user="alice", password="alice-secret")
     assert ran.code == 0, ran
 
+    ran = as_(up, "chain", "faucet", "5", user="alice", password="alice-secret")
+    assert ran.code == 0, ran
     ran = as_(up, "wallet", "deposit", "5", "--json", user="alice", password="alice-secret")
     assert ran.code == 0, ran
     assert ran.json()["available_udgpu"] == 5_000_000

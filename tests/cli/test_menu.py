@@ -90,6 +90,7 @@ async def menu(market: Market, user: str = "alice") -> AsyncIterator[Menu]:
             DANTE_USERNAME=user,
             COLUMNS="120",
             XDG_CONFIG_HOME=str(market.config),
+            SOLANA_KEYPAIR=str(market.config / "solana" / f"{user}.json"),
         ),
     )
     try:
@@ -125,7 +126,8 @@ async def test_a_rental_through_the_menu(market: Market, tmp_path: Path) -> None
         await m.answer("Amount to deposit, in dGPU [10]: ", "0.0000001")
         await m.answer("more than 6 decimals", "")
         submitted = await m.expect("Choose: ")
-        assert "Deposited 10.00 dGPU into alice." in submitted
+        assert "the local chain's faucet gave it 10.00 test dGPU" in submitted
+        assert "Deposited 10.00 dGPU into alice (transaction " in submitted
         found = re.search(r"Submitted job (job-[0-9a-f]+) \(python3 script\)", submitted)
         assert found, submitted
         job_id = found[1]
@@ -235,6 +237,9 @@ async def test_the_wallet_history_through_the_menu(market: Market, tmp_path: Pat
         shown = await m.expect("Choose: ")
         await m.leave()
     rows = [line.split()[3:] for line in shown.splitlines() if job_id in line or "deposit" in line]
+    # The deposit names its transaction on chain.
+    *rows[-1], signature = rows[-1]
+    assert len(signature) >= 64
     # Newest first: the deposit, the hold placed with the job, the charge for the minutes it
     # ran and the hold topped up again after it, then all that was held coming back.
     assert rows == [

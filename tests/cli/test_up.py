@@ -17,15 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from dante.client.commands import Client, CommandError, new_command_id
+from dante.client.commands import Client, CommandError
 from dante.client.connect import connect
 from dante.client.credentials import Credential
 from dante.events.natsd import NatsServer, default_config
-from dante.schemas.commands import Deposit, GetBalance
+from dante.schemas.commands import GetBalance
 from dante.schemas.results import WalletResult
 from dante.schemas.views import Balance
 from dante.services.auth.installation import InstallationSecrets
 from tests.cli.platform_proc import UpProcess, dante, environment, free_port
+from tests.funding import fund
 
 pytestmark = pytest.mark.anyio
 
@@ -36,8 +37,7 @@ async def deposit(url: str, amount: int) -> WalletResult:
     credential = Credential(username="alice", secret=ALICE["DANTE_PASSWORD"], role="renter")
     nc = await connect(url, name="test", credential=credential)
     try:
-        client = Client(nc, "renter", "alice")
-        return await client.send(Deposit(command_id=new_command_id(), amount=amount), WalletResult)
+        return await fund(Client(nc, "renter", "alice"), amount)
     finally:
         await nc.close()
 
@@ -67,7 +67,7 @@ async def test_up_status_stop_and_resume(tmp_path: Path) -> None:
     again = UpProcess(tmp_path / "data", platform.port).start()
     try:
         report = json.loads(again.dante("status", "--json").stdout)
-        assert report["stream"]["last_seq"] == first + 1
+        assert report["stream"]["last_seq"] == first + 2  # the deposit and its payment
         assert (await deposit(again.url, 1_000_000)).available_udgpu == 6_000_000
     finally:
         assert again.stop() == 0
@@ -524,9 +524,10 @@ async def test_up_restarts_its_nats_server_when_it_dies_and_serves_again(tmp_pat
     assert "dante up: nats-server exited with code -9; restarting (1)\n" in said
     assert f"dante up: nats-server is back on {platform.url}\n" in said
     assert said.count("restarting (") == 1
-    # Every event is in the log, once: the account, the deposit before and the one after.
+    # Every event is in the log, once: the account, the deposit before and the one after
+    # (each deposit's payment is on its own subject, between them).
     logged = [json.loads(line) for line in events.stdout.splitlines()]
-    assert [entry["seq"] for entry in logged] == list(range(1, first + 2))
+    assert [entry["seq"] for entry in logged] == [1, 2, first + 1]
     assert [(e["event"]["type"], e["event"].get("amount")) for e in logged] == [
         ("AccountOpened", None),
         ("FundsDeposited", 5_000_000),

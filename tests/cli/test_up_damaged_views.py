@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
-from dante.client.commands import Client, new_command_id
+from dante.client.commands import Client
 from dante.client.connect import connect
 from dante.client.credentials import Credential
-from dante.schemas.commands import Command, Deposit, GetBalance
-from dante.schemas.results import WalletResult
+from dante.schemas.commands import Command, GetBalance
 from dante.schemas.views import Balance
 from tests.cli.platform_proc import UpProcess
+from tests.funding import fund
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,12 @@ async def as_alice(url: str, command: Command[Any], result: type[T]) -> T:
 
 
 async def deposit(url: str, amount: int) -> None:
-    await as_alice(url, Deposit(command_id=new_command_id(), amount=amount), WalletResult)
+    credential = Credential(username="alice", secret=ALICE["DANTE_PASSWORD"], role="renter")
+    nc = await connect(url, name="test", credential=credential)
+    try:
+        await fund(Client(nc, "renter", "alice"), amount)
+    finally:
+        await nc.close()
 
 
 async def balance(url: str) -> Balance:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from dante.client.commands import Client, new_command_id
+from dante.client.commands import Client
 from dante.domain.settings import Settings
-from dante.schemas import commands as cmd
 from dante.services.admission import Admission
 from tests.cli.cli import run_dante
 from tests.cli.conftest import Market
 from tests.factories import SOLANA
+from tests.funding import fund
 from tests.handlers.harness import DGPU
 
 NOWHERE = "nats://127.0.0.1:1"
@@ -18,9 +18,16 @@ NOWHERE = "nats://127.0.0.1:1"
 
 @pytest.mark.anyio
 async def test_deposit_balance_and_history(market: Market) -> None:
+    # No keypair yet: nothing to pay with.
+    ran = await market.dante("wallet", "deposit", "12.5")
+    assert ran.code == 2 and "no keypair at" in ran.err, ran
+    ran = await market.dante("chain", "faucet", "20")
+    assert ran.code == 0, ran
+    assert "Made a new Solana keypair" in ran.out and "got 20.00 test dGPU" in ran.out
+
     ran = await market.dante("wallet", "deposit", "12.5", "--reference", "pay-1")
     assert ran.code == 0, ran
-    assert "Deposited 12.50 dGPU into alice." in ran.out
+    assert "Deposited 12.50 dGPU into alice (transaction " in ran.out
     assert "available  12.50 dGPU" in ran.out
 
     ran = await market.dante("wallet", "deposit", "0.000001", "--json")
@@ -28,6 +35,16 @@ async def test_deposit_balance_and_history(market: Market) -> None:
     deposited = ran.json()
     assert deposited["deposited_udgpu"] == 1
     assert deposited["available_udgpu"] == 12_500_001
+    # The same transfer again, by its signature: credited once only.
+    again = await market.dante(
+        "wallet", "deposit", "0.000001", "--signature", deposited["signature"]
+    )
+    assert again.code == 1 and "already credited" in again.err, again
+    # More than the keypair holds: refused before anything is sent.
+    ran = await market.dante("wallet", "deposit", "8")
+    assert ran.code == 1 and "holds 7.499999 dGPU" in ran.err, ran
+    chain = (await market.dante("chain", "status", "--json")).json()
+    assert chain["cluster"] == "local" and chain["treasury_balance_udgpu"] == 12_500_001
 
     balance = (await market.dante("wallet", "balance", "--json")).json()
     assert (balance["available_udgpu"], balance["held_udgpu"], balance["total_udgpu"]) == (
@@ -57,9 +74,10 @@ async def test_deposit_balance_and_history(market: Market) -> None:
         "HELD",
         "JOB",
         "REFERENCE",
+        "TRANSACTION",
     ]
-    assert "+0.000001" in newest
-    assert oldest.split()[-1] == "pay-1"
+    assert "+0.000001" in newest and newest.split()[-1] == deposited["signature"]
+    assert oldest.split()[-2] == "pay-1"
 
 
 @pytest.mark.parametrize(
@@ -96,16 +114,26 @@ async def test_withdraw_is_for_providers_with_earnings(market: Market) -> None:
     assert ran.json()["error"]["code"] == "insufficient_funds"
     assert ran.json()["error"]["field"] == "amount"
 
-    # Earnings arrive as credits; a deposit stands in for them here.
-    await Client(market.nc, "renter", "bob").send(
-        cmd.Deposit(command_id=new_command_id(), amount=30 * DGPU)
-    )
+    # Earnings arrive as credits; a deposit (paid on chain) stands in for them here.
+    await fund(Client(market.nc, "renter", "bob"), 30 * DGPU)
     ran = await market.dante("wallet", "withdraw", "20", "--to", SOLANA, "--json", user="bob")
     assert ran.code == 0, ran
     result = ran.json()
     assert result["requested_udgpu"] == 20 * DGPU
     assert result["available_udgpu"] == 10 * DGPU
     assert result["pending_withdrawal_udgpu"] == 20 * DGPU
+    # The settlement pays it on chain: the payout address holds the dGPU.
+    assert await market.platform.settle_payouts() == 0
+    ran = await market.dante("chain", "balance", SOLANA, "--json", user="bob")
+    assert ran.code == 0, ran
+    assert ran.json()["balance_udgpu"] == 20 * DGPU
+    entries = (await market.dante("wallet", "history", "--json", user="bob")).json()["entries"]
+    paid = next(e for e in entries if e["kind"] == "withdrawal")
+    assert paid["amount_udgpu"] == 20 * DGPU and paid["reference"] == result["withdrawal_id"]
+    transfer = await market.platform.chain.transfer(paid["signature"])  # type: ignore[union-attr]
+    assert transfer is not None and transfer.amount == 20 * DGPU
+    balance = (await market.dante("wallet", "balance", "--json", user="bob")).json()
+    assert (balance["withdrawn_udgpu"], balance["pending_withdrawal_udgpu"]) == (20 * DGPU, 0)
 
     ran = await market.dante("wallet", "withdraw", "1", "--to", "not-an-address", user="bob")
     assert ran.code == 2 and "Solana address" in ran.err
@@ -120,8 +148,9 @@ async def test_who_and_where_are_needed(market: Market) -> None:
         "or set DANTE_USERNAME and DANTE_PASSWORD"
     )
     # --user anywhere on the line names the account, and wins over the environment.
+    assert (await market.dante("chain", "faucet", "1", user="alice")).code == 0
     ran = await market.dante("wallet", "deposit", "1", "--user", "carol", user="alice")
-    assert ran.code == 0 and "into carol" in ran.out
+    assert ran.code == 0 and "into carol" in ran.out, ran
     ran = await market.dante("--user", "Bad Name", "balance", user=None)
     assert ran.code == 2 and "is not an account name" in ran.err
 

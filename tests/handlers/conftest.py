@@ -2,13 +2,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
 
+from dante.chain.local import LocalChain
 from dante.client.commands import Client
 from dante.events.store import EventStore
 from dante.schemas.commands import Role
+from dante.services.chain import ChainQueries
 from dante.services.commands import CommandService
 
 
@@ -31,8 +34,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def service(nc: NATS, store: EventStore, clock: Clock) -> AsyncIterator[CommandService]:
-    svc = CommandService(nc, store, clock=clock)
+def chain(tmp_path: Path) -> LocalChain:
+    """The local chain the command service verifies deposits against."""
+    return LocalChain(tmp_path / "chain")
+
+
+@pytest.fixture
+async def service(
+    nc: NATS, store: EventStore, clock: Clock, chain: LocalChain
+) -> AsyncIterator[CommandService]:
+    svc = CommandService(nc, store, clock=clock, chain=chain, extensions=[ChainQueries(chain)])
     await svc.start()
     try:
         yield svc

@@ -24,6 +24,7 @@ from dante.schemas.money import cost
 from dante.schemas.results import SubmitResult
 from dante.schemas.values import GpuOffer, GpuSample, JobRequirements, ScriptPayload, UsageTick
 from tests.factories import SOLANA, gpu
+from tests.funding import fund_renter
 from tests.handlers.conftest import Clock
 
 DGPU = 1_000_000
@@ -147,7 +148,8 @@ async def submit(nc: NATS, renter: str = "alice", **req: Any) -> str:
 
 
 async def deposit(nc: NATS, renter: str, amount: int) -> None:
-    await Client(nc, "renter", renter).send(cmd.Deposit(command_id=new_command_id(), amount=amount))
+    """Pay `amount` into the renter's wallet through the platform's local chain."""
+    await fund_renter(nc, renter, amount)
 
 
 async def log_events(store: EventStore) -> list[ev.Event]:

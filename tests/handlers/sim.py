@@ -6,11 +6,15 @@ exercises the decisions themselves."""
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
+from solders.signature import Signature
+
 from dante.domain.deciders import DECIDERS, Context
+from dante.domain.deciders.context import VerifiedPayment
 from dante.domain.decision import Decision
 from dante.domain.model import World
 from dante.domain.rejection import Rejected
@@ -23,8 +27,15 @@ from dante.handlers.executor import Executor, Landed
 from dante.handlers.scheduler import Scheduler
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
+from dante.schemas.chain import TokenTransfer, deposit_memo
+from tests.factories import SOLANA
 
 T = TypeVar("T")
+
+
+#: The simulated chain's dGPU mint and the treasury's token account.
+MINT = "4vg6cJjdgvxJiy43Ug2PWt4XcxGBoWzJeu1GRaWoJF5k"
+TREASURY_ACCOUNT = "GMzMx648q3JoD74Gyha3P7rjm7RT4QfA6UgszjjvoRLo"
 
 
 class MemoryLog:
@@ -104,7 +115,13 @@ class Sim:
         self.world.position = len(self.log.records)
         return landed
 
-    def command(self, role: str, identity: str, command: cmd.Command[Any]) -> Any:
+    def command(
+        self,
+        role: str,
+        identity: str,
+        command: cmd.Command[Any],
+        payment: VerifiedPayment | None = None,
+    ) -> Any:
         """Run a command like the service does; return its result or the Rejected."""
         self._n += 1
         ctx = Context(
@@ -113,6 +130,7 @@ class Sim:
             command_id=f"c{self._n:08d}",
             now=self.now,
             settings=self.settings,
+            payment=payment,
         )
         decider, _ = DECIDERS[type(command)]
         try:
@@ -121,6 +139,28 @@ class Sim:
             return rejected
         self.settle()
         return landed.decision.result(self.world)
+
+    def deposit(self, renter: str, amount: int) -> Any:
+        """A deposit paid by a confirmed transfer to the treasury, as the service would have
+        read it from the chain (the decider gets that as a value)."""
+        self._n += 1
+        signature = str(Signature(hashlib.sha512(f"pay-{self._n}".encode()).digest()))
+        transfer = TokenTransfer(
+            signature=signature,
+            slot=self._n,
+            source_owner=SOLANA,
+            source=SOLANA,
+            destination=TREASURY_ACCOUNT,
+            mint=MINT,
+            amount=amount,
+            decimals=6,
+            memo=deposit_memo(renter),
+        )
+        payment = VerifiedPayment(
+            signature=signature, transfer=transfer, mint=MINT, treasury_account=TREASURY_ACCOUNT
+        )
+        command = cmd.Deposit(command_id="x" * 8, amount=amount, signature=signature)
+        return self.command("renter", renter, command, payment)
 
     def inject(self, *events: ev.Event) -> None:
         """Append events as another writer would (liveness, an operator)."""

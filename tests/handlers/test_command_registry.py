@@ -10,15 +10,17 @@ import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
-from dante.client.commands import Client, new_command_id
+from dante.client.commands import Client
 from dante.domain.deciders import DECIDERS
 from dante.projections.runner import StoredViews
 from dante.schemas import commands as cmd
 from dante.schemas.commands import ALL_COMMANDS, reply_type
 from dante.schemas.views import Balance, OfferRow
+from dante.services.chain import ChainQueries
 from dante.services.files import Files
 from dante.services.queries import ReadModels
 from dante.services.statements import Statements
+from tests.funding import fund
 from tests.handlers.conftest import Clock
 from tests.handlers.harness import running_platform
 
@@ -46,6 +48,7 @@ def test_every_command_is_answered_by_exactly_one_part(tmp_path: Path) -> None:
         "queries": ReadModels(StoredViews(tmp_path / "views.sqlite3")).handles,
         "files": Files.handles,
         "statements": Statements.handles,
+        "chain": ChainQueries.handles,
     }
     answered: dict[type[Any], list[str]] = {}
     for name, kinds in parts.items():
@@ -61,8 +64,10 @@ async def test_the_client_decodes_each_answer_as_its_command_says(
 ) -> None:
     async with running_platform(nc, tmp_path, clock):
         alice = Client(nc, "renter", "alice")
-        deposited = await alice.ask(cmd.Deposit(command_id=new_command_id(), amount=5_000_000))
+        deposited = await fund(alice, 5_000_000)
         assert type(deposited) is reply_type(cmd.Deposit)
+        chain = await alice.ask(cmd.GetChain())
+        assert type(chain) is reply_type(cmd.GetChain) and chain.treasury_balance_udgpu == 5_000_000
         assert deposited.available_udgpu == 5_000_000
         balance = await alice.ask(cmd.GetBalance())
         assert isinstance(balance, Balance) and balance.available_udgpu == 5_000_000

@@ -8,8 +8,11 @@ from typing import Any
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
+from solders.keypair import Keypair
 
+from dante.chain.local import LocalChain
 from dante.client.commands import Client, CommandError, new_command_id
+from dante.client.payments import faucet, pay_deposit
 from dante.events.records import Append
 from dante.events.store import EventStore
 from dante.schemas import commands as cmd
@@ -19,6 +22,7 @@ from dante.schemas.values import GpuOffer, GpuSample, JobRequirements, ScriptPay
 from dante.services.commands import CommandService
 from tests.factories import SOLANA, gpu
 from tests.factories import deposit as deposit_event
+from tests.funding import fund
 from tests.handlers.conftest import Clock
 
 pytestmark = pytest.mark.anyio
@@ -68,30 +72,37 @@ def submit_cmd(**req: Any) -> cmd.SubmitJob:
 
 async def test_deposit_credits_the_callers_wallet(as_, store: EventStore) -> None:
     alice = as_("renter", "alice")
-    result = await alice.send(cmd.Deposit(command_id=cid(), amount=5 * DGPU), WalletResult)
+    result = await fund(alice, 5 * DGPU)
     assert (result.wallet_id, result.available_udgpu, result.total_udgpu) == (
         "alice",
         5 * DGPU,
         5 * DGPU,
     )
-    result = await alice.send(cmd.Deposit(command_id=cid(), amount=DGPU), WalletResult)
+    result = await fund(alice, DGPU)
     assert result.available_udgpu == 6 * DGPU
-    first, second = await events(store)
+    kept = [e for e in await events(store) if isinstance(e, ev.FundsDeposited)]
+    first, second = kept
     assert isinstance(second, ev.FundsDeposited) and second.amount == DGPU
-    assert isinstance(first, ev.FundsDeposited) and first.wallet_id == "alice"
+    assert first.wallet_id == "alice" and first.signature
     assert first.cause.startswith("cmd:renter:alice:")
+    credited = [e for e in await events(store) if isinstance(e, ev.PaymentCredited)]
+    assert [c.signature for c in credited] == [first.signature, second.signature]
 
 
 async def test_a_retried_command_gets_the_same_reply_and_appends_nothing(
-    as_, store: EventStore, nc: NATS, service: CommandService
+    as_, store: EventStore, nc: NATS, service: CommandService, chain: LocalChain
 ) -> None:
-    deposit = cmd.Deposit(command_id=cid(), amount=5 * DGPU)
     alice = as_("renter", "alice")
-    first = await alice.send(deposit, WalletResult)
+    payer = Keypair()
+    await faucet(alice, str(payer.pubkey()), 5 * DGPU)
+    command_id = cid()
+    _, first = await pay_deposit(alice, payer, 5 * DGPU, command_id=command_id)
+    (deposited,) = [e for e in await events(store) if isinstance(e, ev.FundsDeposited)]
+    deposit = cmd.Deposit(command_id=command_id, amount=5 * DGPU, signature=deposited.signature)
     again = await alice.send(deposit, WalletResult)
     assert again == first
     # Even from an instance that never saw it (a restart, another replica).
-    other = CommandService(nc, store)
+    other = CommandService(nc, store, chain=chain)
     await service.stop()
     await other.start()
     try:
@@ -99,7 +110,7 @@ async def test_a_retried_command_gets_the_same_reply_and_appends_nothing(
     finally:
         await other.stop()
     assert third.available_udgpu == 5 * DGPU
-    assert len(await events(store)) == 1
+    assert len(await events(store)) == 2  # the deposit and its payment, once
 
 
 async def test_concurrent_withdrawals_cannot_both_spend_the_same_funds(
@@ -219,7 +230,7 @@ async def test_micro_discovery_answers(nc: NATS, service: CommandService) -> Non
     info = msgspec.json.decode((await nc.request("$SRV.INFO.dante", b"", timeout=2)).data)
     subjects = {e["subject"] for e in info["endpoints"]}
     assert "dante.cmd.renter.*.deposit" in subjects and "dante.cmd.provider.*.usage" in subjects
-    await Client(nc, "renter", "alice").send(cmd.Deposit(command_id=cid(), amount=1))
+    await fund(Client(nc, "renter", "alice"), 1)
     stats = msgspec.json.decode((await nc.request("$SRV.STATS.dante", b"", timeout=2)).data)
     deposits = next(e for e in stats["endpoints"] if e["name"] == "renter-deposit")
     assert deposits["num_requests"] == 1
@@ -406,8 +417,8 @@ async def test_submit_checks_the_market_and_the_funds(as_, store: EventStore) ->
     error = await rejected(alice, submit_cmd(gpu_count=1))
     assert error.code == "insufficient_funds"
     assert "0.083333 dGPU" in error.info.message and "0 dGPU is available" in error.info.message
+    await fund(alice, DGPU)
     before = len(await events(store))
-    await alice.send(cmd.Deposit(command_id=cid(), amount=DGPU))
     submit = submit_cmd(gpu_count=2, max_duration_s=3600)
     result = await alice.send(submit, SubmitResult)
     assert result.state == "queued" and result.price_udgpu == 500_000
@@ -415,7 +426,7 @@ async def test_submit_checks_the_market_and_the_funds(as_, store: EventStore) ->
     assert (await alice.send(submit, SubmitResult)) == result
     submitted = [e for e in await events(store) if isinstance(e, ev.JobSubmitted)]
     assert len(submitted) == 1 and submitted[0].job_id == result.job_id
-    assert len(await events(store)) == before + 2
+    assert len(await events(store)) == before + 1
 
 
 async def test_another_provider_cannot_report_on_an_ended_job(as_, store: EventStore) -> None:

@@ -196,7 +196,7 @@ def run(sim: Sim, op: tuple[Any, ...], ticks: dict[str, int]) -> None:
         return jobs[int(i) % len(jobs)] if jobs else None
 
     if kind == "deposit":
-        sim.command("renter", str(op[1]), cmd.Deposit(command_id="x" * 8, amount=int(op[2])))
+        sim.deposit(str(op[1]), int(op[2]))
     elif kind == "register":
         pid, n, price = str(op[1]), int(op[2]), int(op[3])
         sim.command(

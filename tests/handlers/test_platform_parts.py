@@ -14,12 +14,13 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from dante.client.commands import Client
+from dante.client.commands import Client, new_command_id
 from dante.events.natsd import NatsServer
 from dante.platform import Part, Platform, PlatformOptions
 from dante.schemas import commands as cmd
 from dante.schemas.money import cost, fee_of
 from dante.schemas.views import Balance
+from tests.factories import SOLANA
 from tests.handlers.conftest import Clock
 from tests.handlers.harness import DGPU, PRICE, WINDOW, Agent, deposit, log_events, submit
 
@@ -119,3 +120,27 @@ async def test_one_consumer_takes_over_where_the_per_handler_consumers_left_off(
             assert "handler-scheduler" not in names and "handler-billing" not in names
         kinds = [type(e).__name__ for e in await log_events(commands.store)]
         assert kinds.count("JobAssigned") == 1 and kinds.count("FundsHeld") == 1
+
+
+async def test_the_commands_part_holds_the_chain_and_pays_withdrawals(
+    nats_server: NatsServer, nc: NATS, tmp_path: Path, clock: Clock
+) -> None:
+    """`dante up`'s own process (commands only) keeps the local chain: it follows the wallets
+    and its settlement pays what is withdrawn, with no handlers in that process."""
+    async with (
+        part(nats_server, tmp_path, clock, "commands") as commands,
+        part(nats_server, tmp_path / "other", clock, "handlers", "views") as handlers,
+    ):
+        assert handlers.chain is None  # the child never opens the chain
+        bob = Agent(nc, "bob", "prv-a")
+        await bob.register()
+        await deposit(nc, "bob", 12 * DGPU)  # stands in for earnings
+        await bob.client.ask(cmd.Withdraw(command_id=new_command_id(), amount=10 * DGPU))
+        async with asyncio.timeout(20):
+            while not [
+                e for e in await log_events(commands.store) if type(e).__name__ == "FundsWithdrawn"
+            ]:
+                await asyncio.sleep(0.2)
+        assert commands.chain is not None
+        assert await commands.chain.token_balance(SOLANA) == 10 * DGPU
+        assert commands.tail.world.position == 0  # it keeps no world of jobs

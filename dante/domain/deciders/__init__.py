@@ -24,6 +24,13 @@ def _own_wallet(ctx: Context, _: Any) -> list[tuple[str, str]]:
     return [("wallet", ctx.identity)]
 
 
+def _deposit(ctx: Context, _: Any) -> list[tuple[str, str]]:
+    reads = [("wallet", ctx.identity)]
+    if ctx.payment is not None:
+        reads.append(("payment", ctx.payment.signature))
+    return reads
+
+
 def _job(_: Context, command: Any) -> list[tuple[str, str]]:
     return [("job", command.job_id)]
 
@@ -41,7 +48,7 @@ def _submission(ctx: Context, _: Any) -> list[tuple[str, str]]:
 
 
 DECIDERS: dict[type[cmd.Command[Any]], tuple[Decider, Reads]] = {
-    cmd.Deposit: (wallet.deposit, _own_wallet),
+    cmd.Deposit: (wallet.deposit, _deposit),
     cmd.Withdraw: (wallet.withdraw, _own_wallet),
     cmd.SetBudget: (wallet.set_budget, _own_wallet),
     cmd.SubmitJob: (jobs.submit, _submission),

@@ -8,6 +8,20 @@ from datetime import datetime
 from typing import Any
 
 from dante.domain.settings import Settings
+from dante.schemas.chain import TokenTransfer
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedPayment:
+    """What the service read from the chain for a deposit, before deciding: the transfer
+    (None when the chain has no confirmed token transfer under that signature) and where
+    the platform's money must go."""
+
+    signature: str
+    transfer: TokenTransfer | None
+    mint: str
+    treasury_account: str
+    cluster: str = "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +33,8 @@ class Context:
     command_id: str
     now: datetime
     settings: Settings = field(default_factory=Settings)
+    #: For a deposit: the chain's answer, looked up by the service (deciders do no IO).
+    payment: VerifiedPayment | None = None
 
     @property
     def cause(self) -> str:

@@ -8,7 +8,9 @@ from dante.domain.deciders.context import Context
 from dante.domain.decision import Decision
 from dante.domain.model import World
 from dante.domain.model.wallet import WalletState
+from dante.domain.payments import check_deposit
 from dante.domain.rejection import Rejected
+from dante.events.records import Append
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
 from dante.schemas.money import MAX_UDGPU, format_dgpu
@@ -27,19 +29,47 @@ def wallet_result(wallet: WalletState, withdrawal_id: str | None = None) -> Wall
 
 
 def deposit(world: World, ctx: Context, command: cmd.Deposit) -> Decision:
+    """Credit a transfer the service verified on chain: once per signature, ever."""
+    transfer = check_deposit(ctx.payment, ctx.identity, command.amount)
+
+    def answer(w: World) -> WalletResult:
+        return wallet_result(w.wallet(ctx.identity))
+
+    credited = world.payment(transfer.signature)
+    if credited.version:
+        if credited.cause == ctx.cause:  # this very command, retried: answer it again
+            return Decision.nothing(result=answer)
+        raise Rejected(
+            "invalid",
+            f"the transfer {transfer.signature} was already credited; a payment is credited once",
+            "signature",
+        )
     wallet = world.wallet(ctx.identity)
     if wallet.available + wallet.held + command.amount > MAX_UDGPU:
         raise Rejected(
             "invalid", "this deposit would exceed the largest balance a wallet may hold", "amount"
         )
-    event = ev.FundsDeposited(
+    deposited = ev.FundsDeposited(
         **ctx.envelope(),
         wallet_id=ctx.identity,
         amount=command.amount,
         reference=command.reference,
+        signature=transfer.signature,
     )
-    return Decision.on(
-        wallet.version, event, result=lambda w: wallet_result(w.wallet(ctx.identity))
+    payment = ev.PaymentCredited(
+        **ctx.envelope(1),
+        signature=transfer.signature,
+        wallet_id=ctx.identity,
+        amount=transfer.amount,
+        source_owner=transfer.source_owner,
+        slot=transfer.slot,
+    )
+    return Decision(
+        appends=[
+            Append(event=deposited, expected=wallet.version),
+            Append(event=payment, expected=0),
+        ],
+        result=answer,
     )
 
 

@@ -26,6 +26,7 @@ from typing import Final
 import msgspec
 
 from dante.domain.model.job import JobState
+from dante.domain.model.payment import PaymentState
 from dante.domain.model.provider import ProviderState
 from dante.domain.model.wallet import WalletState
 from dante.domain.model.world import AttemptBook, World
@@ -33,7 +34,7 @@ from dante.schemas import events as ev
 
 #: The layout of the frames; a change of it (or of the states' code: the fingerprint the
 #: handlers add) makes older snapshots unreadable, so they are ignored.
-FORMAT: Final = 1
+FORMAT: Final = 2
 MAGIC: Final = b"DANTE-WORLD-SNAPSHOT\n"
 #: Items per frame: each frame is encoded in one go, holding the interpreter that long.
 FRAME_ITEMS: Final = 2000
@@ -82,6 +83,10 @@ class _Books(msgspec.Struct, tag="books"):
     items: list[AttemptBook]
 
 
+class _Payments(msgspec.Struct, tag="payments"):
+    items: list[PaymentState]
+
+
 class _Indexes(msgspec.Struct, tag="indexes"):
     waiting: dict[str, int]
     completed: dict[str, int]
@@ -96,7 +101,7 @@ class _End(msgspec.Struct, tag="end"):
     frames: int
 
 
-_Frame = _Providers | _Jobs | _Wallets | _Books | _Indexes | _End
+_Frame = _Providers | _Jobs | _Wallets | _Books | _Payments | _Indexes | _End
 _header_decoder: Final = msgspec.msgpack.Decoder(Header)
 _frame_decoder: Final = msgspec.msgpack.Decoder(_Frame)
 
@@ -113,6 +118,7 @@ class Capture:
         self.jobs = list(world.jobs.values())
         self.wallets = list(world.wallets.values())
         self.books = list(world.books.values())
+        self.payments = list(world.payments.values())
         self.waiting = dict(world.waiting)
         self.completed = dict(world.completed)
         self.lost = dict(world.lost)
@@ -131,11 +137,14 @@ class Capture:
 
         yield MAGIC
         yield frame(encoder.encode(header))
-        parts: list[tuple[type[_Providers | _Jobs | _Wallets | _Books], list[object]]] = [
+        parts: list[
+            tuple[type[_Providers | _Jobs | _Wallets | _Books | _Payments], list[object]]
+        ] = [
             (_Providers, list(self.providers)),
             (_Jobs, list(self.jobs)),
             (_Wallets, list(self.wallets)),
             (_Books, list(self.books)),
+            (_Payments, list(self.payments)),
         ]
         for kind, values in parts:
             for start in range(0, len(values), items):
@@ -244,6 +253,8 @@ class Reader:
                     world.wallets.update((w.wallet_id, w) for w in items)
                 case _Books(items):
                     world.books.update(((b.job_id, b.attempt), b) for b in items)
+                case _Payments(items):
+                    world.payments.update((p.signature, p) for p in items)
                 case _Indexes():
                     indexes = frame
                 case _End():

@@ -16,6 +16,19 @@ HoldKey = tuple[str, int]  # (job_id, attempt)
 Budget = Literal["", "daily", "monthly"]
 
 
+class PayoutState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """A withdrawal on its way: what to pay, where, and its latest signed transaction."""
+
+    withdrawal_id: str
+    amount: int
+    address: str
+    requested_at: datetime
+    signature: str | None = None
+    transaction: str = ""
+    last_valid_block_height: int = 0
+    attempt: int = 0
+
+
 class WalletState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     wallet_id: str
     version: int = 0
@@ -23,6 +36,8 @@ class WalletState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     available: int = 0
     holds: dict[HoldKey, int] = msgspec.field(default_factory=dict)
     pending_withdrawals: dict[str, int] = msgspec.field(default_factory=dict)
+    #: The pending withdrawals' payouts, by withdrawal id.
+    payouts: dict[str, PayoutState] = msgspec.field(default_factory=dict)
     deposited: int = 0
     withdrawn: int = 0
     charged: int = 0
@@ -197,20 +212,53 @@ def evolve_wallet(state: WalletState, event: ev.Event, seq: int) -> WalletState:
         case ev.WithdrawalRequested():
             pending = dict(state.pending_withdrawals)
             pending[event.withdrawal_id] = pending.get(event.withdrawal_id, 0) + event.amount
+            payouts = dict(state.payouts)
+            payouts[event.withdrawal_id] = PayoutState(
+                withdrawal_id=event.withdrawal_id,
+                amount=event.amount,
+                address=event.payout_address,
+                requested_at=event.at,
+            )
             return replace(
                 state,
                 version=seq,
                 available=state.available - event.amount,
                 pending_withdrawals=pending,
+                payouts=payouts,
             )
+        case ev.PayoutSigned():
+            payouts = dict(state.payouts)
+            payout = payouts.get(event.withdrawal_id)
+            if payout is not None:
+                payouts[event.withdrawal_id] = replace(
+                    payout,
+                    signature=event.signature,
+                    transaction=event.transaction,
+                    last_valid_block_height=event.last_valid_block_height,
+                    attempt=event.attempt,
+                )
+            return replace(state, version=seq, payouts=payouts)
         case ev.FundsWithdrawn():
             pending = dict(state.pending_withdrawals)
             pending.pop(event.withdrawal_id, None)
+            payouts = {k: v for k, v in state.payouts.items() if k != event.withdrawal_id}
             return replace(
                 state,
                 version=seq,
                 pending_withdrawals=pending,
+                payouts=payouts,
                 withdrawn=state.withdrawn + event.amount,
+            )
+        case ev.WithdrawalFailed():
+            pending = dict(state.pending_withdrawals)
+            returned = pending.pop(event.withdrawal_id, 0)
+            payouts = {k: v for k, v in state.payouts.items() if k != event.withdrawal_id}
+            return replace(
+                state,
+                version=seq,
+                available=state.available + returned,
+                pending_withdrawals=pending,
+                payouts=payouts,
             )
         case _:
             raise TypeError(f"{type(event).__name__} is not a wallet event")

@@ -16,6 +16,7 @@ from msgspec.structs import replace
 
 from dante.domain.model.job import JobState, evolve_job
 from dante.domain.model.market import Market
+from dante.domain.model.payment import PaymentState, evolve_payment
 from dante.domain.model.provider import ProviderState, evolve_provider
 from dante.domain.model.wallet import WalletState, evolve_wallet
 from dante.schemas import events as ev
@@ -85,6 +86,10 @@ class World:
         self.providers: dict[str, ProviderState] = {}
         self.jobs: dict[str, JobState] = {}
         self.wallets: dict[str, WalletState] = {}
+        #: Withdrawals not yet paid nor failed: withdrawal id -> wallet id.
+        self.open_payouts: dict[str, str] = {}
+        #: Chain transactions credited, by signature.
+        self.payments: dict[str, PaymentState] = {}
         #: The highest stream sequence applied.
         self.position = 0
         #: Per provider: attempts completed there, and attempts lost there.
@@ -115,6 +120,9 @@ class World:
     def wallet(self, wallet_id: str) -> WalletState:
         return self.wallets.get(wallet_id) or WalletState(wallet_id=wallet_id)
 
+    def payment(self, signature: str) -> PaymentState:
+        return self.payments.get(signature) or PaymentState(signature=signature)
+
     def reliability_ppm(self, provider_id: str) -> int:
         """Share of attempts completed versus lost, in parts per million (1.0 with none)."""
         done = self.completed.get(provider_id, 0)
@@ -135,6 +143,8 @@ class World:
             return self.wallet(aggregate_id).version
         if aggregate == "platform":
             return self.settings_version
+        if aggregate == "payment":
+            return self.payment(aggregate_id).version
         raise ValueError(f"no aggregate {aggregate!r}")
 
     def version_of(self, event: ev.Event) -> int:
@@ -147,6 +157,8 @@ class World:
                 return self.wallet(event.wallet_id).version
             case ev.PlatformEvent():
                 return self.settings_version
+            case ev.PaymentEvent():
+                return self.payment(event.signature).version
         raise TypeError(f"{type(event).__name__} belongs to no aggregate")
 
     # ── applying ────────────────────────────────────────────────────────────────────────
@@ -199,6 +211,11 @@ class World:
                 if seq <= self.settings_version:
                     return False
                 self.settings, self.settings_version = event, seq
+            case ev.PaymentEvent():
+                payment = self.payment(event.signature)
+                if seq <= payment.version:
+                    return False
+                self.payments[event.signature] = evolve_payment(payment, event, seq)
             case _:
                 raise TypeError(f"{type(event).__name__} belongs to no aggregate")
         return True
@@ -220,6 +237,10 @@ class World:
 
     def _book_money(self, event: ev.WalletEvent) -> None:
         match event:
+            case ev.WithdrawalRequested():
+                self.open_payouts[event.withdrawal_id] = event.wallet_id
+            case ev.FundsWithdrawn() | ev.WithdrawalFailed():
+                self.open_payouts.pop(event.withdrawal_id, None)
             case ev.FundsCharged():
                 key = (event.job_id, event.attempt)
                 book = self.books.get(key)

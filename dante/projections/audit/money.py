@@ -66,6 +66,7 @@ class MoneyChecks:
             ev.CreditReversed: self._reversed,
             ev.WithdrawalRequested: self._withdrawal_requested,
             ev.FundsWithdrawn: self._withdrawn,
+            ev.WithdrawalFailed: self._withdrawal_failed,
         }
 
     def hold(self, wallet_id: str, job_id: str, attempt: int) -> int:
@@ -150,6 +151,24 @@ class MoneyChecks:
                 [request_seq, seq] if request_seq else [seq],
                 f"withdrawal {event.withdrawal_id} paid {format_dgpu(event.amount)} dGPU at "
                 f"seq {seq}, but {what}",
+                wallet_id=event.wallet_id,
+            )
+
+    def _withdrawal_failed(self, seq: int, event: ev.WithdrawalFailed) -> None:
+        wallet = self._wallet(event.wallet_id)
+        requested, request_seq = wallet.pending.pop(event.withdrawal_id, (0, 0))
+        wallet.available += requested
+        if requested != event.amount or not request_seq:
+            self._findings.add(
+                "withdrawal",
+                [request_seq, seq] if request_seq else [seq],
+                f"withdrawal {event.withdrawal_id} gave back {format_dgpu(event.amount)} dGPU "
+                f"at seq {seq}, but "
+                + (
+                    f"{format_dgpu(requested)} dGPU was requested at seq {request_seq}"
+                    if request_seq
+                    else "it was never requested, or was settled before"
+                ),
                 wallet_id=event.wallet_id,
             )
 

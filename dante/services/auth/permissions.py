@@ -115,6 +115,8 @@ def permissions_for(scope: Scope) -> Permissions:
         f"dante.cmd.renter.{name}.balance",
         f"dante.cmd.renter.{name}.history",
         f"dante.cmd.renter.{name}.statement",
+        # The chain's status and a payout address's balance.
+        f"dante.cmd.renter.{name}.chain",
         *account_ops,
     ]
     if scope.machine is not None:
