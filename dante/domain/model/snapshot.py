@@ -95,6 +95,8 @@ class _Indexes(msgspec.Struct, tag="indexes"):
     #: The rules recorded last (`SettingsChanged`) and their sequence.
     settings: ev.SettingsChanged | None = None
     settings_version: int = 0
+    #: Withdrawals the settlement has yet to pay, and whose wallet each is.
+    open_payouts: dict[str, str] = {}
 
 
 class _End(msgspec.Struct, tag="end"):
@@ -124,6 +126,7 @@ class Capture:
         self.lost = dict(world.lost)
         self.placed_on = {k: sorted(v) for k, v in world.placed_on.items()}
         self.settings, self.settings_version = world.settings, world.settings_version
+        self.open_payouts = dict(world.open_payouts)
 
     def frames(self, header: Header, *, items: int = FRAME_ITEMS) -> Iterator[bytes]:
         """The snapshot, frame by frame, starting with `MAGIC`."""
@@ -156,6 +159,7 @@ class Capture:
             self.placed_on,
             self.settings,
             self.settings_version,
+            self.open_payouts,
         )
         yield frame(encoder.encode(indexes))
         yield encode_frame(encoder.encode(_End(frames=count)))
@@ -279,6 +283,7 @@ class Reader:
         for provider in world.providers.values():
             world.index_machine(provider)  # derived from the providers' states
         world.settings, world.settings_version = indexes.settings, indexes.settings_version
+        world.open_payouts = indexes.open_payouts
         world.position = header.seq
         return world
 
