@@ -4,7 +4,8 @@
 publishes requests as one account (`mallory`) at a fixed rate without waiting for answers,
 and counts the answers by code. Meanwhile two other accounts each send a `GetBalance` every
 50 ms, one at a time, and their latencies are measured: before the flood (quiet), during it,
-and right after it. Then the same with deposits of 1 µdGPU: how many events the flood
+and right after it. Then the same with log-writing commands (a new daily budget cap each,
+standing in for the deposits of 1 µdGPU of the issue): how many events the flood
 appended. The issue this answers measured, before admission, ~75,000 queued requests, no
 answer to the others for two minutes, and 49,985 events from a 10 s deposit flood.
 
@@ -116,9 +117,6 @@ async def run(options: Options) -> Report:
             report.add("raw request/reply p90", percentile(rtt, 90) * 1000, "ms")
             async with Up(url_of(nc), Path(tmp) / "up"):
                 url = url_of(nc)
-                for name in (*OTHERS, "mallory"):
-                    deposit = cmd.Deposit(command_id=uuid.uuid4().hex, amount=1_000_000)
-                    await nc.request(f"dante.cmd.renter.{name}.deposit", encode(deposit), 10)
                 _summary(report, "quiet", await _watch(nc, 5.0), "raw request/reply p90")
 
                 flood = asyncio.ensure_future(_flood(url, "balance", rate, seconds))
@@ -135,7 +133,7 @@ async def run(options: Options) -> Report:
 
                 store = EventStore(nc)
                 before = await store.last_seq()
-                flood = asyncio.ensure_future(_flood(url, "deposit", rate, deposit_seconds))
+                flood = asyncio.ensure_future(_flood(url, "budget", rate, deposit_seconds))
                 others = await _watch(nc, 0, during=flood)
                 counts = flood.result()
                 await asyncio.sleep(1.0)
@@ -170,8 +168,10 @@ async def _flooder(url: str, verb: str, rate: int, seconds: float) -> dict[str, 
         due = int(elapsed * rate)
         while sent < due:
             command: cmd.Command[Any] = (
-                cmd.Deposit(command_id=uuid.uuid4().hex, amount=1)
-                if verb == "deposit"
+                # A log-writing command any renter may send, a new cap each time (a deposit
+                # now needs a payment on chain, refused after admission without one).
+                cmd.SetBudget(command_id=uuid.uuid4().hex, daily=sent + 1)
+                if verb == "budget"
                 else cmd.GetBalance(command_id=uuid.uuid4().hex)
             )
             await nc.publish(subject, encode(command), reply=f"{inbox}.{sent}")

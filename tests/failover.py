@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+from solders.keypair import Keypair
 
 from dante.client.commands import Client, new_command_id
 from dante.client.connect import connect
 from dante.client.credentials import Credential, platform_credential
+from dante.client.payments import faucet, pay_deposit
 from dante.events.subjects import STREAM
-from dante.schemas.commands import Deposit, GetBalance
-from dante.schemas.results import WalletResult
+from dante.schemas.commands import GetBalance
 from dante.services.auth.installation import InstallationSecrets
 from tests.cli.cli import run_dante
 from tests.cli.platform_proc import UpProcess, environment
@@ -103,12 +104,16 @@ async def _renter(urls: str, name: str, password: str, outcome: Outcome, stop: a
     nc = await connect(urls, name=f"load-{name}", credential=credential, forever=True)
     client = Client(nc, "renter", name)
     outcome.deposited[name] = 0
+    # Deposits are payments: test dGPU from the local chain's faucet, each deposit a transfer
+    # signed from this keypair and credited once the platform has verified it on chain.
+    keypair = Keypair()
+    await faucet(client, str(keypair.pubkey()), 1_000 * 1_000_000)
     try:
         while not stop.is_set():
             amount = random.randint(1, 1000)
             sent = time.monotonic()
             try:
-                await client.send(Deposit(command_id=new_command_id(), amount=amount), WalletResult)
+                await pay_deposit(client, keypair, amount, command_id=new_command_id())
             except Exception as exc:  # every failure is a lost command
                 outcome.failed.append(f"{name}: {exc!r}")
                 continue

@@ -51,7 +51,7 @@ async def pay_deposit(
         mint=info.mint,
         treasury=info.treasury,
         amount=amount,
-        note=deposit_memo(client.identity),
+        note=deposit_memo(client.identity, command_id[:16]),
         blockhash=info.blockhash,
     )
     signature = str(tx.signatures[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dante.domain.deciders.context import VerifiedPayment
 from dante.domain.rejection import Rejected
-from dante.schemas.chain import TokenTransfer, deposit_memo
+from dante.schemas.chain import TokenTransfer, deposit_memo, memo_account
 from dante.schemas.money import format_dgpu
 
 
@@ -40,7 +40,7 @@ def check_deposit(payment: VerifiedPayment | None, account: str, amount: int) ->
             "signature",
         )
     expected = deposit_memo(account)
-    if transfer.memo != expected:
+    if memo_account(transfer.memo) != account:
         raise Rejected(
             "invalid",
             f"that transfer's memo is {transfer.memo!r}, not {expected!r}: it does not name "

@@ -12,8 +12,18 @@ SIGNATURE_PATTERN = r"^[1-9A-HJ-NP-Za-km-z]{64,90}$"
 DEPOSIT_MEMO_PREFIX = "dante:deposit:"
 
 
-def deposit_memo(account: str) -> str:
-    return f"{DEPOSIT_MEMO_PREFIX}{account}"
+def deposit_memo(account: str, nonce: str = "") -> str:
+    """The memo a deposit carries: it names the account credited, and a nonce of its own
+    (`:<nonce>`), so that two deposits of the same amount from one keypair within one
+    blockhash are two transactions, not one signature twice."""
+    return f"{DEPOSIT_MEMO_PREFIX}{account}" + (f":{nonce}" if nonce else "")
+
+
+def memo_account(memo: str | None) -> str | None:
+    """The account a deposit's memo names (None: it is no deposit memo)."""
+    if memo is None or not memo.startswith(DEPOSIT_MEMO_PREFIX):
+        return None
+    return memo[len(DEPOSIT_MEMO_PREFIX) :].split(":", 1)[0]
 
 
 def payout_memo(withdrawal_id: str) -> str:

@@ -134,12 +134,18 @@ PAYOUT = "7EcDhSYGxXyscszYEp35KHN8vvw3svAuLKTzXwCFLtV"
 
 
 def test_the_agent_counts_its_jobs_usage_and_heartbeats(tmp_path: Path) -> None:
-    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "LOG_LEVEL": "warning"}
+    env = {
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "LOG_LEVEL": "warning",
+        # Carol's wallet keypair (made by the faucet), never the user's own.
+        "SOLANA_KEYPAIR": str(tmp_path / "carol.json"),
+    }
     up = UpProcess(tmp_path / "data", None, "--processes", "1", env=env).start()
     agent: subprocess.Popen[str] | None = None
     try:
         assert up.dante("account", "create", "--role", "provider", **BOB).returncode == 0
         assert up.dante("account", "create", "--role", "renter", **CAROL).returncode == 0
+        assert up.dante("chain", "faucet", "10", **CAROL).returncode == 0
         assert up.dante("wallet", "deposit", "10", **CAROL).returncode == 0
         port = free_port()
         agent = subprocess.Popen(

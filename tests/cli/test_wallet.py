@@ -174,7 +174,8 @@ async def test_budget_set_shown_in_the_balance_and_cleared(market: Market) -> No
     ran = await market.dante("wallet", "budget", "--daily", "5", "--monthly", "2")
     assert ran.code == 1 and "above the monthly cap" in ran.err
 
-    await market.dante("wallet", "deposit", "10")
+    assert (await market.dante("chain", "faucet", "10")).code == 0
+    assert (await market.dante("wallet", "deposit", "10")).code == 0
     ran = await market.dante("wallet", "budget", "--daily", "2.5", "--monthly", "40")
     assert ran.code == 0, ran
     assert "Budget of alice (UTC days and calendar months):" in ran.out

@@ -158,6 +158,21 @@ async def test_the_client_signs_sends_and_is_credited(
     assert isinstance(deposited, ev.FundsDeposited) and deposited.signature == signature
 
 
+async def test_two_equal_deposits_from_one_keypair_at_once_are_two_payments(
+    as_, store: EventStore, chain: LocalChain
+) -> None:
+    # Same payer, amount and blockhash: only the memo's nonce (the command's) tells the two
+    # transactions apart; without it they were one signature, and the second was refused.
+    alice = as_("renter", "alice")
+    payer = Keypair()
+    await faucet(alice, str(payer.pubkey()), 5 * DGPU)
+    first, _ = await pay_deposit(alice, payer, DGPU, command_id=new_command_id())
+    second, result = await pay_deposit(alice, payer, DGPU, command_id=new_command_id())
+    assert first != second
+    assert result.available_udgpu == 2 * DGPU
+    assert await chain.token_balance(chain.treasury) == 2 * DGPU
+
+
 async def test_a_transaction_the_chain_refuses_is_not_credited(
     as_, store: EventStore, chain: LocalChain
 ) -> None:

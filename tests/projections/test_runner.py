@@ -147,7 +147,7 @@ async def test_a_changed_schema_rebuilds_only_that_projection_from_the_start(
     assert after["job_records"] == before["job_records"]
     assert after["wallet_ledger"] == before["wallet_ledger"]
     versions = {row[0]: row[2] for row in after["projection_positions"]}
-    assert versions == {"registry": 1, "wallets": 2, "jobs": 2}
+    assert versions == {"registry": 1, "wallets": 3, "jobs": 2}
 
 
 async def test_a_decision_appended_as_one_batch_lands_in_one_view_update(
