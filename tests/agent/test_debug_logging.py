@@ -5,9 +5,11 @@ level they do not."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from dante.client.connect import connect
@@ -32,6 +34,15 @@ def records(output: str) -> list[dict[str, Any]]:
     return found
 
 
+def _appended(output: str, job_id: str) -> set[str]:
+    """The kinds of event the platform logged appending for `job_id`."""
+    return {
+        r["event_type"]
+        for r in records(output)
+        if r.get("event") == "decision.appended" and r.get("job_id") == job_id
+    }
+
+
 async def test_log_level_debug_shows_the_platforms_and_the_agents_decisions(
     tmp_path: Path,
 ) -> None:
@@ -51,8 +62,12 @@ async def test_log_level_debug_shows_the_platforms_and_the_agents_decisions(
         job_id = await renter.submit("import time\ntime.sleep(2)\n", gpu_count=GPUS)
         waiting = await renter.submit("print('next')\n", gpu_count=GPUS)
         assert up.reader is not None and agent.reader is not None
-        up.reader.wait_for('"FundsCharged"', 60)
-        up.reader.wait_for('"JobCompleted"', 60)
+        # Until the platform has logged the job's charge and its end (in either of
+        # `dante up`'s processes): a bare string could come from another line first.
+        deadline = time.monotonic() + 60
+        while not {"FundsCharged", "JobCompleted"} <= _appended(up.reader.text, job_id):
+            assert time.monotonic() < deadline, _appended(up.reader.text, job_id)
+            await anyio.sleep(0.2)
         agent.reader.wait_for('"reported"', 60)
         quiet.start()
     finally:
