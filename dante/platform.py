@@ -239,16 +239,16 @@ class Platform:
         for service in announced:
             with contextlib.suppress(Exception):  # the connection went first
                 await service.stop()
-        # Opened by a scrape of the metrics, even where no command is answered.
-        await self.read_models.close()
         if "commands" in self.options.parts:
             await self.service.stop()
-            await self.read_models.close()
             await self.files.close()
             if self.chain is not None and self.options.chain is None:
                 await self.chain.close()  # the local chain this process opened
-            if self.stored_views is not None:
-                await self.stored_views.close()
+        # Opened by the queries, or by a scrape of the metrics where no command is answered;
+        # once, after the command service stopped asking.
+        await self.read_models.close()
+        if self.stored_views is not None:
+            await self.stored_views.close()
 
     async def _announce(self) -> list[Service]:
         """Answer `$SRV.PING` (INFO, STATS) as the handlers and the views this process runs,
