@@ -159,8 +159,8 @@ async def _flooder(url: str, verb: str, rate: int, seconds: float) -> dict[str, 
         reply = decode_reply(msg.data)  # type: ignore[attr-defined]
         answers["ok" if reply.ok else reply.error.code] += 1  # type: ignore[union-attr]
 
-    inbox = "_INBOX_mallory.flood"
-    await nc.subscribe(f"{inbox}.>", cb=answer)
+    # The platform answers on mallory's reply prefix, under each request's header token.
+    await nc.subscribe("dante.reply.mallory.*", cb=answer)
     subject = f"dante.cmd.renter.mallory.{verb}"
     sent = 0
     started = time.monotonic()
@@ -174,7 +174,8 @@ async def _flooder(url: str, verb: str, rate: int, seconds: float) -> dict[str, 
                 if verb == "budget"
                 else cmd.GetBalance(command_id=uuid.uuid4().hex)
             )
-            await nc.publish(subject, encode(command), reply=f"{inbox}.{sent}")
+            token = f"flood{sent:08d}"
+            await nc.publish(subject, encode(command), headers={"Dante-Reply": token})
             sent += 1
         await asyncio.sleep(0.005)
     await nc.flush()

@@ -14,7 +14,7 @@ import msgspec
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from dante.client.commands import CommandError, PlatformUnavailable, request
+from dante.client.commands import CommandError, PlatformUnavailable, answer_prefix, request
 from dante.schemas.accounts import (
     AccountResult,
     IssueToken,
@@ -24,7 +24,13 @@ from dante.schemas.accounts import (
 )
 from dante.schemas.codec import decode_reply, encode
 from dante.schemas.commands import ErrorInfo
-from dante.schemas.identity import SIGNUP_SUBJECT, account_subject
+from dante.schemas.identity import (
+    SIGNUP_SUBJECT,
+    SIGNUP_USER,
+    account_subject,
+    reply_prefix,
+    signup_subject,
+)
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -68,7 +74,16 @@ async def sign_up(
 ) -> AccountResult:
     """Open an account (on a sign-up connection)."""
     request_ = SignUp(username=username, password=password, role=role)
-    return await _call(nc, SIGNUP_SUBJECT, request_, AccountResult, timeout)
+    return await _call(nc, _signup_subject(nc), request_, AccountResult, timeout)
+
+
+def _signup_subject(nc: NATS) -> str:
+    """A sign-up connection asks on the subject its nonce names (the only one it may)."""
+    prefix = answer_prefix(nc) or ""
+    signups = f"{reply_prefix(SIGNUP_USER, '')}"
+    if prefix.startswith(signups) and len(prefix) > len(signups):
+        return signup_subject(prefix[len(signups) :])
+    return SIGNUP_SUBJECT
 
 
 async def issue_token(

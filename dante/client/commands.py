@@ -4,6 +4,11 @@ Used by the CLI, the agent and the tests. A command that gets no answer in time 
 again with the same command id, which the service treats as the same command, so retrying
 is always safe.
 
+The platform answers a connection of the `PUBLIC` account on its own reply prefix, never to
+a reply subject (see dante/services/replies.py): `request` sends a token in the
+`Dante-Reply` header and waits for `dante.reply.<identity>.<token>` (`Answers`), while the
+request's own reply subject still brings the server's `no responders`.
+
 nats-server refuses a publish the connection may not make (acting as someone else) with an
 asynchronous error and no reply. On a connection opened by `dante.client.connect.connect`
 (which watches those errors, see `Refusals`), such a command fails at once with a
@@ -17,6 +22,7 @@ it is sent again, once, after the retry-after the platform named (at most
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
@@ -27,6 +33,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from dante.schemas.codec import decode_reply, encode
 from dante.schemas.commands import Command, ErrorInfo, R, Role, reply_type
+from dante.schemas.identity import REPLY_HEADER
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -109,6 +116,51 @@ def watch_refusals(nc: NATS, refusals: Refusals) -> None:
     _refusals[nc] = refusals
 
 
+class Answers:
+    """The platform's answers to one connection, on `<prefix>.<token>`, for their requests."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+
+    async def listen(self, nc: NATS) -> None:
+        """Subscribe (before the first request: the server reads a connection in order)."""
+        await nc.subscribe(f"{self.prefix}.*", cb=self._on_answer)
+
+    async def _on_answer(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject.rpartition(".")[2], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    def expect(self) -> tuple[str, asyncio.Future[Msg]]:
+        """A fresh token, and the future its answer completes; `forget` it after."""
+        token = secrets.token_hex(12)
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        return token, future
+
+    def forget(self, token: str) -> None:
+        future = self._waiting.pop(token, None)
+        if future is not None:
+            future.cancel()
+
+
+_answers: weakref.WeakKeyDictionary[NATS, Answers] = weakref.WeakKeyDictionary()
+
+
+async def listen_for_answers(nc: NATS, prefix: str) -> None:
+    """Have `request` on `nc` take the platform's answers on `prefix` (see `Answers`)."""
+    answers = Answers(prefix)
+    await answers.listen(nc)
+    _answers[nc] = answers
+
+
+def answer_prefix(nc: NATS) -> str | None:
+    """The reply prefix `nc` takes the platform's answers on (None: its reply subjects)."""
+    answers = _answers.get(nc)
+    return None if answers is None else answers.prefix
+
+
 def refused(subject: str) -> CommandError:
     return CommandError(
         ErrorInfo(
@@ -120,20 +172,30 @@ def refused(subject: str) -> CommandError:
 
 
 async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg:
-    """`nc.request`, failing at once with `refused` when the server refuses the publish."""
+    """`nc.request`, answered on the connection's reply prefix where it has one (`Answers`),
+    failing at once with `refused` when the server refuses the publish."""
     refusals = _refusals.get(nc)
-    if refusals is None:
+    answers = _answers.get(nc)
+    if refusals is None and answers is None:
         return await nc.request(subject, payload, timeout=timeout)
-    denied = refusals.expect(subject)
-    asking = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout))
+    denied = None if refusals is None else refusals.expect(subject)
+    token, answered = (None, None) if answers is None else answers.expect()
+    headers = None if token is None else {REPLY_HEADER: token}
+    # Its reply subject brings `no responders` (or a timeout); the answer comes to `answered`.
+    asking = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout, headers=headers))
+    waiting: set[asyncio.Future[Any]] = {asking} | {f for f in (denied, answered) if f is not None}
     try:
-        either: set[asyncio.Future[Any]] = {asking, denied}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if answered is not None and answered.done():
+            return answered.result()
         if not asking.done():
             raise refused(subject)
         return asking.result()
     finally:
-        refusals.forget(subject, denied)
+        if refusals is not None and denied is not None:
+            refusals.forget(subject, denied)
+        if answers is not None and token is not None:
+            answers.forget(token)
         if not asking.done():
             asking.cancel()
 

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 from nats.aio.client import Client as NATS
 from nats.errors import AuthorizationError
 
-from dante.client.commands import Refusals, watch_refusals
+from dante.client.commands import Refusals, listen_for_answers, watch_refusals
 from dante.client.credentials import (
     PASSWORD_VAR,
     USERNAME_VAR,
@@ -204,5 +204,13 @@ async def connect(
         # callout answered in time): the platform is not (yet) running its login service.
         await _discard(nc)
         raise LoginRefused(refusal_message(credential, chosen, url))
-    watch_refusals(nc, refusals)
+    await _watch(nc, refusals, chosen)
     return nc
+
+
+async def _watch(nc: NATS, refusals: Refusals, chosen: Credential | None) -> None:
+    """Report refused publishes to the commands sent on `nc`, and bring them the platform's
+    answers on the connection's reply prefix."""
+    watch_refusals(nc, refusals)
+    if chosen is not None and chosen.reply_prefix is not None:
+        await listen_for_answers(nc, chosen.reply_prefix)

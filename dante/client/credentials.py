@@ -33,6 +33,7 @@ from dante.schemas.identity import (
     SIGNUP_USER,
     SYSTEM_USER,
     inbox_prefix,
+    reply_prefix,
 )
 
 USERNAME_VAR: Final = "DANTE_USERNAME"
@@ -79,6 +80,16 @@ class Credential:
         if self.source == "signup":
             return inbox_prefix(SIGNUP_USER, self.secret)
         return inbox_prefix(self.username)
+
+    @property
+    def reply_prefix(self) -> str | None:
+        """Where the platform's answers to this connection arrive; None: to the reply
+        subject of each request (the platform's own connections)."""
+        if self.source == "platform":
+            return None
+        if self.source == "signup":
+            return reply_prefix(SIGNUP_USER, self.secret)
+        return reply_prefix(self.username)
 
     def connect_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"user": self.user, "password": self.secret}

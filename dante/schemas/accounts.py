@@ -1,10 +1,11 @@
 """Account operations: signing up, logging in (a login token), logging out.
 
 They travel on `dante.acct.…`, not as commands, because they concern the connection's
-credentials rather than the marketplace: `dante.acct.signup` (from a sign-up connection,
-which may send nothing else), `dante.acct.<name>.token` (from a connection that logged in
-with the account's password) and `dante.acct.<name>.logout`. Replies use the same `Reply`
-envelope as commands. Passwords travel only in `SignUp`, and are never stored or logged.
+credentials rather than the marketplace: `dante.acct.signup.<nonce>` (from a sign-up
+connection, which may send nothing else), `dante.acct.<name>.token` (from a connection that
+logged in with the account's password) and `dante.acct.<name>.logout`. Replies use the same
+`Reply` envelope as commands, on the caller's reply prefix (dante/services/replies.py).
+Passwords travel only in `SignUp`, and are never stored or logged.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from dante.schemas.values import ACCOUNT_PATTERN, RESERVED_ACCOUNTS
 from dante.services.admission import Admission, FairQueue
 from dante.services.metrics import PlatformMetrics
 from dante.services.payments import verify_deposit
+from dante.services.replies import respond
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -266,7 +267,7 @@ class CommandService:
             )
         )
         with contextlib.suppress(Exception):
-            await request.respond(body)
+            await respond(self._nc, request, body)
 
     async def _serve(self, request: Request) -> None:
         began = time.perf_counter()
@@ -280,7 +281,7 @@ class CommandService:
             log.exception("commands.crash", subject=request.subject)
             body = self._error(ErrorInfo(code="internal", message="internal error; retry later"))
         with contextlib.suppress(Exception):
-            await request.respond(body)
+            await respond(self._nc, request, body)
         if self._metrics is not None:
             role, verb = _role_and_verb(request.subject)
             self._metrics.observe_command(role, verb, _outcome(body), time.perf_counter() - began)

@@ -19,7 +19,7 @@ from dante.domain.settings import Settings
 from dante.schemas import commands as cmd
 from dante.schemas import dispatch
 from dante.schemas.codec import decode_reply, encode
-from dante.schemas.identity import inbox_prefix
+from dante.schemas.identity import REPLY_HEADER, reply_prefix
 from dante.schemas.values import JobRequirements, ScriptPayload
 from dante.schemas.views import Balance
 from tests.auth.conftest import Secured
@@ -43,14 +43,15 @@ class Flood:
     retry_after_ms: list[int] = field(default_factory=list)
 
     async def run(self, seconds: float, rate: int) -> None:
-        inbox = f"{inbox_prefix(self.account)}.flood"
-        await self.nc.subscribe(f"{inbox}.>", cb=self._answer)
+        # The platform answers on the account's reply prefix, under the header's token.
+        await self.nc.subscribe(f"{reply_prefix(self.account)}.*", cb=self._answer)
         subject = f"dante.cmd.renter.{self.account}.{self.verb}"
         started = time.monotonic()
         while time.monotonic() - started < seconds:
             for _ in range(rate // 20):
                 payload = encode(self._command())
-                await self.nc.publish(subject, payload, reply=f"{inbox}.{self.sent}")
+                token = f"flood{self.sent:08d}"
+                await self.nc.publish(subject, payload, headers={REPLY_HEADER: token})
                 self.sent += 1
             await asyncio.sleep(0.05)
         await self.nc.flush()
@@ -63,6 +64,8 @@ class Flood:
         return cmd.GetBalance(command_id=new_command_id())
 
     async def _answer(self, msg: Msg) -> None:
+        if not msg.subject.rpartition(".")[2].startswith("flood"):
+            return  # an answer to the connection's own requests
         reply = decode_reply(msg.data)
         if reply.ok:
             self.answers["ok"] += 1

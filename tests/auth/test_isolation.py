@@ -17,6 +17,8 @@ from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeout
 
 from dante.client.commands import Client, CommandError, new_command_id, request
+from dante.client.connect import connect
+from dante.client.credentials import Credential
 from dante.events.subjects import (
     CLIENT_API_PREFIX,
     DISPATCH_STREAM,
@@ -376,3 +378,61 @@ async def test_jetstream_answers_cannot_be_steered_into_the_log(
         await nc.flush()
     await asyncio.sleep(0.5)
     assert await secured.snapshot() == before
+
+
+async def test_the_platforms_answers_go_only_to_the_callers_own_prefix(
+    secured: Secured, market: dict[str, Any]
+) -> None:
+    # mallory (dave here) names alice's inbox as the reply subject of her own requests: the
+    # platform never answers to a reply subject from outside its account (it sees only the
+    # server's `_R_…` stand-in for it), so alice hears nothing. With a token in the header
+    # (the way clients ask), dave's answer comes to dave's own prefix, whatever reply he named.
+    alice: NATS = market["alice"]
+    dave: NATS = market["dave"]
+    heard: list[str] = []
+    own: list[str] = []
+
+    async def hear(msg: Any) -> None:
+        heard.append(msg.subject)
+
+    async def keep(msg: Any) -> None:
+        own.append(msg.subject)
+
+    for subject in ("_INBOX_alice.>", "dante.reply.alice.>"):
+        await alice.subscribe(subject, cb=hear)
+    await dave.subscribe("dante.reply.dave.*", cb=keep)
+    for nc in (alice, dave):
+        await nc.flush()
+    balance = encode(cmd.GetBalance())
+    await dave.publish("dante.cmd.renter.dave.balance", balance, reply="_INBOX_alice.x")
+    await dave.publish(
+        "dante.cmd.renter.dave.balance",
+        balance,
+        reply="_INBOX_alice.y",
+        headers={"Dante-Reply": "token-of-dave-1"},
+    )
+    await dave.publish("dante.acct.dave.logout", b"{}", reply="_INBOX_alice.z")
+    answered = await request(dave, "dante.cmd.renter.dave.balance", balance, timeout=5)
+    assert answered.subject.startswith("dante.reply.dave.")
+    await asyncio.sleep(0.5)
+    assert heard == []
+    assert "dante.reply.dave.token-of-dave-1" in own
+    # Nor may dave listen where alice's answers arrive.
+    errors: list[Exception] = []
+
+    async def collect(error: Exception) -> None:
+        errors.append(error)
+
+    spy = await connect(
+        secured.url,
+        name="spy",
+        credential=Credential(username="dave", secret="dave-pass"),
+        error_cb=collect,
+    )
+    try:
+        await spy.subscribe("dante.reply.alice.>")
+        await spy.flush()
+        await asyncio.sleep(0.2)
+        assert any("permissions violation for subscription" in str(e).lower() for e in errors)
+    finally:
+        await spy.close()

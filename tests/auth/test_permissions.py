@@ -19,7 +19,7 @@ def test_a_renter_sends_only_its_own_commands_and_reads_only_its_inbox() -> None
         "dante.acct.alice.logout",
         "dante.acct.alice.token",
     )
-    assert allowed.subscribe == ("_INBOX_alice.>",)
+    assert allowed.subscribe == ("_INBOX_alice.>", "dante.reply.alice.*")
 
 
 def test_a_token_cannot_mint_tokens() -> None:
@@ -40,7 +40,7 @@ def test_a_providers_machine_reaches_only_its_own_heartbeat_and_instructions() -
         "$JS.DANTE.API.CONSUMER.MSG.NEXT.DANTE_DISPATCH.agent~bob~prv-1",
         "$JS.ACK.DANTE_DISPATCH.agent~bob~prv-1.>",
     }
-    assert allowed.subscribe == ("_INBOX_bob.>",)
+    assert allowed.subscribe == ("_INBOX_bob.>", "dante.reply.bob.*")
 
 
 def test_the_operator_reads_and_asks_but_never_writes() -> None:
@@ -57,8 +57,8 @@ def test_the_operator_reads_and_asks_but_never_writes() -> None:
 def test_a_signup_may_only_ask_to_sign_up() -> None:
     nonce = "0123456789abcdef0123456789abcdef"
     allowed = permissions_for(Scope(role="signup", account="signup", proof="nonce", nonce=nonce))
-    assert allowed.publish == ("dante.acct.signup",)
-    assert allowed.subscribe == (f"_INBOX_signup.{nonce}.>",)
+    assert allowed.publish == (f"dante.acct.signup.{nonce}",)
+    assert allowed.subscribe == (f"_INBOX_signup.{nonce}.>", f"dante.reply.signup.{nonce}.*")
 
 
 def test_nobody_but_the_platform_may_write_the_log_or_change_streams() -> None:

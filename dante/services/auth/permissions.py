@@ -3,9 +3,11 @@
 Every connection but the platform's own lands in the `PUBLIC` account, which holds no data:
 it reaches the platform only through the services the `DANTE` account exports (see
 nats.conf). Within those, the permissions below narrow each connection to its own identity.
-Anything not allowed is denied. Replies come back through the service imports, so a client
-never names a subject in the `DANTE` account as a reply, and cannot make the platform or
-JetStream write into the log for it.
+Anything not allowed is denied. JetStream's replies come back through the service imports,
+so a client never names a subject in the `DANTE` account as a reply, and cannot make the
+platform or JetStream write into the log for it. The platform's own answers never go to a
+reply subject a client named: they go to `dante.reply.<identity>.<token>`, which only that
+identity may subscribe to (see dante/services/replies.py).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from dante.events.subjects import (
 from dante.schemas.identity import (
     MACHINE_SEPARATOR,
     OPERATOR,
-    SIGNUP_SUBJECT,
     account_subject,
     inbox_prefix,
+    reply_prefix,
+    signup_subject,
 )
 from dante.schemas.values import ACCOUNT_PATTERN, ID_PATTERN, RESERVED_ACCOUNTS
 
@@ -87,9 +90,12 @@ class Permissions:
 def permissions_for(scope: Scope) -> Permissions:
     """The subjects `scope` may publish and subscribe to; nothing else is allowed."""
     name = scope.account
-    inbox = f"{inbox_prefix(name, scope.nonce)}.>"
+    # JetStream's answers (pulls, heartbeats' acks) come to the inbox; the platform's own
+    # answers to the reply prefix (see dante/services/replies.py).
+    inbox = (f"{inbox_prefix(name, scope.nonce)}.>", f"{reply_prefix(name, scope.nonce)}.*")
     if scope.role == "signup":
-        return Permissions(publish=(SIGNUP_SUBJECT,), subscribe=(inbox,))
+        assert scope.nonce is not None
+        return Permissions(publish=(signup_subject(scope.nonce),), subscribe=inbox)
     if scope.role == "operator":
         api = CLIENT_API_PREFIX
         return Permissions(
@@ -100,14 +106,14 @@ def permissions_for(scope: Scope) -> Permissions:
                 f"{api}.DIRECT.GET.{STREAM}",
                 f"{api}.DIRECT.GET.{STREAM}.>",
             ),
-            subscribe=(inbox,),
+            subscribe=inbox,
         )
     account_ops = [account_subject(name, "logout")]
     if scope.proof == "password":
         # A token cannot mint another: revoking a stolen token then ends its use for good.
         account_ops.append(account_subject(name, "token"))
     if scope.role == "renter":
-        return Permissions(publish=(f"dante.cmd.renter.{name}.>", *account_ops), subscribe=(inbox,))
+        return Permissions(publish=(f"dante.cmd.renter.{name}.>", *account_ops), subscribe=inbox)
     publish = [
         f"dante.cmd.provider.{name}.>",
         # A provider's own wallet is read with the renter-side queries, and so is the
@@ -126,4 +132,4 @@ def permissions_for(scope: Scope) -> Permissions:
             f"{CLIENT_API_PREFIX}.CONSUMER.MSG.NEXT.{DISPATCH_STREAM}.{consumer}",
             f"$JS.ACK.{DISPATCH_STREAM}.{consumer}.>",
         ]
-    return Permissions(publish=tuple(publish), subscribe=(inbox,))
+    return Permissions(publish=tuple(publish), subscribe=inbox)

@@ -34,6 +34,7 @@ from dante.services.auth.callout import AuthCallout
 from dante.services.auth.gate import AddressGate
 from dante.services.auth.limits import ClientLimits, LoginLimits
 from dante.services.auth.throttle import Throttle
+from dante.services.replies import answer
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
@@ -145,9 +146,8 @@ class Identity:
         except Exception:
             log.exception("accounts.crash", subject=msg.subject)
             body = error_reply(ErrorInfo(code="internal", message="internal error; retry later"))
-        if msg.reply:
-            with contextlib.suppress(Exception):
-                await msg.respond(body)
+        with contextlib.suppress(Exception):
+            await answer(self._nc, msg.subject, msg.reply, msg.headers, body)
         if then is not None:
             # After the answer: the connection that asked may be one of those it closes.
             with contextlib.suppress(Exception):
@@ -158,7 +158,8 @@ class Identity:
                 log.exception("accounts.after_failed", subject=msg.subject)
 
     async def _handle(self, subject: str, data: bytes) -> Any:
-        if subject == SIGNUP_SUBJECT:
+        if subject == SIGNUP_SUBJECT or subject.startswith(f"{SIGNUP_SUBJECT}."):
+            # dante.acct.signup.<nonce>: a sign-up connection's own (the answer goes there).
             request = decode_as(data, SignUp, what="sign-up")
             async with self._signups:
                 record = await open_account(
