@@ -26,6 +26,7 @@ from dante.client.credentials import (
 from dante.domain.settings import Settings
 from dante.events.natsd import NatsServer, default_config
 from dante.platform import Platform, PlatformOptions
+from dante.projections.audit.run import audit
 from dante.services.auth.installation import InstallationSecrets
 from dante.services.auth.service import Identity
 from dante.services.auth.sessions import Sessions
@@ -108,6 +109,13 @@ class Secured:
         nc = await connect(self.url, name="test-operator", credential=credential)
         self.connections.append(nc)
         return nc
+
+    async def audit_clean(self) -> None:
+        """The whole log passes every invariant of the audit (after an attack, say)."""
+        await self.platform.settle()
+        report = await audit(self.platform.store)
+        assert report.ok, [v.message for v in report.violations]
+        assert report.position == await self.platform.store.last_seq()
 
     async def snapshot(self) -> tuple[int, dict[str, tuple[int, int]]]:
         """The log's last sequence and every wallet's (available, held), once settled."""

@@ -149,6 +149,7 @@ async def test_a_flood_of_queries_is_refused_while_other_accounts_are_served(
     for bystander in others:
         assert bystander.failures == []
         assert len(bystander.latencies) > 20
+    await secured.audit_clean()
 
 
 async def test_a_flood_of_writes_appends_only_what_the_write_bucket_admits(
@@ -176,6 +177,7 @@ async def test_a_flood_of_writes_appends_only_what_the_write_bucket_admits(
     assert flood.answers["rate_limited"] == flood.sent - flood.answers["ok"]
     wallet = secured.platform.tail.world.wallets["mallory"]
     assert wallet.budget_daily is not None and wallet.budget_daily <= flood.sent
+    await secured.audit_clean()
 
 
 @pytest.mark.parametrize("settings", [Settings(request_rate=5, request_burst=1)])
@@ -234,3 +236,4 @@ async def test_during_a_flood_a_job_is_submitted_placed_and_its_agent_gets_the_i
     assert isinstance(assignment, dispatch.Assignment) and assignment.job_id == job.job_id
     await msg.ack_sync()
     await flood
+    await secured.audit_clean()

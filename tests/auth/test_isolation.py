@@ -436,3 +436,4 @@ async def test_the_platforms_answers_go_only_to_the_callers_own_prefix(
         assert any("permissions violation for subscription" in str(e).lower() for e in errors)
     finally:
         await spy.close()
+    await secured.audit_clean()

@@ -88,6 +88,7 @@ async def test_wrong_passwords_from_one_address_slow_only_that_address(
     assert not await raw_login(HOST, port, "bob", "bob-pass-1", source=attacker)
     assert throttle.failures(login_key("127.0.0.1", "bob")) == 0
     assert throttle.failures(login_key("127.0.0.67", "bob")) == 0
+    await secured.audit_clean()
 
 
 async def test_a_spray_of_random_names_leaves_other_addresses_logging_in(
@@ -137,6 +138,7 @@ async def test_a_spray_of_random_names_leaves_other_addresses_logging_in(
     assert tally.tries > 2 * len(checked)
     unchecked = [line for line in lines if line.get("reason") in ("failure budget", "busy")]
     assert len(unchecked) > len(checked)
+    await secured.audit_clean()
 
 
 async def test_logins_under_way_from_one_address_are_bounded(

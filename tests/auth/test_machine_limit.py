@@ -63,6 +63,7 @@ async def test_three_hundred_fake_machines_register_only_the_default_limit(
     ]
     assert len(registered) == limit
     assert secured.platform.tail.world.machines("mallory") == limit
+    await secured.audit_clean()
 
 
 @pytest.mark.parametrize("settings", [Settings(max_machines=2)])
