@@ -13,6 +13,10 @@ Around it this module adds what a test validator has and LiteSVM lacks:
 - **Keys.** The mint (6 decimals) and the treasury keypair are made on first start and kept
   in the folder, readable by the owner only. The treasury is the mint's authority (the faucet
   mints test dGPU) and pays the fees of payouts.
+- **One process.** The chain lives in the process that opened it (`lock` in the folder,
+  held until `close`): a second one would run from the same files with balances of its own
+  and overwrite the first's. So only one process may serve a local chain's commands; a
+  deployment with several command processes settles on a Solana cluster (`--solana-rpc`).
 - **Failure on demand.** `drop_next(n)` makes the next n sends vanish, as a cluster may drop
   a transaction it accepted; the settlement tests use it.
 """
@@ -23,6 +27,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,6 +78,16 @@ class LocalChain:
         self._block_time = block_time
         self._clock = clock
         self._drop = 0
+        self._lock = _hold(folder)
+        try:
+            self._open(folder)
+        except BaseException:
+            if self._lock is not None:
+                os.close(self._lock)
+            raise
+
+    def _open(self, folder: Path) -> None:
+        """Open the ledger and put its accounts back (or make the mint and treasury)."""
         self._db = sqlite3.connect(folder / "ledger.sqlite", isolation_level=None)
         self._db.executescript(_SCHEMA)
         self._svm = LiteSVM().with_blockhash_check(False)  # noqa: FBT003
@@ -258,6 +273,9 @@ class LocalChain:
 
     async def close(self) -> None:
         self._db.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)
 
     # ── for the JSON-RPC endpoint (`rpc_server.py`) ─────────────────────────────────────
 
@@ -319,3 +337,30 @@ class LocalChain:
                 account.rent_epoch,
             ),
         )
+
+
+def _hold(folder: Path) -> int | None:
+    """Take the folder's lock for this process (None on Windows, which has no flock), or
+    raise `ChainError` naming the process that holds it."""
+    if sys.platform == "win32":
+        return None
+    import fcntl
+
+    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ChainError(
+            f"the local chain in {folder} is open in another process (pid {holder}): only "
+            "one process may hold it, the one that serves the commands (`dante up`); to "
+            "serve commands from several processes, settle on a Solana cluster "
+            "(--solana-rpc, --mint, --treasury-keypair)"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Final
 import anyio
 from cyclopts import Parameter
 
+from dante.chain import ChainError
+from dante.cli.chainopts import ChainOptions
 from dante.cli.lifecycle import stop_child
 from dante.cli.limits import Limits
 from dante.cli.logs import configure_logging
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 
     from dante.domain.settings import Settings
     from dante.events.streams import LogSettings
+    from dante.platform import Platform, PlatformOptions
 
 #: What the child writes on its standard output once its parts run.
 READY_LINE: Final = "ready"
@@ -84,6 +87,7 @@ async def serve(
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = DEFAULT_HOST,
     tuning: Tuning | None = None,
+    settlement: ChainOptions | None = None,
 ) -> int:
     """Run parts of the platform in this process: commands, handlers, views (default: all).
 
@@ -94,14 +98,17 @@ async def serve(
     `dante up` only. The platform's password comes from $DANTE_PLATFORM_PASSWORD, else from
     the secrets.json of --data-dir (by default the folder `dante up` uses). Without --config
     or a setting's option it runs with the settings in force in the log; with them, it
-    records them there when they differ (as `dante up` does). Runs until Ctrl-C or SIGTERM.
+    records them there when they differ (as `dante up` does). The commands settle dGPU on the
+    local chain in --data-dir, which only one process may hold (`dante up`'s), or on the
+    Solana cluster of --solana-rpc, as `dante up` was told. Runs until Ctrl-C or SIGTERM.
     """
     from dante.cli.lifecycle import default_data_dir, private_data_dir, stop_on_signals
     from dante.cli.options import nats_url
     from dante.events.streams import LogSettings
-    from dante.platform import ALL_PARTS, Platform, PlatformOptions
+    from dante.platform import ALL_PARTS, PlatformOptions
 
     check_port(metrics_port)
+    chain = (settlement or ChainOptions()).for_parts(parts)
     tuning = tuning or Tuning()
     base = (limits or Limits()).settings()
     tuned = tuning.settings(base) if tuning.given() else None
@@ -130,8 +137,11 @@ async def serve(
         parts=frozenset(parts) or ALL_PARTS,
         metrics=metrics_port is not None,
         settings=await _settings(nc, log_settings, base, tuned, tuning.source("dante serve")),
+        chain=chain,
     )
-    platform = Platform(nc, options)
+    platform = await _platform(nc, options)
+    if platform is None:
+        return 1
     exits = contextlib.ExitStack()
     code = 0
     try:
@@ -159,6 +169,18 @@ async def serve(
             except Exception:  # already closed, or the server went first
                 await nc.close()
     return code
+
+
+async def _platform(nc: NATS, options: PlatformOptions) -> Platform | None:
+    """The platform's parts, or None (said why) when the local chain is another process's."""
+    from dante.platform import Platform
+
+    try:
+        return Platform(nc, options)
+    except ChainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        await nc.close()
+        return None
 
 
 async def _settings(

@@ -14,6 +14,7 @@ import anyio
 from cyclopts import Parameter
 
 from dante import __version__
+from dante.cli.chainopts import ChainOptions
 from dante.cli.lifecycle import default_data_dir, private_data_dir, stop_on_signals
 from dante.cli.limits import Limits
 from dante.cli.logs import configure_logging
@@ -106,19 +107,7 @@ async def up(
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = DEFAULT_HOST,
     tuning: Tuning | None = None,
-    solana_rpc: Annotated[
-        str | None,
-        Parameter(
-            env_var="DANTE_SOLANA_RPC",
-            help="Settle on this Solana cluster (its JSON-RPC URL: devnet, mainnet-beta) "
-            "instead of the local chain; needs --mint and --treasury-keypair.",
-        ),
-    ] = None,
-    mint: Annotated[str | None, Parameter(help="The dGPU mint on --solana-rpc.")] = None,
-    treasury_keypair: Annotated[
-        Path | None,
-        Parameter(help="The treasury's keypair on --solana-rpc (it pays withdrawals)."),
-    ] = None,
+    settlement: ChainOptions | None = None,
     chain_rpc_port: Annotated[
         int | None,
         Parameter(
@@ -154,7 +143,7 @@ async def up(
     check_port(metrics_port)
     tuning = tuning or Tuning()
     settings = tuning.settings((limits or Limits()).settings())
-    chain = _cluster(solana_rpc, mint, treasury_keypair, chain_rpc_port)
+    chain = (settlement or ChainOptions()).cluster(rpc_port=chain_rpc_port)
     configure_logging()
     data_dir = private_data_dir(data_dir or default_data_dir())
     installation = InstallationSecrets.load_or_create(data_dir)
@@ -263,6 +252,7 @@ async def _serve(
     from dante.services.settings import record_settings
 
     tuned, source = settings or (Settings(), "dante up")
+    from dante.chain import ChainError
     from dante.cli.serve import PartsFailed, PartsProcess
     from dante.platform import ALL_PARTS, Platform, PlatformOptions
     from dante.services.auth.limits import ClientLimits, LoginLimits
@@ -290,7 +280,10 @@ async def _serve(
         settings=tuned,
         chain=chain,
     )
-    platform = Platform(nc, options)
+    try:
+        platform = Platform(nc, options)
+    except ChainError as exc:  # the local chain held by another process
+        return str(exc)
     await record_settings(platform.store, tuned, source, options.log_settings)
     identity = Identity(
         nc,
@@ -355,27 +348,6 @@ async def _say_up(
     if monitor is not None:
         print(f"nats-server monitoring: {monitor}", flush=True)
     print(f"operator credential for {url}: {written} (yours only)", flush=True)
-
-
-def _cluster(
-    url: str | None, mint: str | None, keypair: Path | None, rpc_port: int | None
-) -> Chain | None:
-    """The cluster to settle on, or None for the local chain."""
-    if url is None:
-        if mint is not None or keypair is not None:
-            raise UsageError("--mint and --treasury-keypair go with --solana-rpc")
-        return None
-    if rpc_port is not None:
-        raise UsageError("--chain-rpc-port serves the local chain; with --solana-rpc there is none")
-    if mint is None or keypair is None:
-        raise UsageError("--solana-rpc needs --mint (the dGPU mint) and --treasury-keypair")
-    from dante.chain.keys import read_keypair
-    from dante.chain.rpc import RpcChain
-
-    try:
-        return RpcChain(url, mint=mint, treasury=read_keypair(keypair))
-    except ValueError as exc:
-        raise UsageError(f"--mint: {exc}") from None
 
 
 async def _serve_chain(tg: anyio.abc.TaskGroup, platform: Platform, port: int) -> None:

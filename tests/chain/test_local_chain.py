@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,13 +105,47 @@ async def test_balances_and_signatures_survive_a_restart(tmp_path: Path) -> None
 
 async def test_keys_are_made_once_and_kept_private(tmp_path: Path) -> None:
     folder = tmp_path / "chain"
-    LocalChain(folder)
+    await LocalChain(folder).close()
     for name in ("mint.json", "treasury.json"):
         mode = stat.S_IMODE((folder / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     treasury = read_keypair(folder / "treasury.json")
-    assert str(treasury.pubkey()) == LocalChain(folder).treasury
+    again = LocalChain(folder)
+    assert str(treasury.pubkey()) == again.treasury
+    await again.close()
+
+
+async def test_only_one_process_holds_a_local_chain(tmp_path: Path) -> None:
+    # A second holder would run from the same files with balances of its own and
+    # overwrite the first's: it is refused, naming the holder, and changes nothing.
+    folder = tmp_path / "chain"
+    chain = LocalChain(folder)
+    payer = Keypair()
+    await chain.faucet(str(payer.pubkey()), 1_000_000)
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from dante.chain import ChainError\n"
+        "from dante.chain.local import LocalChain\n"
+        "try:\n"
+        "    LocalChain(Path(sys.argv[1]))\n"
+        "except ChainError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", probe, str(folder)], capture_output=True, text=True, check=False
+    )
+    assert other.returncode == 3, other.stderr
+    assert f"open in another process (pid {os.getpid()})" in other.stdout
+    assert "--solana-rpc" in other.stdout
+    assert await chain.token_balance(str(payer.pubkey())) == 1_000_000
+    await chain.close()
+    # Closed, it may be opened again, with what it held.
+    again = LocalChain(folder)
+    assert await again.token_balance(str(payer.pubkey())) == 1_000_000
+    await again.close()
 
 
 async def test_a_blockhash_expires_with_wall_time(tmp_path: Path) -> None:
