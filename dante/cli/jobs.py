@@ -25,6 +25,7 @@ from dante.cli.session import Session, with_session
 from dante.cli.submission import Interpreter, JobSpec, describe_payload
 
 if TYPE_CHECKING:
+    from dante.schemas.results import SubmitResult
     from dante.schemas.views import JobView
 
 T = TypeVar("T")
@@ -199,14 +200,25 @@ async def submit_job(s: Session, spec: JobSpec, *, json: bool = False) -> int:
         emit({**to_builtins(result), "quote": quote_document(quote), "inputs": inputs})
         return 0
     print(f"Submitted job {result.job_id} ({describe_payload(spec.payload)}): {result.state}.")
+    print(quote_lines(quote, [("held at start", held_at_start(result))]))
+    print(f"Follow it: dante jobs logs {result.job_id} --follow")
+    return 0
+
+
+def held_at_start(result: SubmitResult) -> str:
+    """What a submission holds: the hold taken now, or the least one, and why not yet."""
     held = (
         f"{dgpu(result.first_hold_udgpu)} dGPU"
         if result.available_now
         else f"at least {dgpu(result.first_hold_udgpu)} dGPU, when a matching GPU frees up"
     )
-    print(quote_lines(quote, [("held at start", held)]))
-    print(f"Follow it: dante jobs logs {result.job_id} --follow")
-    return 0
+    if result.waits_for_budget and result.budget_room_at is not None:
+        held += (
+            f"; nothing is held yet: your {result.waits_for_budget} budget leaves less until "
+            f"{result.budget_room_at:%Y-%m-%d %H:%M} UTC, when the job can start (or raise "
+            "it with `dante wallet budget`)"
+        )
+    return held
 
 
 async def wait_for(

@@ -42,6 +42,11 @@ class SubmitResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     #: now, otherwise the least it will be.
     first_hold_udgpu: int
     available_now: bool
+    #: "daily" or "monthly" when that budget leaves less than the first hold now: the job is
+    #: accepted but nothing is held until `budget_room_at` (the period's end), or until the
+    #: budget is raised.
+    waits_for_budget: str = ""
+    budget_room_at: Timestamp | None = None
 
 
 class JobResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):

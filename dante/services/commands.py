@@ -37,7 +37,7 @@ from nats.micro import add_service
 from nats.micro.service import EndpointConfig, Service, ServiceConfig
 
 from dante import __version__
-from dante.domain.deciders import DECIDERS, Context
+from dante.domain.deciders import DECIDERS, READ_FRESH, Context
 from dante.domain.decision import Decision
 from dante.domain.model import JobState, ProviderState, WalletState, World
 from dante.domain.rejection import Rejected
@@ -372,6 +372,9 @@ class CommandService:
         keys: list[tuple[str, str]],
     ) -> bytes:
         await self._load(keys, only_missing=True)
+        fresh_kinds = READ_FRESH.get(type(command))
+        if fresh_kinds:
+            await self._load([k for k in keys if k[0] in fresh_kinds], only_missing=False)
 
         def decide() -> list[Decision]:
             if any(self.world.saw_cause(a, i, ctx.cause) for a, i in keys):

@@ -36,3 +36,27 @@ def test_progress_is_drawn_in_a_terminal_only() -> None:
     quiet.bytes("downloading", 512, 2048)
     quiet.clear()
     assert piped.getvalue() == ""
+
+
+def test_a_submission_the_budget_holds_back_says_nothing_is_held_yet() -> None:
+    from datetime import UTC, datetime
+
+    from dante.cli.jobs import held_at_start
+    from dante.schemas.results import SubmitResult
+
+    now = SubmitResult(
+        job_id="j", state="queued", price_udgpu=1, first_hold_udgpu=83_333, available_now=True
+    )
+    assert held_at_start(now) == "0.083333 dGPU"
+    waits = SubmitResult(
+        job_id="j",
+        state="queued",
+        price_udgpu=1,
+        first_hold_udgpu=83_333,
+        available_now=True,
+        waits_for_budget="daily",
+        budget_room_at=datetime(2026, 11, 27, tzinfo=UTC),
+    )
+    said = held_at_start(waits)
+    assert said.startswith("0.083333 dGPU; nothing is held yet: your daily budget")
+    assert "until 2026-11-27 00:00 UTC" in said

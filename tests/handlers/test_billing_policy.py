@@ -17,7 +17,7 @@ from dante.client.commands import Client, CommandError, new_command_id
 from dante.platform import Platform
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
-from dante.schemas.money import cost, fee_of
+from dante.schemas.money import cost, fee_of, format_dgpu
 from dante.schemas.quotes import Quote
 from dante.schemas.results import BudgetResult, JobResult, SubmitResult
 from dante.schemas.values import JobRequirements, ScriptPayload
@@ -108,6 +108,28 @@ async def test_a_job_the_online_offer_cannot_be_held_for_is_refused_at_submissio
     assert raised.value.code == "insufficient_funds"
     message = raised.value.info.message
     assert "provider prv-dear" in message and "0.166666 dGPU held" in message, message
+    await platform.settle()
+    assert await log_events(platform.store) == before
+    assert_conserved(platform)
+
+
+async def test_a_submission_sees_the_holds_the_scheduler_took_since(
+    nc: NATS, platform: Platform, clock: Clock
+) -> None:
+    # The command service read alice's wallet for her first job; the scheduler then took
+    # that job's hold, in a part of its own. A second job the rest cannot start is refused
+    # at submission, not accepted to wait for funds.
+    bob = Agent(nc, "bob", "prv-a")
+    await bob.register(n=2)
+    await deposit(nc, "alice", WINDOW + WINDOW // 2)
+    await submit_job(nc)
+    await platform.settle()
+    assert platform.tail.world.wallet("alice").held == WINDOW
+    before = await log_events(platform.store)
+    with pytest.raises(CommandError) as raised:
+        await submit_job(nc)
+    assert raised.value.code == "insufficient_funds", raised.value.info
+    assert f"only {format_dgpu(WINDOW // 2)} dGPU is available" in raised.value.info.message
     await platform.settle()
     assert await log_events(platform.store) == before
     assert_conserved(platform)
@@ -391,7 +413,9 @@ async def test_a_job_bigger_than_the_cap_is_refused_and_one_over_today_s_rest_wa
     assert await log_events(platform.store) == before
 
     await set_budget(nc, daily=CAP)
-    first = (await submit_job(nc)).job_id
+    submitted = await submit_job(nc)
+    assert (submitted.waits_for_budget, submitted.budget_room_at) == ("", None)
+    first = submitted.job_id
     await platform.settle()
     await bob.start(first)
     clock.advance(400)
@@ -399,7 +423,12 @@ async def test_a_job_bigger_than_the_cap_is_refused_and_one_over_today_s_rest_wa
     await bob.finish(first)
     await platform.settle()
     # 0.055555 spent today: a second 0.083333 hold does not fit in what is left of 0.1.
-    second = (await submit_job(nc)).job_id
+    # The submission says so at once: nothing held until the day ends.
+    waiting = await submit_job(nc)
+    assert waiting.waits_for_budget == "daily"
+    assert waiting.budget_room_at is not None
+    assert f"{waiting.budget_room_at:%Y-%m-%d %H:%M}" == "2026-11-27 00:00"
+    second = waiting.job_id
     await platform.settle()
     world = platform.tail.world
     job = world.job(second)

@@ -63,4 +63,12 @@ DECIDERS: dict[type[cmd.Command[Any]], tuple[Decider, Reads]] = {
     cmd.ReportJobFinished: (agent.finished, _provider_and_job),
 }
 
-__all__ = ["DECIDERS", "Context", "Decision"]
+#: Aggregates a command reads but appends nothing to, by command: a cached copy of one could
+#: be stale with no conflict to say so (a submission's wallet, whose holds the scheduler
+#: takes elsewhere, would let through a job its funds cannot start). The command service
+#: reads them afresh for every such command.
+READ_FRESH: dict[type[cmd.Command[Any]], frozenset[str]] = {
+    cmd.SubmitJob: frozenset({"wallet"}),
+}
+
+__all__ = ["DECIDERS", "READ_FRESH", "Context", "Decision"]

@@ -12,7 +12,7 @@ from dante.domain.model import World
 from dante.domain.rejection import Rejected, unknown_job
 from dante.schemas import commands as cmd
 from dante.schemas import events as ev
-from dante.schemas.money import format_dgpu
+from dante.schemas.money import format_dgpu, period_ends
 from dante.schemas.results import JobResult, SubmitResult
 from dante.schemas.values import check_relative_path
 
@@ -68,6 +68,12 @@ def submit(world: World, ctx: Context, command: cmd.SubmitJob) -> Decision:
         inputs=command.inputs,
     )
 
+    # Accepted, but the budget leaves less than the first hold until the period ends: the
+    # renter is told at once that nothing is held before then (the scheduler waits likewise).
+    spendable, budget = wallet.spendable(ctx.now)
+    waits = budget if budget and spendable < check.first_hold else ""
+    day_ends, month_ends = period_ends(ctx.now)
+
     def result(w: World) -> SubmitResult:
         return SubmitResult(
             job_id=job_id,
@@ -75,6 +81,8 @@ def submit(world: World, ctx: Context, command: cmd.SubmitJob) -> Decision:
             price_udgpu=check.price,
             first_hold_udgpu=check.first_hold,
             available_now=check.price_now is not None,
+            waits_for_budget=waits,
+            budget_room_at=(day_ends if waits == "daily" else month_ends) if waits else None,
         )
 
     return Decision.on(job.version, event, result=result)
