@@ -20,10 +20,12 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     # wire contracts and the collector settings: nothing of ours
     "schemas": frozenset(),
     "collector": frozenset(),
+    # file locks: nothing of ours
+    "locks": frozenset(),
     # the log
-    "events": frozenset({"schemas"}),
+    "events": frozenset({"schemas", "locks"}),
     # the chain boundary (dGPU on Solana): wire contracts only
-    "chain": frozenset({"schemas"}),
+    "chain": frozenset({"schemas", "locks"}),
     # talking to the platform, for the CLI and the agent: nothing of the server
     "client": frozenset({"schemas", "events", "chain"}),
     # the rules, pure

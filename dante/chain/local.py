@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +44,7 @@ from solders.transaction_metadata import FailedTransactionMetadata
 
 from dante.chain import DECIMALS, ChainError, spl
 from dante.chain.keys import load_or_create
+from dante.locks import LockHeld, hold, release
 from dante.schemas.chain import SignatureStatus, SignedPayout, TokenTransfer
 
 #: How many blocks a blockhash stays usable, as on Solana.
@@ -82,8 +82,7 @@ class LocalChain:
         try:
             self._open(folder)
         except BaseException:
-            if self._lock is not None:
-                os.close(self._lock)
+            release(self._lock)
             raise
 
     def _open(self, folder: Path) -> None:
@@ -274,8 +273,7 @@ class LocalChain:
     async def close(self) -> None:
         self._db.close()
         lock, self._lock = self._lock, None
-        if lock is not None:
-            os.close(lock)
+        release(lock)
 
     # ── for the JSON-RPC endpoint (`rpc_server.py`) ─────────────────────────────────────
 
@@ -340,27 +338,13 @@ class LocalChain:
 
 
 def _hold(folder: Path) -> int | None:
-    """Take the folder's lock for this process (None on Windows, which has no flock), or
-    raise `ChainError` naming the process that holds it."""
-    if sys.platform == "win32":
-        return None
-    import fcntl
-
-    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    """Take the folder's lock for this process, or raise `ChainError` naming the holder."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
+        return hold(folder / "lock")
+    except LockHeld as held:
         raise ChainError(
-            f"the local chain in {folder} is open in another process (pid {holder}): only "
-            "one process may hold it, the one that serves the commands (`dante up`); to "
+            f"the local chain in {folder} is open in another process (pid {held.holder}): "
+            "only one process may hold it, the one that serves the commands (`dante up`); to "
             "serve commands from several processes, settle on a Solana cluster "
             "(--solana-rpc, --mint, --treasury-keypair)"
         ) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd

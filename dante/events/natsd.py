@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final, Literal, Self
 import anyio
 
 from dante.events.private import FILE_MODE, UMASK, private_dir
+from dante.locks import LockHeld, hold, release
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -382,31 +383,19 @@ class NatsServer:
     def _lock_store(self) -> None:
         """Hold the store's lock (until `stop`): two servers on one store would corrupt it,
         and a start stops any server of its store it finds, so only one of us may try."""
-        if self._lock_fd is not None or sys.platform == "win32":
-            return  # held already; no flock on Windows
-        import fcntl
-
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        if self._lock_fd is not None:
+            return  # held already
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
+            self._lock_fd = hold(self.lock_file)
+        except LockHeld as held:
             raise NatsServerError(
-                f"another process (pid {holder}) runs a nats-server on {self.store_dir}: "
+                f"another process (pid {held.holder}) runs a nats-server on {self.store_dir}: "
                 "another `dante up` on this data folder?"
             ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
 
     def _unlock_store(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)
+        release(fd)
 
     def _stop_stale(self) -> None:
         """Stop the server an earlier process left running on this store, if the pid file
