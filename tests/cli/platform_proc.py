@@ -46,7 +46,8 @@ class UpProcess:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.args = args
-        self.env = environment(env)
+        # Its operator credential goes to a config folder of the test's, not the user's.
+        self.env = environment({"XDG_CONFIG_HOME": str(data_dir.parent / "config"), **(env or {})})
         self.monitor_port = monitor_port
         self.nats_url = nats_url
         self.process: subprocess.Popen[str] | None = None
