@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -266,39 +267,21 @@ class Platform:
         if self.settlement is None:
             return
         if follow:
-            tg.start_soon(self._supervise, "wallets", self._payouts_tail.run)
+            tg.start_soon(supervise, "wallets", self._payouts_tail.run)
         interval = self.options.settle_interval
         tg.start_soon(functools.partial(self.settlement.run, interval=interval))
 
     async def _start_handlers(self, tg: TaskGroup) -> None:
         """Follow the log and run the handlers; return once they decide (every handler's
         consumer exists and is being read)."""
-        tg.start_soon(self._supervise, "world", self.tail.run)
+        tg.start_soon(supervise, "world", self.tail.run)
         for runner in self.runners:
-            tg.start_soon(self._supervise, runner.durable, runner.run)
-        tg.start_soon(self._supervise, "heartbeats", self._watch_heartbeats)
-        tg.start_soon(self._supervise, "agent-consumers", self.agent_consumers.run)
-        tg.start_soon(self._supervise, "inputs-sweeper", self.inputs.run)
+            tg.start_soon(supervise, runner.durable, runner.run)
+        tg.start_soon(supervise, "heartbeats", self._watch_heartbeats)
+        tg.start_soon(supervise, "agent-consumers", self.agent_consumers.run)
+        tg.start_soon(supervise, "inputs-sweeper", self.inputs.run)
         for runner in self.runners:
             await runner.consuming.wait()
-
-    @staticmethod
-    async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Run a part of the platform, restarting it with backoff if it fails.
-
-        A part fails on what it cannot handle (a lost connection it gave up on, a bug); the
-        rest of the platform keeps serving meanwhile. Cancellation ends it for good.
-        """
-        delay = 1.0
-        while True:
-            try:
-                await run()
-            except Exception:
-                log.exception("platform.part_failed", part=name, restart_in=delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            else:
-                return
 
     async def _run_views(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -308,7 +291,7 @@ class Platform:
         except Exception:
             log.exception("platform.part_failed", part="views", restart_in=1.0)
             await anyio.sleep(1.0)
-            await self._supervise("views", self.views.run)
+            await supervise("views", self.views.run)
 
     async def _watch_heartbeats(self) -> None:
         await watch_heartbeats(self.nc, self._heartbeats, self.liveness, clock=self.options.clock)
@@ -347,3 +330,38 @@ class Platform:
                 if not busy and await self.store.last_seq() == last:
                     return
                 await asyncio.sleep(0.02)
+
+
+#: Restart delays of a failing part: from the first, doubling up to the last.
+RESTART_FIRST_S: Final = 1.0
+RESTART_MAX_S: Final = 30.0
+#: A part that ran this long before it failed had been working: its restart waits the first
+#: delay again, not the doubled one of failures long past.
+HEALTHY_S: Final = 60.0
+
+
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    *,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Run a part of the platform, restarting it with backoff if it fails.
+
+    A part fails on what it cannot handle (a lost connection it gave up on, a bug); the
+    rest of the platform keeps serving meanwhile. Cancellation ends it for good.
+    """
+    delay = RESTART_FIRST_S
+    while True:
+        started = clock()
+        try:
+            await run()
+        except Exception:
+            if clock() - started >= HEALTHY_S:
+                delay = RESTART_FIRST_S
+            log.exception("platform.part_failed", part=name, restart_in=delay)
+            await sleep(delay)
+            delay = min(delay * 2, RESTART_MAX_S)
+        else:
+            return
