@@ -195,9 +195,35 @@ async def test_password_checks_too_slow_to_answer_in_time_are_refused_and_tokens
     assert took > 0 and callout.hash_s == took
     assert any(line["event"] == "login.slow_hash" for line in lines)
     monkeypatch.undo()
+    callout.gate.limits = LoginLimits(refusal_delay_ms=0)  # "at once" means before any check
     callout.hash_s = 10.0  # as if each check took 10 s
     started = time.monotonic()
     with pytest.raises(LoginRefused):
         await secured.login("dave", "dave-pass-1")
     assert time.monotonic() - started < 1.0  # at once, not after a late check
     await secured.login("dave", token)  # a token needs no scrypt
+
+
+async def test_a_refusal_is_held_back_so_a_loop_of_attempts_slows_to_one_a_second(
+    secured: Secured, auth_server: NatsServer
+) -> None:
+    await secured.sign_up("alice", "alice-pass")
+    assert auth_server.client_port is not None
+    port = auth_server.client_port
+    delay = secured.identity.callout.gate.limits.refusal_delay_ms / 1000
+    assert delay == 1.0  # the default
+    started = time.monotonic()
+    assert not await raw_login(HOST, port, "alice", "wrong-pass", source="127.0.0.91")
+    assert delay - 0.05 <= time.monotonic() - started < delay + 0.5
+    # Nothing waits for a login that is let in.
+    started = time.monotonic()
+    assert await raw_login(HOST, port, "alice", "alice-pass", source="127.0.0.91")
+    assert time.monotonic() - started < delay - 0.2
+    # 4 loops of random names for 3 s: about 4 attempts a second, not hundreds.
+    names = [f"x{secrets.token_hex(6)}" for _ in range(10_000)]
+    tally = await hammer(
+        HOST, port, names, "guess-pass", source="127.0.0.92",
+        until=time.monotonic() + 3.0, parallel=4,
+    )  # fmt: skip
+    assert tally.let_in == 0 and 4 <= tally.tries <= 4 * 4 + 4, tally.tries
+    assert min(tally.times) >= delay - 0.05

@@ -192,9 +192,18 @@ class AuthCallout:
         except Exception:
             log.exception("callout.crash")
             scope = None
+        if scope is None:
+            await self._tarpit(deadline)
         body = self.response(request, scope)
         with contextlib.suppress(Exception):
             await msg.respond(body.encode())
+
+    async def _tarpit(self, deadline: float) -> None:
+        """Hold a refusal back (`LoginLimits.refusal_delay_ms`, within the login's window):
+        a loop of attempts then makes one a second per connection, not hundreds."""
+        wait = min(self.gate.limits.refusal_delay_ms / 1000, deadline - time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def authenticate(
         self, user: str, secret: str, deadline: float | None = None, *, address: str = ""

@@ -13,6 +13,11 @@ Logins (see `dante.services.auth.gate` and `.throttle`):
   left, the address's password logins are refused unchecked (no scrypt spent on them).
 - `DANTE_LOGIN_HASHING` (the CPUs, at most 4): password hashes computed at once, shared
   between addresses in turn; `DANTE_LOGIN_HASHING_PER_ADDRESS` (1) of them for one address.
+- `DANTE_LOGIN_REFUSAL_DELAY_MS` (1000): how long a refused login waits for its answer
+  (within the login's window): a client that tries again at once, as an attacker's loop
+  does, then makes one attempt a second per connection rather than hundreds, and the
+  refusals stop taking the CPU a legitimate login's hash needs. Nothing waits for a
+  login that is let in.
 - `DANTE_SCRYPT_LOG2_N` (17): the scrypt cost of new password hashes (and of rehashing an
   older one at its next login): N = 2^17, r = 8, p = 1, about 128 MiB and a few tenths of
   a second each. Lower only for tests and trials.
@@ -68,6 +73,7 @@ class LoginLimits:
     failures_per_minute: int = 30
     hashing: int = 0  # 0: `default_hashing()`
     hashing_per_address: int = 1
+    refusal_delay_ms: int = 1000
 
     @property
     def hashing_slots(self) -> int:
@@ -82,6 +88,7 @@ class LoginLimits:
             failures_per_minute=_read(env, "DANTE_LOGIN_FAILURES_PER_MINUTE", 30, 1, 1_000_000),
             hashing=_read(env, "DANTE_LOGIN_HASHING", 0, 0, 256),
             hashing_per_address=_read(env, "DANTE_LOGIN_HASHING_PER_ADDRESS", 1, 1, 256),
+            refusal_delay_ms=_read(env, "DANTE_LOGIN_REFUSAL_DELAY_MS", 1000, 0, 1500),
         )
 
 
