@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from dante.events.errors import EventStoreError
 from dante.schemas.codec import encode
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
 NO_MESSAGE: Final = "404"
+#: How long a read waits for an answer before it asks once more (`RESENDS` times), then
+#: the reader's whole timeout: a request lost with a cluster's node that died costs that
+#: long, not the timeout (the other replicas answer direct gets meanwhile).
+FIRST_WAIT_S: Final = 2.0
+RESENDS: Final = 1
 END_OF_BATCH: Final = "204"
 MAX_BATCH: Final = 1000
 
@@ -37,6 +43,10 @@ class StoredMessage(NamedTuple):
     @property
     def pending(self) -> int:
         return int(self.headers.get("Nats-Num-Pending", "0"))
+
+
+class _Unanswered(Exception):
+    """No answer came in time."""
 
 
 class DirectReader:
@@ -58,12 +68,19 @@ class DirectReader:
 
     async def last(self, subject: str) -> StoredMessage | None:
         """The last message stored on `subject`, or None when there is none."""
-        try:
-            msg = await self._nc.request(
-                f"{self._api}.DIRECT.GET.{self.stream}.{subject}", b"", timeout=self._timeout
-            )
-        except NoRespondersError:
-            raise EventStoreError(f"stream {self.stream} does not answer direct gets") from None
+        msg = None
+        for wait in (min(FIRST_WAIT_S, self._timeout), self._timeout):
+            try:
+                msg = await self._nc.request(
+                    f"{self._api}.DIRECT.GET.{self.stream}.{subject}", b"", timeout=wait
+                )
+                break
+            except NoRespondersError:
+                raise EventStoreError(f"stream {self.stream} does not answer direct gets") from None
+            except NatsTimeout:
+                continue  # lost, or slow: once more (see `FIRST_WAIT_S`)
+        if msg is None:
+            raise EventStoreError(f"direct get of the last message of {subject} timed out")
         headers = msg.headers or {}
         if headers.get("Status") == NO_MESSAGE:
             return None
@@ -86,10 +103,9 @@ class DirectReader:
         message that reaches it): set it when messages are large, so a reader that stops
         early or goes slowly does not have hundreds of megabytes pushed at it.
         """
-        inbox = await self._inbox()
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        self._waiters[inbox] = queue
+        inbox, queue = await self._open()
         seq, remaining = max(1, start), limit
+        resent = 0
         try:
             while remaining is None or remaining > 0:
                 batch = MAX_BATCH if remaining is None else min(MAX_BATCH, remaining)
@@ -100,27 +116,50 @@ class DirectReader:
                 await self._nc.publish(
                     f"{self._api}.DIRECT.GET.{self.stream}", request, reply=inbox
                 )
-                while isinstance(item := await self._receive(queue, subject), StoredMessage):
-                    yield item
-                    seq = item.seq + 1
-                    if remaining is not None:
-                        remaining -= 1
+                wait = self._timeout if resent >= RESENDS else min(FIRST_WAIT_S, self._timeout)
+                try:
+                    while isinstance(item := await self._receive(queue, wait), StoredMessage):
+                        yield item
+                        seq = item.seq + 1
+                        if remaining is not None:
+                            remaining -= 1
+                except _Unanswered:
+                    if resent >= RESENDS:
+                        raise EventStoreError(f"direct get of {subject} timed out") from None
+                    # Lost with the server it went through (a cluster's node that died), or
+                    # slow: ask again from where the batch got to, on a fresh inbox, so that
+                    # a late answer to the first is dropped rather than read twice.
+                    resent += 1
+                    del self._waiters[inbox]
+                    inbox, queue = await self._open()
+                    continue
+                if isinstance(item, str):
+                    raise EventStoreError(f"direct get of {subject} failed: {item}")
                 if item <= 0:
                     return
         finally:
-            del self._waiters[inbox]
+            self._waiters.pop(inbox, None)
 
-    async def _receive(self, queue: asyncio.Queue[Msg], subject: str) -> StoredMessage | int:
-        """The next message of a batch; at its end, how many matching messages remain."""
+    async def _open(self) -> tuple[str, asyncio.Queue[Msg]]:
+        """A fresh reply subject for one read, and the queue its answers arrive in."""
+        inbox = await self._inbox()
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._waiters[inbox] = queue
+        return inbox, queue
+
+    @staticmethod
+    async def _receive(queue: asyncio.Queue[Msg], wait: float) -> StoredMessage | int | str:
+        """The next message of a batch; at its end, how many matching messages remain; a
+        status the server answered with instead (a string); `_Unanswered` after `wait`."""
         try:
             # Most of a batch is already waiting: a timed wait per message would cost more
             # than reading it.
             msg = queue.get_nowait()
         except asyncio.QueueEmpty:
             try:
-                msg = await asyncio.wait_for(queue.get(), self._timeout)
+                msg = await asyncio.wait_for(queue.get(), wait)
             except TimeoutError:
-                raise EventStoreError(f"direct get of {subject} timed out") from None
+                raise _Unanswered from None
         headers = msg.headers or {}
         status = headers.get("Status")
         if status is None:
@@ -129,7 +168,7 @@ class DirectReader:
             return 0
         if status == END_OF_BATCH:
             return int(headers.get("Nats-Num-Pending", "0"))
-        raise EventStoreError(f"direct get of {subject} failed: {headers}")
+        return str(headers)
 
     async def _inbox(self) -> str:
         async with self._inbox_lock:

@@ -277,6 +277,9 @@ class CommandService:
             )
         except TimeoutError:
             body = self._error(ErrorInfo(code="unavailable", message="the platform is busy; retry"))
+        except EventStoreError as exc:  # reading what it decides on, past the log's retries
+            log.warning("commands.log_unavailable", subject=request.subject, error=str(exc))
+            body = self._error(ErrorInfo(code="unavailable", message="the log is unavailable"))
         except Exception:
             log.exception("commands.crash", subject=request.subject)
             body = self._error(ErrorInfo(code="internal", message="internal error; retry later"))
