@@ -11,6 +11,7 @@ import msgspec
 
 from dante.schemas.commands import ALL_COMMANDS, Command
 from dante.schemas.events import ALL_EVENTS, Event
+from dante.schemas.identity import REPLY_HEADER, REPLY_PREFIX
 
 
 def normalised(node: Any) -> Any:
@@ -44,6 +45,9 @@ def _schema_of(cls: type[Event | Command[Any]]) -> dict[str, Any]:
     }
     if issubclass(cls, Command):
         schema["x-dante-subject"] = f"dante.cmd.{cls.ROLE}.<identity>.{cls.VERB}"
+        # The answer: to the token sent in the request's `Dante-Reply` header, never to
+        # its reply subject (dante/services/replies.py).
+        schema["x-dante-reply"] = f"{REPLY_PREFIX}.<identity>.<{REPLY_HEADER} header>"
     else:
         schema["x-dante-subject"] = f"dante.evt.{cls.AGGREGATE}.<id>"
     if components:
