@@ -234,22 +234,28 @@ class Platform:
 
     async def _stop(self, announced: list[Service]) -> None:
         """What `run` started, stopped: the world saved, the services' announcements, the
-        command service and what it opened."""
+        command service and what it opened. Each step is taken even when one before failed
+        (a connection gone first, say): a file left open would keep its SQLite `-wal`."""
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if "handlers" in self.options.parts:
-            await self.snapshots.close(self.tail.world)
-        for service in announced:
-            with contextlib.suppress(Exception):  # the connection went first
-                await service.stop()
+            steps.append(("snapshot", functools.partial(self.snapshots.close, self.tail.world)))
+        # An announcement's stop fails when the connection went first: nothing to say then.
+        steps += [("announcement", service.stop) for service in announced]
         if "commands" in self.options.parts:
-            await self.service.stop()
-            await self.files.close()
+            steps += [("commands", self.service.stop), ("files", self.files.close)]
             if self.chain is not None and self.options.chain is None:
-                await self.chain.close()  # the local chain this process opened
+                steps.append(("chain", self.chain.close))  # the local chain this process opened
         # Opened by the queries, or by a scrape of the metrics where no command is answered;
         # once, after the command service stopped asking.
-        await self.read_models.close()
+        steps.append(("read-models", self.read_models.close))
         if self.stored_views is not None:
-            await self.stored_views.close()
+            steps.append(("views", self.stored_views.close))
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                if name != "announcement":
+                    log.warning("platform.stop_step_failed", step=name, exc_info=True)
 
     async def _announce(self) -> list[Service]:
         """Answer `$SRV.PING` (INFO, STATS) as the handlers and the views this process runs,
