@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 
 import pytest
@@ -63,7 +64,10 @@ async def test_revoking_a_token_cuts_the_connections_made_with_it(secured: Secur
     assert laptop.stats["reconnects"] >= 1
     assert bob.stats["reconnects"] == 0
     assert await works(bob, "bob")
-    await stolen.close()
+    # Closing a connection that is between two refused reconnects can meet the server's
+    # reset of the last one (nats-py drains that socket): not what this test is about.
+    with contextlib.suppress(ConnectionError):
+        await stolen.close()
     gc.collect()
 
 
