@@ -158,3 +158,24 @@ class Cluster:
                     node.process.kill()
                     node.process.wait()
                 node.process = None
+
+
+class ServeProcess:
+    """`dante serve handlers --nats-url … --replicas 3 --data-dir …`, until it says ready."""
+
+    def __init__(self, urls: str, data_dir: Path, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dante", "serve", "handlers", "--nats-url", urls,
+             "--replicas", "3", "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.strip() == "ready":
+                return
+        raise AssertionError("dante serve handlers did not become ready")
+
+    def stop(self) -> int:
+        self.process.terminate()
+        self.process.communicate(timeout=30)
+        return self.process.returncode

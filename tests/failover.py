@@ -17,8 +17,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ from dante.schemas.commands import GetBalance
 from dante.services.auth.installation import InstallationSecrets
 from tests.cli.cli import run_dante
 from tests.cli.platform_proc import UpProcess, environment
-from tests.cluster_proc import Cluster
+from tests.cluster_proc import Cluster, ServeProcess
 
 RENTERS = 4
 JOB = "import time\nfor i in range(40):\n    print('step', i, flush=True)\n    time.sleep(1)\n"
@@ -152,25 +150,6 @@ def outcome_signal(outcome: Outcome) -> signal.Signals:
     return signal.Signals[outcome.how]
 
 
-class _Serve:
-    def __init__(self, urls: str, data_dir: Path, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dante", "serve", "handlers", "--nats-url", urls,
-             "--replicas", "3", "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.strip() == "ready":
-                return
-        raise AssertionError("dante serve handlers did not become ready")
-
-    def stop(self) -> int:
-        self.process.terminate()
-        self.process.communicate(timeout=30)
-        return self.process.returncode
-
-
 async def kill_the_stream_leader(
     tmp_path: Path,
     *,
@@ -194,7 +173,7 @@ async def kill_the_stream_leader(
             env=env, nats_url=cluster.urls,
         ).start(timeout=180)  # fmt: skip
         try:
-            serve = _Serve(cluster.urls, cluster.data_dir, environment(env))
+            serve = ServeProcess(cluster.urls, cluster.data_dir, environment(env))
             try:
                 await _scenario(tmp_path, cluster, up, env, outcome, before_s, after_s)
             finally:

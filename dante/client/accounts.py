@@ -10,11 +10,10 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-import msgspec
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from dante.client.commands import CommandError, PlatformUnavailable, answer_prefix, request
+from dante.client.commands import PlatformUnavailable, answer_prefix, decode_answer, request
 from dante.schemas.accounts import (
     AccountResult,
     IssueToken,
@@ -22,8 +21,7 @@ from dante.schemas.accounts import (
     SignUp,
     TokenResult,
 )
-from dante.schemas.codec import decode_reply, encode
-from dante.schemas.commands import ErrorInfo
+from dante.schemas.codec import encode
 from dante.schemas.identity import (
     SIGNUP_SUBJECT,
     SIGNUP_USER,
@@ -52,16 +50,7 @@ async def _call(nc: NATS, subject: str, payload: object, result: type[T], timeou
         ) from None
     except (NatsTimeout, TimeoutError):
         raise PlatformUnavailable("the platform did not answer in time; retry") from None
-    reply = decode_reply(msg.data)
-    if not reply.ok:
-        assert reply.error is not None
-        raise CommandError(reply.error)
-    try:
-        return msgspec.json.decode(reply.result, type=result)
-    except msgspec.ValidationError as exc:
-        raise CommandError(
-            ErrorInfo(code="internal", message=f"unexpected answer from the platform: {exc}")
-        ) from None
+    return decode_answer(msg, result)
 
 
 async def sign_up(

@@ -200,6 +200,31 @@ async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg
             asking.cancel()
 
 
+@overload
+def decode_answer(msg: Msg, result: type[T]) -> T: ...
+
+
+@overload
+def decode_answer(msg: Msg, result: None = None) -> Any: ...
+
+
+def decode_answer(msg: Msg, result: type[T] | None = None) -> T | Any:
+    """The result in the platform's answer `msg`, decoded as `result` (None: as JSON), or
+    its refusal raised as `CommandError`."""
+    reply = decode_reply(msg.data)
+    if not reply.ok:
+        assert reply.error is not None
+        raise CommandError(reply.error)
+    if result is None:
+        return msgspec.json.decode(reply.result)
+    try:
+        return msgspec.json.decode(reply.result, type=result)
+    except msgspec.ValidationError as exc:
+        raise CommandError(
+            ErrorInfo(code="internal", message=f"unexpected answer from the platform: {exc}")
+        ) from None
+
+
 def rate_limit_wait(error: ErrorInfo) -> float | None:
     """Seconds to wait before sending again a command refused `rate_limited`; else None."""
     if error.code != "rate_limited":
@@ -288,7 +313,7 @@ class Client:
                         asking.discard(future)
                         error = future.exception()
                         if error is None:
-                            return self._decode(future.result(), result)
+                            return decode_answer(future.result(), result)
                         if isinstance(error, NoRespondersError):
                             unheard = True
                         elif isinstance(error, NatsTimeout | TimeoutError):
@@ -314,18 +339,3 @@ class Client:
         most the timeout; the last try waits the whole timeout."""
         growing = [min(self._timeout, FIRST_WAIT_S * 2**n) for n in range(self._tries - 1)]
         return [*growing, self._timeout]
-
-    @staticmethod
-    def _decode(msg: Msg, result: type[T] | None) -> T | Any:
-        reply = decode_reply(msg.data)
-        if not reply.ok:
-            assert reply.error is not None
-            raise CommandError(reply.error)
-        if result is None:
-            return msgspec.json.decode(reply.result)
-        try:
-            return msgspec.json.decode(reply.result, type=result)
-        except msgspec.ValidationError as exc:
-            raise CommandError(
-                ErrorInfo(code="internal", message=f"unexpected answer from the platform: {exc}")
-            ) from None

@@ -22,7 +22,7 @@ from dante.events.subjects import STREAM
 from dante.services.auth.installation import InstallationSecrets
 from tests.cli.cli import run_dante
 from tests.cli.platform_proc import UpProcess, environment
-from tests.cluster_proc import Cluster
+from tests.cluster_proc import Cluster, ServeProcess
 
 JOB = "print('trained on the cluster')\n"
 
@@ -180,27 +180,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield started
     finally:
         started.stop()
-
-
-class ServeProcess:
-    """`dante serve handlers --nats-url … --replicas 3 --data-dir …`, until it says ready."""
-
-    def __init__(self, urls: str, data_dir: Path, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dante", "serve", "handlers", "--nats-url", urls,
-             "--replicas", "3", "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.strip() == "ready":
-                return
-        raise AssertionError("dante serve handlers did not become ready")
-
-    def stop(self) -> int:
-        self.process.terminate()
-        self.process.communicate(timeout=30)
-        return self.process.returncode
 
 
 @pytest.mark.cluster
