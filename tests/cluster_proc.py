@@ -114,13 +114,21 @@ class Cluster:
         while time.monotonic() < deadline:
             try:
                 meta = self.nodes[0].jsz()["meta_cluster"]
-                assert isinstance(meta, dict)
-                if meta.get("leader") and len(meta.get("replicas") or []) == NODES - 1:
+                assert isinstance(meta, dict) and meta.get("leader")
+                # Every peer heard from, as the leader sees them (only the leader knows): one
+                # it still counts offline may make it refuse to place a three-copy stream
+                # (the platform tries again, but the scenarios time their steps from here).
+                leader = self.node(str(meta["leader"])).jsz()["meta_cluster"]
+                assert isinstance(leader, dict)
+                peers = leader.get("replicas") or []
+                if len(peers) == NODES - 1 and all(
+                    peer.get("current") and not peer.get("offline") for peer in peers
+                ):
                     return
             except (OSError, KeyError, AssertionError):
                 pass
             time.sleep(0.2)
-        raise AssertionError("the cluster elected no meta leader")
+        raise AssertionError("the cluster elected no meta leader, or one not hearing every node")
 
     def node(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)

@@ -12,6 +12,7 @@ import anyio
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.errors import APIError, BadRequestError
 from structlog.testing import capture_logs
 
 from dante.events.natsd import NatsServer
@@ -131,3 +132,41 @@ async def test_on_a_cluster_a_start_raises_replicas_and_never_lowers_them(
         assert info.state.messages == 2
     finally:
         await client.close()
+
+
+#: What a three-node cluster answered a CI run's `dante up --replicas 3` just after its nodes
+#: had started: its meta leader had not yet heard from one of them.
+NOT_PLACED_YET = "no suitable peers for placement, peer offline"
+
+
+@pytest.mark.anyio
+async def test_a_start_tries_again_a_placement_refused_while_a_node_has_not_reported_in(
+    nc: NATS,
+) -> None:
+    js = nc.jetstream()
+    add_stream = js.add_stream
+    refused: list[str] = []
+
+    async def refused_once(config: Any = None, **params: Any) -> Any:
+        # The real server, but the refusal above for the first stream created (a heartbeat
+        # bucket's, after the log's own streams).
+        if not refused and config is not None and config.name.startswith("KV_"):
+            refused.append(config.name)
+            raise BadRequestError(code=400, err_code=10005, description=NOT_PLACED_YET)
+        return await add_stream(config, **params)
+
+    js.add_stream = refused_once  # type: ignore[method-assign]
+    with capture_logs() as lines:
+        await ensure_log(js, LogSettings(replicas=1))
+    assert refused == [f"KV_{HEARTBEAT_BUCKET}"]
+    retries = [line for line in lines if line["event"] == "log.setup_retry"]
+    assert len(retries) == 1 and "no suitable peers for placement" in retries[0]["error"]
+    assert await replicas(nc) == dict.fromkeys(ASSETS, 1)
+
+
+@pytest.mark.anyio
+async def test_a_start_asking_what_the_server_can_never_give_fails_at_once(nc: NATS) -> None:
+    # One node cannot hold three copies: that is no reason to wait.
+    with capture_logs() as lines, pytest.raises(APIError, match="replicas"):
+        await ensure_log(nc.jetstream(), LogSettings(replicas=3))
+    assert not [line for line in lines if line["event"] == "log.setup_retry"]

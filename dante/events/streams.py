@@ -270,26 +270,38 @@ async def wait_for_jetstream(js: JetStreamContext, timeout: float = 30.0) -> Non
 #: a create or update that waits on the others' (and on a new stream's election) can take
 #: longer than one API timeout, and a stream another process is creating can be refused
 #: as taken by its add and still not found by its update. Every step is idempotent, so it
-#: is simply done again.
-_SETUP_TRIES: Final = 5
+#: is simply done again. So is a placement JetStream refuses because a peer it knows of has
+#: not reported in yet ("no suitable peers for placement, peer offline"): a cluster whose
+#: nodes have just started (a CI run met it) has elected its meta leader before every node
+#: has spoken to it.
+_SETUP_TRIES: Final = 8
+
+#: JetStream's error code for a stream it has no peers to place on (yet).
+_NO_SUITABLE_PEERS: Final = 10005
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    if isinstance(exc, (NatsTimeoutError, NotFoundError)):
+        return True
+    return isinstance(exc, APIError) and exc.err_code == _NO_SUITABLE_PEERS
 
 
 async def ensure_log(js: JetStreamContext, settings: LogSettings | None = None) -> None:
     """Create or update every JetStream asset Dante uses. Safe to run at every start.
 
     An existing asset keeps its replicas when `settings` asks for fewer (`target_replicas`),
-    with a warning naming it and both numbers. A step JetStream does not answer in time is
-    tried again (`_SETUP_TRIES` in all)."""
+    with a warning naming it and both numbers. A step JetStream does not answer in time, or
+    cannot place yet, is tried again (`_SETUP_TRIES` in all)."""
     settings = settings or LogSettings()
     await wait_for_jetstream(js)
     for attempt in range(1, _SETUP_TRIES + 1):
         try:
             await _ensure_assets(js, settings)
-        except (NatsTimeoutError, NotFoundError) as exc:
-            if attempt == _SETUP_TRIES:
+        except (NatsTimeoutError, APIError) as exc:
+            if attempt == _SETUP_TRIES or not _worth_retrying(exc):
                 raise
-            log.warning("log.setup_retry", attempt=attempt, error=repr(exc))
-            await asyncio.sleep(0.5 * attempt)
+            log.warning("log.setup_retry", attempt=attempt, error=str(exc) or repr(exc))
+            await asyncio.sleep(min(0.5 * attempt, 2.0))
         else:
             return
 
