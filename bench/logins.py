@@ -186,10 +186,13 @@ async def run(options: Options) -> Report:
         up = await _up(Path(tmp), port)
         try:
             url = f"nats://{HOST}:{port}"
-            nc = await connect(url, name="bench", credential=signup_credential(new_nonce()))
-            await sign_up(nc, "alice", "alice-pass-1")
-            await sign_up(nc, "bob", "bob-pass-12", "provider")
-            await nc.close()
+            for name, password, role in (
+                ("alice", "alice-pass-1", "renter"),
+                ("bob", "bob-pass-12", "provider"),
+            ):  # one sign-up connection opens one account
+                nc = await connect(url, name="bench", credential=signup_credential(new_nonce()))
+                await sign_up(nc, name, password, role)  # type: ignore[arg-type]
+                await nc.close()
             owner = await connect(url, name="bench", credential=Credential("bob", "bob-pass-12"))
             token = (await issue_token(owner, "bob", label="agent")).token
             await owner.close()

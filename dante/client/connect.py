@@ -132,6 +132,12 @@ def refusal_message(choice: CredentialChoice, credential: Credential | None, url
             f"Run `dante login` (or `dante account create`), or set {USERNAME_VAR} and "
             f"{PASSWORD_VAR}"
         )
+    if credential.source == "signup":
+        return (
+            f"the platform at {url} refused a sign-up connection: too many accounts were "
+            "opened from this address lately (try again later, or ask the operator), or the "
+            "platform is still starting or not running"
+        )
     what = {
         "environment": f"{USERNAME_VAR}/{PASSWORD_VAR}",
         "login": "the stored login (`dante login` again)",

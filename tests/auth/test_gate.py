@@ -101,3 +101,17 @@ def test_settings_come_from_the_environment_and_bad_ones_are_named() -> None:
         ClientLimits.from_env({"DANTE_CLIENT_MAX_PAYLOAD": "lots"})
     with pytest.raises(LimitError, match="DANTE_LOGIN_FAILURES_PER_MINUTE"):
         LoginLimits.from_env({"DANTE_LOGIN_FAILURES_PER_MINUTE": "0"})
+
+
+def test_the_sign_up_budget_runs_out_and_refills_per_address() -> None:
+    clock = FakeClock()
+    gate = AddressGate(LoginLimits(signups_per_address=2, signups_per_hour=3600), clock=clock)
+    assert [gate.admit_signup("a") for _ in range(3)] == [True, True, False]
+    assert gate.admit_signup("b")
+    clock.now += 1.0  # one a second, at 3,600 an hour
+    assert gate.admit_signup("a") and not gate.admit_signup("a")
+    env = {"DANTE_SIGNUPS_PER_ADDRESS": "5", "DANTE_SIGNUPS_PER_HOUR": "2"}
+    limits = LoginLimits.from_env(env)
+    assert (limits.signups_per_address, limits.signups_per_hour) == (5, 2)
+    with pytest.raises(LimitError, match="DANTE_SIGNUPS_PER_HOUR"):
+        LoginLimits.from_env({"DANTE_SIGNUPS_PER_HOUR": "0"})

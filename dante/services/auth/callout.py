@@ -11,7 +11,8 @@ Who may connect:
 - `<account>/<provider_id>` likewise, for a provider account only: that machine's agent,
   which may also heartbeat and read its own instructions;
 - `operator` with the token `dante up` wrote for the user who started it;
-- `signup` with a random nonce as password: may only ask to open an account.
+- `signup` with a random nonce as password: may only ask to open an account (as many such
+  connections from one address as its sign-up budget in the `AddressGate` allows).
 
 Everything else is refused with the same answer, whatever was wrong. A password check
 goes through the `AddressGate` (what one client address may cost: logins under way, a
@@ -211,12 +212,7 @@ class AuthCallout:
         """The scope of a connection from `address` presenting `user` and `secret`, or None
         to refuse."""
         if user == SIGNUP_USER:
-            ok = valid_nonce(secret)
-            return (
-                Scope(role="signup", account=SIGNUP_USER, proof="nonce", nonce=secret)
-                if ok
-                else None
-            )
+            return self._signup(secret, address)
         account, _, machine = user.partition(MACHINE_SEPARATOR)
         if not secret or not _valid_user(account, machine):
             log.info("login.refused", reason="anonymous or malformed user")
@@ -232,6 +228,14 @@ class AuthCallout:
             return Scope(role="operator", account=OPERATOR, proof=proof)
         log.debug("login.accepted", account=account, machine=machine or None)
         return Scope(role=record.role, account=account, proof=proof, machine=machine or None)
+
+    def _signup(self, nonce: str, address: str) -> Scope | None:
+        if not valid_nonce(nonce):
+            return None
+        if not self.gate.admit_signup(client_key(address)):
+            log.info("login.refused", address=address, reason="sign-ups from this address")
+            return None
+        return Scope(role="signup", account=SIGNUP_USER, proof="nonce", nonce=nonce)
 
     async def _check(
         self, account: str, secret: str, deadline: float | None, address: str

@@ -17,6 +17,10 @@ so the expensive part of a login, the password's scrypt, is shared out by addres
   flood from one address takes one core at most and delays another address's login by
   about one hash at most.
 
+- **Sign-ups**: each address has a bucket of `signups_per_address` sign-up connections,
+  refilled at `signups_per_hour`; with none left, its sign-up connections are refused (one
+  such connection opens one account at most: `dante.services.auth.service`).
+
 Login tokens are never gated: a token is 256 random bits checked with one SHA-256, so
 guessing one is hopeless and checking one costs nothing; an agent or a CLI with its token
 gets in whatever anyone else does from any address. The platform's own processes do not go
@@ -61,6 +65,43 @@ def client_key(host: str) -> str:
 class _Bucket:
     tokens: float
     at: float
+
+
+class Buckets:
+    """Token buckets by key, on `clock`: each holds up to `capacity` tokens and refills at
+    `per_second` (both given at each call, so the limits may change while it runs). Full
+    buckets are not remembered; at most `_MAX_ADDRESSES`, the least recently used forgotten
+    first."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._held: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def left(self, key: str, capacity: float, per_second: float) -> float:
+        bucket = self._held.get(key)
+        if bucket is None:
+            return capacity
+        return min(capacity, bucket.tokens + (self._clock() - bucket.at) * per_second)
+
+    def take(self, key: str, capacity: float, per_second: float) -> bool:
+        """Take one token from `key`'s bucket; False (taking nothing) when it has none."""
+        left = self.left(key, capacity, per_second)
+        if left < 1.0:
+            return False
+        self._set(key, left - 1.0, capacity)
+        return True
+
+    def give(self, key: str, capacity: float, per_second: float) -> None:
+        """Give one token back to `key`'s bucket."""
+        self._set(key, self.left(key, capacity, per_second) + 1.0, capacity)
+
+    def _set(self, key: str, tokens: float, capacity: float) -> None:
+        self._held.pop(key, None)
+        if tokens >= capacity:
+            return  # full: nothing to remember
+        self._held[key] = _Bucket(tokens=tokens, at=self._clock())
+        while len(self._held) > _MAX_ADDRESSES:
+            self._held.popitem(last=False)
 
 
 class FairSlots:
@@ -157,7 +198,8 @@ class AddressGate:
         self.limits = limits or LoginLimits()
         self._clock = clock
         self._pending: dict[str, int] = {}
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._failures = Buckets(clock)
+        self._signups = Buckets(clock)
         self.hashing = FairSlots(self.limits.hashing_slots, per_key=self.limits.hashing_per_address)
 
     def pending(self, address: str) -> int:
@@ -181,32 +223,26 @@ class AddressGate:
             else:
                 del self._pending[address]
 
+    def _failure_rate(self) -> tuple[float, float]:
+        return float(self.limits.failures_per_address), self.limits.failures_per_minute / 60.0
+
     def budget(self, address: str) -> float:
         """The failed checks `address` may still make now."""
-        bucket = self._buckets.get(address)
-        capacity = float(self.limits.failures_per_address)
-        if bucket is None:
-            return capacity
-        refill = (self._clock() - bucket.at) * self.limits.failures_per_minute / 60.0
-        return min(capacity, bucket.tokens + refill)
+        return self._failures.left(address, *self._failure_rate())
 
     def reserve(self, address: str) -> bool:
         """Take one failure from `address`'s budget before a check; False when none is left
         (refuse without checking)."""
-        left = self.budget(address)
-        if left < 1.0:
-            return False
-        self._set(address, left - 1.0)
-        return True
+        return self._failures.take(address, *self._failure_rate())
 
     def refund(self, address: str) -> None:
         """The check succeeded (or did not happen): give its reservation back."""
-        self._set(address, self.budget(address) + 1.0)
+        self._failures.give(address, *self._failure_rate())
 
-    def _set(self, address: str, tokens: float) -> None:
-        self._buckets.pop(address, None)
-        if tokens >= self.limits.failures_per_address:
-            return  # full: nothing to remember
-        self._buckets[address] = _Bucket(tokens=tokens, at=self._clock())
-        while len(self._buckets) > _MAX_ADDRESSES:
-            self._buckets.popitem(last=False)
+    def admit_signup(self, address: str) -> bool:
+        """Count a sign-up connection from `address`; False (counting nothing) when that
+        address has opened as many as it may for now."""
+        limits = self.limits
+        return self._signups.take(
+            address, float(limits.signups_per_address), limits.signups_per_hour / 3600.0
+        )

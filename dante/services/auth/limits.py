@@ -18,6 +18,12 @@ Logins (see `dante.services.auth.gate` and `.throttle`):
   does, then makes one attempt a second per connection rather than hundreds, and the
   refusals stop taking the CPU a legitimate login's hash needs. Nothing waits for a
   login that is let in.
+- `DANTE_SIGNUPS_PER_ADDRESS` (20) and `DANTE_SIGNUPS_PER_HOUR` (10): a burst of sign-up
+  connections one address may open, and how fast it refills; beyond it the address's
+  sign-up connections are refused. Each sign-up connection opens at most one account in
+  at most `SIGNUP_TRIES` (3) tries (a taken name, a weak password), so one address cannot
+  fill the platform with accounts (each with its own fair share of everything) nor keep
+  the sign-ups' password hashing busy.
 - `DANTE_SCRYPT_LOG2_N` (17): the scrypt cost of new password hashes (and of rehashing an
   older one at its next login): N = 2^17, r = 8, p = 1, about 128 MiB and a few tenths of
   a second each. Lower only for tests and trials.
@@ -74,6 +80,8 @@ class LoginLimits:
     hashing: int = 0  # 0: `default_hashing()`
     hashing_per_address: int = 1
     refusal_delay_ms: int = 1000
+    signups_per_address: int = 20
+    signups_per_hour: int = 10
 
     @property
     def hashing_slots(self) -> int:
@@ -89,8 +97,13 @@ class LoginLimits:
             hashing=_read(env, "DANTE_LOGIN_HASHING", 0, 0, 256),
             hashing_per_address=_read(env, "DANTE_LOGIN_HASHING_PER_ADDRESS", 1, 1, 256),
             refusal_delay_ms=_read(env, "DANTE_LOGIN_REFUSAL_DELAY_MS", 1000, 0, 1500),
+            signups_per_address=_read(env, "DANTE_SIGNUPS_PER_ADDRESS", 20, 1, 1_000_000),
+            signups_per_hour=_read(env, "DANTE_SIGNUPS_PER_HOUR", 10, 1, 1_000_000),
         )
 
+
+#: Sign-up requests one sign-up connection may make (it opens one account at most).
+SIGNUP_TRIES: Final = 3
 
 SCRYPT_VAR: Final = "DANTE_SCRYPT_LOG2_N"
 DEFAULT_LOG2_N: Final = 17

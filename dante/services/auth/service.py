@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
@@ -32,7 +33,7 @@ from dante.schemas.identity import ACCOUNT_PREFIX, SIGNUP_SUBJECT
 from dante.services.auth.accounts import AccountBook, AccountRecord, open_account, set_password
 from dante.services.auth.callout import AuthCallout
 from dante.services.auth.gate import AddressGate
-from dante.services.auth.limits import ClientLimits, LoginLimits
+from dante.services.auth.limits import SIGNUP_TRIES, ClientLimits, LoginLimits
 from dante.services.auth.throttle import Throttle
 from dante.services.replies import answer
 
@@ -49,6 +50,55 @@ log = structlog.get_logger(__name__)
 QUEUE: Final = "dante-accounts"
 #: Sign-ups handled at once by one process (each costs a scrypt).
 _SIGNUPS: Final = 4
+#: Sign-up connections remembered (the least recently used forgotten first).
+_MAX_SIGNUP_CONNECTIONS: Final = 100_000
+
+
+@dataclass(slots=True)
+class _SignUpConnection:
+    tries: int = 0
+    opened: str | None = None
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SignUpTries:
+    """What each sign-up connection (by its nonce) has done in this process: it may open
+    one account, in at most `SIGNUP_TRIES` tries, one at a time. Asking again for the
+    account it opened is a harmless repeat (an answer that was lost), within those tries;
+    anything more is refused (`quota_exceeded`), before any password is hashed. With
+    several platform processes each counts its own share of a connection's requests, as
+    for logins."""
+
+    def __init__(self, tries: int = SIGNUP_TRIES) -> None:
+        self._tries = tries
+        self._seen: OrderedDict[str, _SignUpConnection] = OrderedDict()
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, nonce: str, username: str) -> AsyncIterator[Callable[[], None]]:
+        """Take the connection's turn and count a try; the caller calls what it is given
+        once the account is open."""
+        entry = self._seen.pop(nonce, None) or _SignUpConnection()
+        self._seen[nonce] = entry
+        while len(self._seen) > _MAX_SIGNUP_CONNECTIONS:
+            self._seen.popitem(last=False)
+        async with entry.turn:
+            if entry.opened is not None and entry.opened != username:
+                raise Rejected(
+                    "quota_exceeded",
+                    f"this sign-up connection opened the account {entry.opened}; one sign-up "
+                    "connection opens one account (connect again for another)",
+                )
+            if entry.tries >= self._tries:  # a repeat costs a password check too
+                raise Rejected(
+                    "quota_exceeded",
+                    f"this sign-up connection made its {self._tries} tries; connect again",
+                )
+            entry.tries += 1
+
+            def opened() -> None:
+                entry.opened = username
+
+            yield opened
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +140,7 @@ class Identity:
         #: until they reconnect, when the revoked token is refused).
         self.sessions = sessions
         self._signups = asyncio.Semaphore(_SIGNUPS)
+        self.signup_tries = SignUpTries()
         self._tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
@@ -161,10 +212,13 @@ class Identity:
         if subject == SIGNUP_SUBJECT or subject.startswith(f"{SIGNUP_SUBJECT}."):
             # dante.acct.signup.<nonce>: a sign-up connection's own (the answer goes there).
             request = decode_as(data, SignUp, what="sign-up")
-            async with self._signups:
-                record = await open_account(
-                    self.book, self._store, request.username, request.password, request.role
-                )
+            nonce = subject[len(SIGNUP_SUBJECT) + 1 :]
+            async with self.signup_tries.attempt(nonce, request.username) as opened:
+                async with self._signups:
+                    record = await open_account(
+                        self.book, self._store, request.username, request.password, request.role
+                    )
+                opened()
             return AccountResult(username=record.name, role=record.role)
         # dante.acct.<name>.<verb>: nats-server let only <name> itself publish here.
         _, _, name, verb = subject.split(".")
