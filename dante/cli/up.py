@@ -28,7 +28,7 @@ from dante.cli.metrics import (
 )
 from dante.cli.options import URL_ENV, UsageError
 from dante.cli.tuning import Tuning
-from dante.client.connect import ConnectFailed, connect, resolve_url
+from dante.client.connect import ConnectFailed, connect, elsewhere_first, resolve_url
 from dante.client.credentials import (
     PASSWORD_VAR,
     USERNAME_VAR,
@@ -163,7 +163,7 @@ async def up(
             flush=True,
         )
     try:
-        nc, system = await _connect_platform(url, installation)
+        nc, system, spare = await _connect_platform(url, installation)
     except ConnectFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         if server is not None:
@@ -174,7 +174,7 @@ async def up(
             url,
             data_dir,
             installation,
-            (nc, system),
+            (nc, system, spare),
             processes,
             replicas=replicas,
             demo=demo,
@@ -187,11 +187,7 @@ async def up(
         )
     finally:
         with anyio.CancelScope(shield=True):
-            for client in (system, nc):
-                try:
-                    await client.drain()
-                except Exception:  # already closed or the server went first
-                    await client.close()
+            await _drain(spare, system, nc)
             if server is not None:
                 server.stop()
     if failed is not None:
@@ -231,7 +227,7 @@ async def _serve(
     url: str,
     data_dir: Path,
     installation: InstallationSecrets,
-    connections: tuple[NATS, NATS],
+    connections: tuple[NATS, NATS, NATS | None],
     processes: int,
     *,
     replicas: int,
@@ -259,7 +255,7 @@ async def _serve(
     from dante.services.auth.service import Identity
     from dante.services.auth.sessions import Sessions
 
-    nc, system = connections
+    nc, system, spare = connections
     child = (
         None
         if processes == 1
@@ -293,6 +289,7 @@ async def _serve(
         sessions=Sessions(system),
         login_limits=LoginLimits.from_env(),
         client_limits=ClientLimits.from_env(),
+        spare=spare,
     )
     # Stopped first, while the platform still serves them (the demo agent gives jobs back).
     stopping: list[Callable[[], Awaitable[None]]] = []
@@ -382,26 +379,53 @@ async def _announce(nc: NATS, url: str, monitor: str | None) -> None:
     )
 
 
-async def _connect_platform(url: str, installation: InstallationSecrets) -> tuple[NATS, NATS]:
-    """The platform's connection, and its system user's (which closes the connections of a
-    revoked login)."""
-    nc = await connect(
-        url,
-        name="dante-platform",
-        forever=True,
-        credential=platform_credential(installation.platform_password),
-    )
+async def _drain(*clients: NATS | None) -> None:
+    for client in clients:
+        if client is None:
+            continue
+        try:
+            await client.drain()
+        except Exception:  # already closed or the server went first
+            await client.close()
+
+
+async def _connect_platform(
+    url: str, installation: InstallationSecrets
+) -> tuple[NATS, NATS, NATS | None]:
+    """The platform's connection, its system user's (which closes the connections of a
+    revoked login), and on a cluster a spare for the auth callout on another node than the
+    platform's (`Identity`'s `spare`)."""
+    opened: list[NATS] = []
     try:
+        nc = await connect(
+            url,
+            name="dante-platform",
+            forever=True,
+            credential=platform_credential(installation.platform_password),
+        )
+        opened.append(nc)
         system = await connect(
             url,
             name="dante-system",
             forever=True,
             credential=system_credential(installation.system_password),
         )
+        opened.append(system)
+        elsewhere = elsewhere_first(url, nc.connected_url)
+        spare = None
+        if elsewhere is not None:
+            spare = await connect(
+                elsewhere,
+                name="dante-callout",
+                forever=True,
+                credential=platform_credential(installation.platform_password),
+                dont_randomize=True,
+            )
     except BaseException:
-        await nc.close()
+        for client in opened:
+            await client.close()
         raise
-    return nc, system
+    return nc, system, spare
 
 
 def _embedded_server(

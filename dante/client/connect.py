@@ -14,6 +14,7 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
+from urllib.parse import ParseResult, urlparse
 
 from nats.aio.client import Client as NATS
 from nats.errors import AuthorizationError
@@ -92,6 +93,25 @@ def resolve_url(explicit: str | None = None) -> str:
 def servers(url: str) -> list[str]:
     """A comma-separated list of URLs (a cluster) as nats-py wants it."""
     return [u.strip() for u in url.split(",") if u.strip()]
+
+
+def elsewhere_first(url: str, connected: ParseResult | None) -> str | None:
+    """`url`'s servers, starting after the one `connected` is (for a connection meant for
+    another node than that one's, with `dont_randomize`); None for a single server."""
+    listed = servers(url)
+    if len(listed) < 2:
+        return None
+    here = next(
+        (
+            i
+            for i, server in enumerate(listed)
+            if connected is not None
+            and (urlparse(server).hostname, urlparse(server).port)
+            == (connected.hostname, connected.port)
+        ),
+        0,
+    )
+    return ",".join(listed[here + 1 :] + listed[: here + 1])
 
 
 def resolve_credential(choice: CredentialChoice, url: str) -> Credential | None:

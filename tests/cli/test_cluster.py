@@ -12,14 +12,19 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
+import anyio
 import pytest
 
-from dante.client.connect import connect
-from dante.client.credentials import platform_credential
+from dante.client.connect import connect, elsewhere_first
+from dante.client.credentials import Credential, platform_credential
 from dante.events.natsd import NatsServer
+from dante.events.store import EventStore
+from dante.events.streams import LogSettings, ensure_log
 from dante.events.subjects import STREAM
 from dante.services.auth.installation import InstallationSecrets
+from dante.services.auth.service import Identity
 from tests.cli.cli import run_dante
 from tests.cli.platform_proc import UpProcess, environment
 from tests.cluster_proc import Cluster, ServeProcess
@@ -267,3 +272,44 @@ def test_a_server_without_the_route_password_cannot_join(tmp_path: Path) -> None
         assert "authentication error" in (cluster.data_dir / "node-1.out").read_text()
     finally:
         cluster.stop()
+
+
+@pytest.mark.cluster
+@pytest.mark.anyio
+async def test_logins_are_answered_while_the_platforms_own_node_is_gone(
+    cluster: Cluster,
+) -> None:
+    # `dante up` on a cluster answers the auth callout on two connections, to two nodes.
+    # With the platform's main connection gone (its node killed, say), a client logging in
+    # on a third node at that moment is still let in: without the spare nobody would answer
+    # it, the server would refuse it, and nats-py would close that client for good.
+    secrets = InstallationSecrets.load_or_create(cluster.data_dir)
+    first, second, third = (node.url for node in cluster.nodes)
+    password = platform_credential(secrets.platform_password)
+    nc = await connect(first, name="dante-platform", forever=True, credential=password)
+    spare = await connect(second, name="dante-callout", forever=True, credential=password)
+    await ensure_log(nc.jetstream(), LogSettings(replicas=3))
+    identity = Identity(nc, EventStore(nc), secrets.signer, spare=spare)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(identity.run)
+            with anyio.fail_after(30):
+                await identity.ready.wait()
+            await identity.open_account("alice", "alice-pass", "renter")
+            await nc.close()  # the main connection's callout is gone with it
+            alice = await connect(
+                third, name="alice", credential=Credential(username="alice", secret="alice-pass")
+            )
+            assert alice.is_connected
+            await alice.close()
+            tg.cancel_scope.cancel()
+    finally:
+        await spare.close()
+        await nc.close()
+
+
+def test_a_spare_connection_starts_with_another_server() -> None:
+    urls = "nats://a:1,nats://b:2,nats://c:3"
+    assert elsewhere_first(urls, urlparse("nats://b:2")) == "nats://c:3,nats://a:1,nats://b:2"
+    assert elsewhere_first(urls, urlparse("nats://c:3")) == "nats://a:1,nats://b:2,nats://c:3"
+    assert elsewhere_first("nats://a:1", urlparse("nats://a:1")) is None

@@ -123,6 +123,7 @@ class Identity:
         sessions: Sessions | None = None,
         login_limits: LoginLimits | None = None,
         client_limits: ClientLimits | None = None,
+        spare: NATS | None = None,
     ) -> None:
         self._nc = nc
         self._store = store
@@ -135,6 +136,23 @@ class Identity:
             gate=AddressGate(login_limits),
             client_limits=client_limits,
         )
+        #: The callout answers on `spare` too, a connection to another node of a cluster
+        #: (`dante up` opens one): when the node under `nc` dies, the clients that were on
+        #: it log in again elsewhere at once, before `nc` has reconnected and subscribed
+        #: again, and a login nobody answers is refused (nats-py then closes for good).
+        #: It reads the accounts through its own connection and shares the limits.
+        self.callouts = [self.callout]
+        if spare is not None:
+            self.callouts.append(
+                AuthCallout(
+                    spare,
+                    AccountBook(spare.jetstream()),
+                    signer,
+                    throttle=self.callout.throttle,
+                    gate=self.callout.gate,
+                    client_limits=client_limits,
+                )
+            )
         self._operator_token = operator_token
         #: Closes the connections of an account whose login is revoked (None: they stay up
         #: until they reconnect, when the revoked token is refused).
@@ -166,8 +184,10 @@ class Identity:
         await self._nc.flush()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.callout.run)
-                await self.callout.ready.wait()
+                for callout in self.callouts:
+                    tg.start_soon(callout.run)
+                for callout in self.callouts:
+                    await callout.ready.wait()
                 self.ready.set()
                 log.info("identity.ready")
         finally:
