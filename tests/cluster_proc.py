@@ -105,9 +105,15 @@ class Cluster:
         log.close()
 
     def start_all(self, timeout: float = 60) -> None:
-        for node in self.nodes:
-            self.start(node)
-        self.wait_for_meta_leader(timeout)
+        """Start every node and wait for the meta leader; a cluster that does not come up
+        is stopped again (its callers' cleanup starts only after this returns)."""
+        try:
+            for node in self.nodes:
+                self.start(node)
+            self.wait_for_meta_leader(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_for_meta_leader(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -313,3 +313,12 @@ def test_a_spare_connection_starts_with_another_server() -> None:
     assert elsewhere_first(urls, urlparse("nats://b:2")) == "nats://c:3,nats://a:1,nats://b:2"
     assert elsewhere_first(urls, urlparse("nats://c:3")) == "nats://a:1,nats://b:2,nats://c:3"
     assert elsewhere_first("nats://a:1", urlparse("nats://a:1")) is None
+
+
+@pytest.mark.cluster
+def test_a_cluster_that_does_not_come_up_leaves_no_server_behind(tmp_path: Path) -> None:
+    # The helper's own cleanup: its callers stop the cluster only once it has come up.
+    cluster = Cluster.init(tmp_path / "data", env=environment())
+    with pytest.raises(AssertionError, match="meta leader"):
+        cluster.start_all(timeout=0)
+    assert [node.process for node in cluster.nodes] == [None] * len(cluster.nodes)
