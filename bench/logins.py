@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bench.report import Report, children, cpu_seconds, percentile
 from dante.client.accounts import issue_token, new_nonce, sign_up
@@ -186,12 +186,13 @@ async def run(options: Options) -> Report:
         up = await _up(Path(tmp), port)
         try:
             url = f"nats://{HOST}:{port}"
-            for name, password, role in (
+            accounts: tuple[tuple[str, str, Literal["renter", "provider"]], ...] = (
                 ("alice", "alice-pass-1", "renter"),
                 ("bob", "bob-pass-12", "provider"),
-            ):  # one sign-up connection opens one account
+            )
+            for name, password, role in accounts:  # one sign-up connection, one account
                 nc = await connect(url, name="bench", credential=signup_credential(new_nonce()))
-                await sign_up(nc, name, password, role)  # type: ignore[arg-type]
+                await sign_up(nc, name, password, role)
                 await nc.close()
             owner = await connect(url, name="bench", credential=Credential("bob", "bob-pass-12"))
             token = (await issue_token(owner, "bob", label="agent")).token

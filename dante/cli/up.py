@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import anyio
 from cyclopts import Parameter
@@ -396,31 +396,22 @@ async def _connect_platform(
     revoked login), and on a cluster a spare for the auth callout on another node than the
     platform's (`Identity`'s `spare`)."""
     opened: list[NATS] = []
+
+    async def open_one(where: str, name: str, credential: Credential, **options: Any) -> NATS:
+        client = await connect(where, name=name, forever=True, credential=credential, **options)
+        opened.append(client)
+        return client
+
+    platform = platform_credential(installation.platform_password)
     try:
-        nc = await connect(
-            url,
-            name="dante-platform",
-            forever=True,
-            credential=platform_credential(installation.platform_password),
+        nc = await open_one(url, "dante-platform", platform)
+        system = await open_one(
+            url, "dante-system", system_credential(installation.system_password)
         )
-        opened.append(nc)
-        system = await connect(
-            url,
-            name="dante-system",
-            forever=True,
-            credential=system_credential(installation.system_password),
-        )
-        opened.append(system)
         elsewhere = elsewhere_first(url, nc.connected_url)
         spare = None
         if elsewhere is not None:
-            spare = await connect(
-                elsewhere,
-                name="dante-callout",
-                forever=True,
-                credential=platform_credential(installation.platform_password),
-                dont_randomize=True,
-            )
+            spare = await open_one(elsewhere, "dante-callout", platform, dont_randomize=True)
     except BaseException:
         for client in opened:
             await client.close()

@@ -101,16 +101,9 @@ def elsewhere_first(url: str, connected: ParseResult | None) -> str | None:
     listed = servers(url)
     if len(listed) < 2:
         return None
-    here = next(
-        (
-            i
-            for i, server in enumerate(listed)
-            if connected is not None
-            and (urlparse(server).hostname, urlparse(server).port)
-            == (connected.hostname, connected.port)
-        ),
-        0,
-    )
+    where = None if connected is None else (connected.hostname, connected.port)
+    places = [(urlparse(server).hostname, urlparse(server).port) for server in listed]
+    here = places.index(where) if where in places else 0
     return ",".join(listed[here + 1 :] + listed[: here + 1])
 
 
